@@ -1,0 +1,224 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""Configuration, pre-flight checks, training and testing on top of
+mmengine's Runner (what tools/train.py and tools/test.py call)."""
+import copy
+import glob
+import logging
+import os.path as osp
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import load_state_dict
+
+from ..datasets.cityscapes import DatasetError, check_cityscapes
+from ..engine.checkpoint import checkpoint_kind, load_state_dict_file
+from ..reparam import reparameterize_model
+
+
+class UsageError(RuntimeError):
+    """A mistake in what the user asked for; the message says what to do."""
+
+
+def replace_syncbn(cfg, norm_type: str = 'BN'):
+    """Replace every ``SyncBN``/``MMSyncBN`` norm config in ``cfg`` (a
+    Config, dict or list, modified in place) by ``norm_type``. Returns the
+    number of replacements.
+
+    SyncBN needs CUDA and a process group; on CPU (single process or gloo)
+    repseg trains with plain BN instead: this is the one place that swap is
+    done.
+    """
+    count = 0
+    if isinstance(cfg, dict):
+        if cfg.get('type') in ('SyncBN', 'MMSyncBN'):
+            cfg['type'] = norm_type
+            count += 1
+        for v in cfg.values():
+            count += replace_syncbn(v, norm_type)
+    elif isinstance(cfg, (list, tuple)):
+        for v in cfg:
+            count += replace_syncbn(v, norm_type)
+    return count
+
+
+def adapt_to_device(cfg: Config) -> Config:
+    """Make a config runnable on the machine at hand: without CUDA, SyncBN
+    falls back to BN (with a warning) and NCCL to gloo."""
+    if not torch.cuda.is_available():
+        n = replace_syncbn(cfg.model)
+        if n:
+            print_log(
+                f'No CUDA device: SyncBN cannot run here, so the {n} SyncBN '
+                'layer configs of this model fall back to BN (statistics per '
+                'process; identical for a single process).',
+                logger='current', level=logging.WARNING)
+        dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
+        if dist_cfg.get('backend') == 'nccl':
+            dist_cfg['backend'] = 'gloo'
+    return cfg
+
+
+def load_cfg(config: str,
+             work_dir: Optional[str] = None,
+             cfg_options: Optional[dict] = None,
+             launcher: str = 'none',
+             amp: bool = False,
+             resume: bool = False,
+             auto_scale_lr: bool = False) -> Config:
+    """Read a config and apply the usual mmseg command-line overrides."""
+    if not osp.isfile(config):
+        raise UsageError(f'config file {config!r} does not exist')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    if amp:
+        if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in your config.',
+                      logger='current', level=logging.WARNING)
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if auto_scale_lr:
+        cfg.setdefault('auto_scale_lr', dict(base_batch_size=16))
+        cfg.auto_scale_lr.enable = True
+    cfg.resume = resume
+    return adapt_to_device(cfg)
+
+
+def _dataset_roots(cfg: Config) -> Sequence[tuple]:
+    roots = []
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        ds = loader.get('dataset', {})
+        if ds.get('type') == 'CityscapesDataset':
+            split = osp.basename(
+                ds.get('data_prefix', {}).get('img_path', '').rstrip('/'))
+            roots.append((ds.get('data_root', ''), split))
+    return roots
+
+
+def check_data(cfg: Config, phases: Sequence[str] = ('train', 'val')) -> None:
+    """Check the Cityscapes folders a config reads, before the Runner starts
+    (raises :class:`DatasetError` with a pointer to data/README.md)."""
+    done = set()
+    for root, split in _dataset_roots(cfg):
+        if split in phases and (root, split) not in done:
+            counts = check_cityscapes(root, splits=(split, ))
+            print_log(f'Dataset check: {root} {split}: {counts[split]} '
+                      'images, labels OK', logger='current')
+            done.add((root, split))
+
+
+def check_pretrained(cfg: Config) -> None:
+    """Refuse to start when a local pretrained checkpoint named by
+    ``init_cfg`` does not exist (instead of failing deep in init)."""
+    def walk(node, path):
+        if isinstance(node, dict):
+            if node.get('type') == 'Pretrained':
+                ckpt = node.get('checkpoint')
+                if isinstance(ckpt, str) and '://' not in ckpt and \
+                        not osp.isfile(ckpt):
+                    raise UsageError(
+                        f'{path}.init_cfg asks for the pretrained checkpoint '
+                        f'{ckpt!r}, which does not exist. Download it (see '
+                        'README.md, "Pretrained backbones") or train from '
+                        f'scratch with --cfg-options {path}.init_cfg=None')
+            for k, v in node.items():
+                walk(v, f'{path}.{k}' if k != 'init_cfg' else path)
+    walk(cfg.model, 'model')
+
+
+def check_work_dir(cfg: Config) -> None:
+    """Never overwrite the checkpoints of an earlier run silently."""
+    if cfg.get('resume') or not osp.isdir(cfg.work_dir):
+        return
+    old = glob.glob(osp.join(cfg.work_dir, '*.pth'))
+    if old:
+        raise UsageError(
+            f'work dir {cfg.work_dir!r} already holds {len(old)} checkpoint(s)'
+            ' of an earlier run. Pass --resume to continue that run, or '
+            '--work-dir to start a new one elsewhere.')
+
+
+def train(cfg: Config, check: bool = True) -> Runner:
+    """Train with mmengine's Runner after the pre-flight checks; returns the
+    runner."""
+    if check:
+        check_data(cfg)
+        check_pretrained(cfg)
+        check_work_dir(cfg)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def load_any_checkpoint(model: torch.nn.Module, path: str,
+                        logger='current') -> str:
+    """Load a training or a fused (deploy) checkpoint into ``model``.
+
+    A fused checkpoint first turns ``model`` into its fused form (in place),
+    so that the keys match exactly; both kinds load with strict key
+    checking. Returns the kind: 'training' or 'fused'.
+    """
+    state_dict = load_state_dict_file(path)
+    kind = checkpoint_kind(state_dict)
+    if kind == 'fused':
+        reparameterize_model(model, inplace=True)
+    load_state_dict(model, state_dict, strict=True, logger=logger)
+    return kind
+
+
+def test(cfg: Config,
+         checkpoint: str,
+         out: Optional[str] = None,
+         show_dir: Optional[str] = None,
+         check: bool = True) -> dict:
+    """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint) with
+    the config's test loop; the FusedEvalHook evaluates the fused model."""
+    if not osp.isfile(checkpoint):
+        raise UsageError(f'checkpoint {checkpoint!r} does not exist')
+    cfg = copy.deepcopy(cfg)
+    if check:
+        check_data(cfg, phases=('val', 'test'))
+    cfg.load_from = None
+    cfg.resume = False
+    # the weights come from the checkpoint: no pretrained init
+    cfg.model.pretrained = None
+    if cfg.model.get('backbone'):
+        cfg.model.backbone.init_cfg = None
+    if show_dir:
+        vis = cfg.default_hooks.visualization
+        vis.draw = True
+        vis.interval = 1
+        vis.show = False
+        cfg.visualizer.save_dir = show_dir
+    if out:
+        cfg.test_evaluator.output_dir = out
+        cfg.test_evaluator.keep_results = True
+    runner = Runner.from_cfg(cfg)
+    kind = load_any_checkpoint(runner.model, checkpoint, runner.logger)
+    print_log(
+        f'Loaded a {kind.upper()} checkpoint from {checkpoint}: ' +
+        ('the multi-branch model is fused for evaluation by FusedEvalHook.'
+         if kind == 'training' else
+         'the model was built in its fused (deploy) form to match it.'),
+        logger='current')
+    return runner.test()
+
+
+__all__ = [
+    'UsageError', 'DatasetError', 'replace_syncbn', 'adapt_to_device',
+    'load_cfg', 'check_data', 'check_pretrained', 'check_work_dir', 'train',
+    'test', 'load_any_checkpoint'
+]

@@ -1,0 +1,114 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""Safe checkpoint reading.
+
+torch >= 2.6 loads with ``weights_only=True`` by default: only tensors,
+containers and an allow-list of types can be unpickled, so a checkpoint
+cannot run code just by being loaded. mmengine 0.10 checkpoints also hold a
+few harmless non-tensor objects (its HistoryBuffer of logged scalars, numpy
+arrays and scalars in ``meta``); :func:`register_safe_globals` adds exactly
+those to torch's allow-list, so mmengine's own loading (``load_from``,
+``--resume``) keeps working under ``weights_only=True``.
+"""
+import os.path as osp
+import pickle
+import zipfile
+from collections import OrderedDict
+from typing import Dict
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, or of the wrong kind."""
+
+
+def _numpy_globals() -> list:
+    out = [np.ndarray, np.dtype]
+    core = getattr(np, '_core', None) or np.core
+    out += [core.multiarray._reconstruct, core.multiarray.scalar]
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        out += [
+            getattr(dtypes, name) for name in dir(dtypes)
+            if name.endswith('DType')
+        ]
+    return out
+
+
+def register_safe_globals() -> None:
+    """Allow the non-tensor types that mmengine writes into checkpoints to be
+    read with ``torch.load(weights_only=True)``."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    torch.serialization.add_safe_globals([HistoryBuffer] + _numpy_globals())
+
+
+def load_state_dict_file(path: str, allow_unsafe: bool = False
+                         ) -> Dict[str, torch.Tensor]:
+    """Read the model weights of a checkpoint file safely.
+
+    Unwraps mmengine/torch wrappers (``state_dict``, ``model``) and strips a
+    ``module.`` prefix.
+
+    Args:
+        path (str): The checkpoint file.
+        allow_unsafe (bool): Permit full unpickling (can execute code from
+            the file) for files that need it. Default: False.
+
+    Raises:
+        CheckpointError: if the file is missing, truncated, not a
+            checkpoint, or needs unsafe unpickling that was not allowed.
+    """
+    if not osp.isfile(path):
+        raise CheckpointError(f'checkpoint {path!r} does not exist')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'weights_only' not in str(e).lower() and \
+                'weights only' not in str(e).lower():
+            raise CheckpointError(
+                f'{path!r} is not a readable checkpoint ({e}).') from e
+        if not allow_unsafe:
+            raise CheckpointError(
+                f'{path!r} contains Python objects that only full '
+                'unpickling can read, and unpickling can run arbitrary code '
+                'from the file. Only if you trust where it came from, load '
+                'it with allow_unsafe=True (tools: --unsafe-load).\n'
+                f'torch said: {str(e).splitlines()[0]}') from e
+        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError,
+            ValueError) as e:
+        raise CheckpointError(
+            f'{path!r} is truncated or not a PyTorch checkpoint '
+            f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+            '). Download or convert it again.') from e
+    return unwrap_state_dict(ckpt, path)
+
+
+def unwrap_state_dict(ckpt, path: str = '<checkpoint>'
+                      ) -> 'OrderedDict[str, torch.Tensor]':
+    """The weights inside a loaded checkpoint object."""
+    for key in ('state_dict', 'model', 'module'):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            ckpt = ckpt[key]
+            break
+    if not isinstance(ckpt, dict) or not ckpt or not all(
+            isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise CheckpointError(
+            f'{path!r} holds no state dict (a mapping of names to tensors); '
+            'it is not a model checkpoint.')
+    if all(k.startswith('module.') for k in ckpt):
+        ckpt = {k[len('module.'):]: v for k, v in ckpt.items()}
+    return OrderedDict(ckpt)
+
+
+def checkpoint_kind(state_dict: Dict[str, torch.Tensor]) -> str:
+    """'fused' for a re-parameterized (deploy) checkpoint, else 'training'."""
+    keys = list(state_dict)
+    fused = any('.branch_reparam.' in k for k in keys)
+    unfused = any('.branch_3x3.' in k for k in keys)
+    if fused and unfused:
+        raise CheckpointError(
+            'the checkpoint mixes fused (branch_reparam) and training-time '
+            '(branch_3x3) RepVGG blocks; it was not written by repseg.')
+    return 'fused' if fused else 'training'

@@ -1,0 +1,126 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""Evaluate the fused (deployed) model during validation and testing."""
+from typing import Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+
+from mmseg.registry import HOOKS
+
+from ..reparam import find_unfused, reparameterize_model
+
+
+def _logits(samples) -> list:
+    return [s.seg_logits.data for s in samples]
+
+
+@HOOKS.register_module()
+class FusedEvalHook(Hook):
+    """Run every validation and test on the re-parameterized model.
+
+    Before each validation/test epoch the hook builds a fused *copy* of the
+    model with :func:`repseg.reparameterize_model` (RepVGG blocks become one
+    3x3 conv, conv-BN pairs are folded) and hands it to the loop in place of
+    ``runner.model``; after the epoch the live model is put back. Training
+    therefore continues on the unfused multi-branch model, whose parameters,
+    buffers and mode the hook never changes.
+
+    Once per evaluation it logs that the fused model is used and the max
+    |fused - unfused| of the segmentation logits on the first batch (both in
+    eval mode). A model that is already fused (built from a deploy config or
+    loaded from a fused checkpoint) is evaluated as it is.
+
+    Args:
+        check_equivalence (bool): Compare fused and unfused outputs on the
+            first batch of every evaluation (one extra unfused forward).
+            Default: True.
+
+    Attributes:
+        last_max_diff (float | None): max |fused - unfused| of the last check.
+        last_max_abs (float | None): max |unfused| on that batch.
+        last_fused_model: the fused model used by the last evaluation (kept
+            for inspection until the next one; None when the model was
+            already fused).
+    """
+
+    priority = 'LOW'   # after e.g. EMAHook has swapped in its weights
+
+    def __init__(self, check_equivalence: bool = True):
+        self.check_equivalence = check_equivalence
+        self.last_max_diff: Optional[float] = None
+        self.last_max_abs: Optional[float] = None
+        self.last_fused_model = None
+        self._live = None
+        self._pending_check = False
+
+    # -- swapping -----------------------------------------------------------
+    def _swap_in(self, runner, phase: str) -> None:
+        live = runner.model
+        src = live.module if is_model_wrapper(live) else live
+        todo = find_unfused(src)
+        if not todo:
+            print_log(
+                f'[FusedEvalHook] {phase}: the model is already fused '
+                '(deploy form); evaluating it as it is.', logger='current')
+            self.last_fused_model = None
+            self._live = None
+            return
+        fused = reparameterize_model(src, inplace=False)
+        self._live = live
+        self.last_fused_model = fused
+        runner.model = fused
+        self._pending_check = self.check_equivalence
+        print_log(
+            f'[FusedEvalHook] {phase}: evaluating the FUSED model '
+            f'(repseg.reparameterize_model; {len(todo)} multi-branch blocks '
+            'and conv-BN pairs folded into plain convs). Training continues '
+            'on the unfused model.', logger='current')
+
+    def _swap_out(self, runner) -> None:
+        if self._live is not None:
+            runner.model = self._live
+            self._live = None
+
+    @torch.no_grad()
+    def _check(self, runner, data_batch) -> None:
+        if not self._pending_check:
+            return
+        self._pending_check = False
+        src = self._live.module if is_model_wrapper(self._live) else self._live
+        was_training = src.training
+        src.eval()
+        try:
+            ref = _logits(src.test_step(data_batch))
+        finally:
+            src.train(was_training)
+        out = _logits(runner.model.test_step(data_batch))
+        self.last_max_diff = max(
+            (r - o).abs().max().item() for r, o in zip(ref, out))
+        self.last_max_abs = max(r.abs().max().item() for r in ref)
+        print_log(
+            '[FusedEvalHook] max |fused - unfused| of the logits on one '
+            f'batch: {self.last_max_diff:.3g} (max |logit| '
+            f'{self.last_max_abs:.3g}, relative '
+            f'{self.last_max_diff / max(self.last_max_abs, 1e-12):.2g}).',
+            logger='current')
+
+    # -- hook points --------------------------------------------------------
+    def before_val_epoch(self, runner) -> None:
+        self._swap_in(runner, 'validation')
+
+    def before_val_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self._check(runner, data_batch)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._swap_out(runner)
+
+    def before_test_epoch(self, runner) -> None:
+        self._swap_in(runner, 'test')
+
+    def before_test_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self._check(runner, data_batch)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        self._swap_out(runner)

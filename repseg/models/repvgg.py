@@ -1,0 +1,438 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""RepVGG backbone (Ding et al., "RepVGG: Making VGG-style ConvNets Great
+Again", CVPR 2021) for mmsegmentation, with output-stride control for dense
+prediction."""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import (ConvModule, build_activation_layer, build_conv_layer,
+                      build_norm_layer)
+from mmengine.model import BaseModule
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmseg.registry import MODELS
+
+from ..fusion import fuse_branches
+
+
+class RepVGGBlock(BaseModule):
+    """The RepVGG block.
+
+    Training-time form: ``act(BN(conv3x3(x)) + BN(conv1x1(x)) + BN(x))``; the
+    identity branch exists only when ``in_channels == out_channels`` and
+    ``stride == 1``. Inference-time form (``deploy=True`` or after
+    :meth:`switch_to_deploy`): ``act(conv3x3(x) + bias)``.
+
+    Args:
+        in_channels (int): Input channels C_in.
+        out_channels (int): Output channels C_out.
+        stride (int): Stride of the 3x3 and 1x1 convs. Default: 1.
+        dilation (int): Dilation of the 3x3 conv (its padding equals the
+            dilation, so the spatial size is that of the 1x1 branch).
+            Default: 1.
+        groups (int): Groups of the 3x3 and 1x1 convs. Default: 1.
+        conv_cfg (dict, optional): Config of the conv layers. Default: None.
+        norm_cfg (dict): Config of the norm layers. Default: dict(type='BN').
+        act_cfg (dict): Config of the activation. Default: dict(type='ReLU').
+        deploy (bool): Build the fused single-conv form directly.
+            Default: False.
+        with_cp (bool): Use activation checkpointing for the branches while
+            training (saves memory at the cost of a second forward).
+            Default: False.
+        init_cfg (dict | list[dict], optional): Initialization config.
+
+    Shape:
+        x: (N, C_in, H, W) -> (N, C_out, floor((H - 1) / stride) + 1,
+        floor((W - 1) / stride) + 1).
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 stride: int = 1,
+                 dilation: int = 1,
+                 groups: int = 1,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 deploy: bool = False,
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.dilation = dilation
+        self.groups = groups
+        self.conv_cfg = conv_cfg
+        self.deploy = deploy
+        self.with_cp = with_cp
+
+        if deploy:
+            self.branch_reparam = build_conv_layer(
+                conv_cfg,
+                in_channels,
+                out_channels,
+                kernel_size=3,
+                stride=stride,
+                padding=dilation,
+                dilation=dilation,
+                groups=groups,
+                bias=True)
+        else:
+            self.branch_3x3 = ConvModule(
+                in_channels,
+                out_channels,
+                kernel_size=3,
+                stride=stride,
+                padding=dilation,
+                dilation=dilation,
+                groups=groups,
+                conv_cfg=conv_cfg,
+                norm_cfg=norm_cfg,
+                act_cfg=None)
+            self.branch_1x1 = ConvModule(
+                in_channels,
+                out_channels,
+                kernel_size=1,
+                stride=stride,
+                padding=0,
+                groups=groups,
+                conv_cfg=conv_cfg,
+                norm_cfg=norm_cfg,
+                act_cfg=None)
+            if in_channels == out_channels and stride == 1:
+                self.branch_norm = build_norm_layer(norm_cfg, in_channels)[1]
+            else:
+                self.branch_norm = None
+        self.act = build_activation_layer(act_cfg)
+
+    def _branches(self, x: Tensor) -> Tensor:
+        if self.deploy:
+            return self.branch_reparam(x)
+        out = self.branch_3x3(x) + self.branch_1x1(x)
+        if self.branch_norm is not None:
+            out = out + self.branch_norm(x)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.with_cp and x.requires_grad and not self.deploy:
+            out = cp.checkpoint(self._branches, x, use_reentrant=False)
+        else:
+            out = self._branches(x)
+        return self.act(out)
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Fuse the branches into ``branch_reparam`` in place.
+
+        Uses the BN running statistics (eval semantics) whatever the module's
+        mode. Calling it again on a fused block does nothing.
+        """
+        if self.deploy:
+            return
+        conv3 = self.branch_3x3.conv
+        kernel, bias = fuse_branches(conv3, self.branch_3x3.norm,
+                                     self.branch_1x1.conv,
+                                     self.branch_1x1.norm, self.branch_norm)
+        fused = build_conv_layer(
+            self.conv_cfg,
+            self.in_channels,
+            self.out_channels,
+            kernel_size=3,
+            stride=self.stride,
+            padding=self.dilation,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=True).to(device=conv3.weight.device, dtype=conv3.weight.dtype)
+        fused.weight.copy_(kernel.to(conv3.weight.dtype))
+        fused.bias.copy_(bias.to(conv3.weight.dtype))
+        del self.branch_3x3, self.branch_1x1, self.branch_norm
+        self.branch_reparam = fused
+        self.deploy = True
+
+
+def _alternate_groups(groups: int, last_layer: int = 27) -> Dict[int, int]:
+    """The paper's groupwise layout: ``groups`` on the 3rd, 5th, ... layer
+    (1-based, the stem being the 1st layer)."""
+    return {layer: groups for layer in range(3, last_layer + 1, 2)}
+
+
+_A = dict(num_blocks=(2, 4, 14, 1))
+_B = dict(num_blocks=(4, 6, 16, 1))
+
+
+@MODELS.register_module()
+class RepVGG(BaseModule):
+    """RepVGG backbone for semantic segmentation.
+
+    The network has five stages (indices 0..4 in ``out_indices``,
+    ``strides``, ``dilations`` and ``frozen_stages``): stage 0 is the single
+    stem layer, stages 1..4 hold ``num_blocks`` RepVGG blocks each. The first
+    layer of every stage has the stage's stride.
+
+    Args:
+        arch (str | dict): One of ``RepVGG.arch_settings`` ('A0', 'A1', 'A2',
+            'B0', 'B1', 'B1g2', 'B1g4', 'B2', 'B2g2', 'B2g4', 'B3', 'B3g2',
+            'B3g4'), or a dict with ``num_blocks`` (4 ints: layers of stages
+            1..4), ``width_factor`` (4 floats: a, a, a, b of the paper) and
+            optional ``group_layers`` (dict mapping a 1-based layer index,
+            the stem being layer 1, to its number of groups).
+        in_channels (int): Input image channels. Default: 3.
+        dilation_mode (str): Output-stride preset.
+            'none': strides (2, 2, 2, 2, 2), no dilation (output stride 32).
+            'full': strides (2, 2, 2, 1, 1), dilations (1, 1, 1, 2, 4): every
+            3x3 conv of the last two stages is dilated (output stride 8, as
+            the dilated ResNets of PSPNet).
+            'fast': output stride 8 like 'full', but only the last
+            ``fast_dilated_layers`` layers of the network are dilated (the
+            paper's "-fast" PSPNets: the last 4 layers of stage 3 and the
+            layer of stage 4); the other layers of those stages use stride 1
+            and dilation 1.
+            Default: 'none'.
+        strides (Sequence[int], optional): Per-stage strides (5 ints);
+            overrides the preset of ``dilation_mode``. E.g. output stride 16:
+            ``strides=(2, 2, 2, 2, 1), dilations=(1, 1, 1, 1, 2)``.
+        dilations (Sequence[int], optional): Per-stage dilations (5 ints);
+            overrides the preset of ``dilation_mode``.
+        fast_dilated_layers (int): How many of the last layers keep their
+            stage's dilation in 'fast' mode. Default: 5.
+        out_indices (Sequence[int]): Stages whose outputs are returned.
+            Default: (1, 2, 3, 4).
+        frozen_stages (int): Stages 0..frozen_stages are frozen (no gradient,
+            norm layers in eval mode); -1 freezes nothing. Default: -1.
+        conv_cfg (dict, optional): Config of the conv layers. Default: None.
+        norm_cfg (dict): Config of the norm layers, e.g. dict(type='BN') or
+            dict(type='SyncBN', requires_grad=True). Default: dict(type='BN').
+        act_cfg (dict): Config of the activation. Default: dict(type='ReLU').
+        norm_eval (bool): Keep norm layers in eval mode while training
+            (freezes the running statistics). Default: False.
+        with_cp (bool): Activation checkpointing in every block.
+            Default: False.
+        deploy (bool): Build every block in its fused single-conv form, so a
+            checkpoint converted by :func:`repseg.reparameterize_model` loads
+            with ``strict=True``. Default: False.
+        init_cfg (dict | list[dict], optional): Initialization config, e.g.
+            ``dict(type='Pretrained', checkpoint=PATH)``.
+
+    Shape:
+        x: (N, in_channels, H, W) -> a tuple with, for each index i in
+        ``out_indices``, a tensor (N, ``self.out_channels[i]``, H / s_i,
+        W / s_i), s_i being the product of ``strides[:i + 1]`` (sizes round
+        up as in a padded stride-2 conv).
+
+    Example:
+        >>> import torch
+        >>> from repseg.models import RepVGG
+        >>> m = RepVGG('A0', dilation_mode='full').eval()
+        >>> [o.shape for o in m(torch.rand(1, 3, 64, 64))]
+        [torch.Size([1, 48, 16, 16]), torch.Size([1, 96, 8, 8]),
+         torch.Size([1, 192, 8, 8]), torch.Size([1, 1280, 8, 8])]
+    """
+
+    arch_settings = {
+        'A0': dict(**_A, width_factor=(0.75, 0.75, 0.75, 2.5)),
+        'A1': dict(**_A, width_factor=(1, 1, 1, 2.5)),
+        'A2': dict(**_A, width_factor=(1.5, 1.5, 1.5, 2.75)),
+        'B0': dict(**_B, width_factor=(1, 1, 1, 2.5)),
+        'B1': dict(**_B, width_factor=(2, 2, 2, 4)),
+        'B1g2': dict(**_B, width_factor=(2, 2, 2, 4),
+                     group_layers=_alternate_groups(2)),
+        'B1g4': dict(**_B, width_factor=(2, 2, 2, 4),
+                     group_layers=_alternate_groups(4)),
+        'B2': dict(**_B, width_factor=(2.5, 2.5, 2.5, 5)),
+        'B2g2': dict(**_B, width_factor=(2.5, 2.5, 2.5, 5),
+                     group_layers=_alternate_groups(2)),
+        'B2g4': dict(**_B, width_factor=(2.5, 2.5, 2.5, 5),
+                     group_layers=_alternate_groups(4)),
+        'B3': dict(**_B, width_factor=(3, 3, 3, 5)),
+        'B3g2': dict(**_B, width_factor=(3, 3, 3, 5),
+                     group_layers=_alternate_groups(2)),
+        'B3g4': dict(**_B, width_factor=(3, 3, 3, 5),
+                     group_layers=_alternate_groups(4)),
+    }
+
+    dilation_presets = {
+        'none': ((2, 2, 2, 2, 2), (1, 1, 1, 1, 1)),
+        'full': ((2, 2, 2, 1, 1), (1, 1, 1, 2, 4)),
+        'fast': ((2, 2, 2, 1, 1), (1, 1, 1, 2, 4)),
+    }
+
+    num_stages = 5
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'A0',
+                 in_channels: int = 3,
+                 dilation_mode: str = 'none',
+                 strides: Optional[Sequence[int]] = None,
+                 dilations: Optional[Sequence[int]] = None,
+                 fast_dilated_layers: int = 5,
+                 out_indices: Sequence[int] = (1, 2, 3, 4),
+                 frozen_stages: int = -1,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 deploy: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        self.arch = self._parse_arch(arch)
+        if dilation_mode not in self.dilation_presets:
+            raise ValueError(
+                f'Unknown dilation_mode {dilation_mode!r}; valid modes are '
+                f"{sorted(self.dilation_presets)} ('none': output stride 32, "
+                "'full'/'fast': output stride 8).")
+        preset_strides, preset_dilations = self.dilation_presets[dilation_mode]
+        self.dilation_mode = dilation_mode
+        self.strides = self._per_stage(
+            'strides', preset_strides if strides is None else strides)
+        self.dilations = self._per_stage(
+            'dilations', preset_dilations if dilations is None else dilations)
+        if any(s not in (1, 2) for s in self.strides):
+            raise ValueError(f'strides must be 1 or 2, got {self.strides}')
+        out_indices = tuple(out_indices)
+        bad = [i for i in out_indices
+               if not isinstance(i, int) or not 0 <= i < self.num_stages]
+        if bad or not out_indices:
+            raise ValueError(
+                f'out_indices {out_indices} must be a non-empty subset of '
+                f'0..{self.num_stages - 1} (stage 0 is the stem, stage 4 the '
+                f'last stage); invalid entries: {bad}')
+        if not -1 <= frozen_stages < self.num_stages:
+            raise ValueError(f'frozen_stages must lie in -1..'
+                             f'{self.num_stages - 1}, got {frozen_stages}')
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.fast_dilated_layers = fast_dilated_layers
+        self.norm_cfg = norm_cfg
+        self.norm_eval = norm_eval
+        self.deploy = deploy
+
+        num_blocks = (1, ) + tuple(self.arch['num_blocks'])
+        a = self.arch['width_factor']
+        widths = (min(64, int(64 * a[0])), int(64 * a[0]), int(128 * a[1]),
+                  int(256 * a[2]), int(512 * a[3]))
+        self.out_channels = widths
+        group_layers = self.arch.get('group_layers') or {}
+
+        # One entry per layer: (stage, stride, dilation, groups).
+        total = sum(num_blocks)
+        self.layer_layout = []
+        layer = 0
+        for stage, n in enumerate(num_blocks):
+            for j in range(n):
+                layer += 1
+                dilation = self.dilations[stage]
+                if (dilation_mode == 'fast'
+                        and layer <= total - fast_dilated_layers):
+                    dilation = 1
+                self.layer_layout.append(
+                    (stage, self.strides[stage] if j == 0 else 1, dilation,
+                     group_layers.get(layer, 1)))
+
+        common = dict(
+            conv_cfg=conv_cfg,
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg,
+            deploy=deploy,
+            with_cp=with_cp)
+        self.stage_names = ['stem'] + [
+            f'stage_{i}' for i in range(1, self.num_stages)
+        ]
+        in_ch = in_channels
+        layers = iter(self.layer_layout)
+        for stage, n in enumerate(num_blocks):
+            blocks = []
+            for _ in range(n):
+                _, stride, dilation, groups = next(layers)
+                blocks.append(
+                    RepVGGBlock(
+                        in_ch,
+                        widths[stage],
+                        stride=stride,
+                        dilation=dilation,
+                        groups=groups,
+                        **common))
+                in_ch = widths[stage]
+            self.add_module(self.stage_names[stage],
+                            blocks[0] if stage == 0 else nn.Sequential(*blocks))
+        self._freeze_stages()
+
+    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            if arch not in self.arch_settings:
+                raise ValueError(
+                    f'Unknown RepVGG arch {arch!r}; valid archs are '
+                    f'{list(self.arch_settings)}, or a dict with num_blocks, '
+                    'width_factor and optional group_layers.')
+            return dict(self.arch_settings[arch], name=arch)
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+        missing = {'num_blocks', 'width_factor'} - set(arch)
+        unknown = set(arch) - {'num_blocks', 'width_factor', 'group_layers',
+                               'name'}
+        if missing or unknown:
+            raise ValueError(
+                f'A custom arch dict needs num_blocks and width_factor (and '
+                f'optionally group_layers); missing {sorted(missing)}, '
+                f'unknown {sorted(unknown)}.')
+        for key in ('num_blocks', 'width_factor'):
+            if len(arch[key]) != 4:
+                raise ValueError(
+                    f'arch[{key!r}] needs 4 entries (stages 1..4; the stem '
+                    f'is always one layer), got {arch[key]}')
+        return dict(arch, name=arch.get('name', 'custom'))
+
+    def _per_stage(self, name: str, values: Sequence[int]) -> Tuple[int, ...]:
+        values = tuple(values)
+        if len(values) != self.num_stages:
+            raise ValueError(f'{name} needs one entry per stage '
+                             f'({self.num_stages}), got {values}')
+        if any(not isinstance(v, int) or v < 1 for v in values):
+            raise ValueError(f'{name} must be positive integers, got '
+                             f'{values}')
+        return values
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of the last stage's output relative to the input."""
+        out = 1
+        for s in self.strides:
+            out *= s
+        return out
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        outs = []
+        for i, name in enumerate(self.stage_names):
+            x = getattr(self, name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        for i in range(self.frozen_stages + 1):
+            stage = getattr(self, self.stage_names[i])
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def switch_to_deploy(self) -> None:
+        """Fuse every block in place (see
+        :meth:`RepVGGBlock.switch_to_deploy`)."""
+        for m in self.modules():
+            if isinstance(m, RepVGGBlock):
+                m.switch_to_deploy()
+        self.deploy = True

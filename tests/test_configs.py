@@ -1,0 +1,106 @@
+"""Every shipped config builds, follows the paper's recipe, and runs one
+training iteration on the CPU."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmseg.registry import MODELS
+from repseg.apis import load_cfg, replace_syncbn
+
+from .conftest import CONFIG_DIR, small_cfg
+
+CONFIGS = sorted(
+    osp.basename(p) for p in glob.glob(osp.join(CONFIG_DIR, '*.py')))
+
+TABLE8 = {
+    'pspnet_repvgg_b2.py': ('B2', 'full', 2560, 640),
+    'pspnet_repvgg_b2_fast.py': ('B2', 'fast', 2560, 640),
+    'pspnet_repvgg_b1g2.py': ('B1g2', 'full', 2048, 512),
+    'pspnet_repvgg_b1g2_fast.py': ('B1g2', 'fast', 2048, 512),
+}
+
+
+def test_the_lineup_is_shipped():
+    for name in list(TABLE8) + ['pspnet_r50-d8.py', 'pspnet_r101-d8.py',
+                                'pspnet_repvgg_a0.py']:
+        assert name in CONFIGS
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_recipe(name):
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, name))
+    m = cfg.model
+    assert m.decode_head.type == 'PSPHead'
+    assert tuple(m.decode_head.pool_scales) == (1, 2, 3, 6)
+    assert m.auxiliary_head.type == 'FCNHead'
+    assert m.auxiliary_head.loss_decode.loss_weight == 0.4
+    assert cfg.optim_wrapper.optimizer.type == 'SGD'
+    assert cfg.optim_wrapper.optimizer.momentum == 0.9
+    assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
+    poly = cfg.param_scheduler[0]
+    assert poly.type == 'PolyLR' and poly.power == 0.9
+    assert not poly.by_epoch and poly.end == cfg.train_cfg.max_iters
+    assert dict(type='FusedEvalHook', check_equivalence=True) in \
+        cfg.custom_hooks
+    assert 'repseg' in cfg.custom_imports.imports
+    assert cfg.val_evaluator.type == 'IoUMetric'
+    if name in TABLE8 or name.startswith('pspnet_r'):
+        # the paper's Cityscapes recipe
+        assert cfg.optim_wrapper.optimizer.lr == 0.01
+        assert cfg.train_cfg.max_iters == 7440   # 40 epochs x 2975 / 16
+        assert cfg.train_dataloader.batch_size == 2   # x 8 GPUs = 16
+        assert m.backbone.norm_cfg.type == 'SyncBN'
+        assert m.test_cfg.mode == 'slide'
+        assert tuple(m.test_cfg.crop_size) == (713, 713)
+        crop = [t for t in cfg.train_dataloader.dataset.pipeline
+                if t.type == 'RandomCrop'][0]
+        assert tuple(crop.crop_size) == (713, 713)
+        assert cfg.train_dataloader.dataset.type == 'CityscapesDataset'
+    if name in TABLE8:
+        arch, mode, c5, c4 = TABLE8[name]
+        assert m.backbone.type == 'RepVGG'
+        assert (m.backbone.arch, m.backbone.dilation_mode) == (arch, mode)
+        assert m.backbone.init_cfg.type == 'Pretrained'
+        assert (m.decode_head.in_channels,
+                m.auxiliary_head.in_channels) == (c5, c4)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_builds_model(name):
+    cfg = load_cfg(osp.join(CONFIG_DIR, name))   # CPU: SyncBN -> BN
+    cfg.model.pretrained = None
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm)
+                   for m in model.modules())
+    assert model.decode_head.ignore_index == 255
+    assert model.auxiliary_head.ignore_index == 255
+    if name in TABLE8:
+        assert model.backbone.output_stride == 8
+        assert model.backbone.dilation_mode == TABLE8[name][1]
+
+
+def test_syncbn_replaced_in_one_place():
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, 'pspnet_repvgg_b2.py'))
+    # backbone, decode head and auxiliary head
+    assert replace_syncbn(cfg.model) == 3
+    assert replace_syncbn(cfg.model) == 0
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_one_training_iteration(name, synthetic_root, tmp_path):
+    cfg = small_cfg(osp.join(CONFIG_DIR, name), synthetic_root, tmp_path,
+                    iters=1, val_interval=1000)
+    runner = Runner.from_cfg(cfg)
+    before = {k: v.clone() for k, v in runner.model.state_dict().items()
+              if v.dtype.is_floating_point}
+    runner.train()
+    after = runner.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, 'one SGD step changed no weight'
+    assert runner.iter == 1
+    assert osp.isfile(osp.join(tmp_path, 'iter_1.pth'))

@@ -1,0 +1,84 @@
+"""FusedEvalHook: validation evaluates a fused copy, training continues on
+the untouched multi-branch model, and the metrics equal a by-hand evaluation
+of the fused model."""
+import pytest
+import torch
+from mmengine.evaluator import Evaluator
+from mmengine.runner import Runner
+
+from repseg import find_unfused, reparameterize_model
+from repseg.engine import FusedEvalHook
+from repseg.models import RepVGGBlock
+
+from .conftest import DEMO_CONFIG, small_cfg
+
+
+@pytest.fixture(scope='module')
+def trained_runner(synthetic_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp('hook')
+    cfg = small_cfg(DEMO_CONFIG, synthetic_root, work, crop=64, iters=4,
+                    val_interval=2)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def _hook(runner):
+    hooks = [h for h in runner.hooks if isinstance(h, FusedEvalHook)]
+    assert len(hooks) == 1
+    return hooks[0]
+
+
+def test_validation_used_a_fused_copy(trained_runner):
+    runner = trained_runner
+    hook = _hook(runner)
+    fused = hook.last_fused_model
+    assert fused is not None and fused is not runner.model
+    assert find_unfused(fused) == []
+    assert all(m.deploy for m in fused.modules()
+               if isinstance(m, RepVGGBlock))
+    # the live model is still the multi-branch training model
+    assert runner.model.backbone.stem.branch_3x3 is not None
+    assert find_unfused(runner.model) != []
+    assert hook.last_max_diff is not None
+    assert hook.last_max_diff <= 1e-4 * hook.last_max_abs
+
+
+def test_validation_leaves_training_model_untouched(trained_runner):
+    runner = trained_runner
+    runner.model.train()
+    state = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    metrics = runner.val_loop.run()
+    assert 'mIoU' in metrics
+    assert runner.model.training            # mode restored/untouched
+    assert find_unfused(runner.model) != []
+    after = runner.model.state_dict()
+    assert state.keys() == after.keys()
+    for k in state:
+        assert torch.equal(state[k], after[k]), k
+
+
+def test_metrics_equal_by_hand_fused_evaluation(trained_runner):
+    runner = trained_runner
+    metrics = runner.val_loop.run()
+    fused = reparameterize_model(runner.model)
+    evaluator = Evaluator(dict(type='IoUMetric', iou_metrics=['mIoU']))
+    evaluator.dataset_meta = runner.val_dataloader.dataset.metainfo
+    with torch.no_grad():
+        for batch in runner.val_dataloader:
+            evaluator.process(fused.test_step(batch), batch)
+    by_hand = evaluator.evaluate(len(runner.val_dataloader.dataset))
+    for key in ('mIoU', 'mAcc', 'aAcc'):
+        assert by_hand[key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+def test_hook_passes_already_fused_model(trained_runner):
+    runner = trained_runner
+    hook = _hook(runner)
+    live = runner.model
+    runner.model = reparameterize_model(live)
+    try:
+        runner.val_loop.run()
+        assert hook.last_fused_model is None   # evaluated as it is
+    finally:
+        runner.model = live

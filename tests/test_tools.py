@@ -1,0 +1,130 @@
+"""tools/train.py, tools/test.py (training and fused checkpoints) and
+tools/convert.py, run as a user runs them."""
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from .conftest import DEMO_CONFIG, ROOT, small_cfg
+
+TOOLS = osp.join(ROOT, 'tools')
+
+
+def run_tool(name, *args, check=True):
+    proc = subprocess.run([sys.executable, osp.join(TOOLS, name), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope='module')
+def small_config(synthetic_root, tmp_path_factory):
+    """The demo config shrunk for a quick run, dumped as a file a user
+    would pass to the tools."""
+    work = tmp_path_factory.mktemp('tools')
+    cfg = small_cfg(DEMO_CONFIG, synthetic_root, work / 'train', crop=64,
+                    iters=2, val_interval=2)
+    path = str(work / 'small_config.py')
+    cfg.dump(path)
+    return path, work
+
+
+@pytest.fixture(scope='module')
+def trained(small_config):
+    path, work = small_config
+    proc = run_tool('train.py', path, '--work-dir', str(work / 'train'))
+    ckpt = str(work / 'train' / 'iter_2.pth')
+    assert osp.isfile(ckpt), proc.stderr[-2000:]
+    return path, work, ckpt
+
+
+def _miou(output):
+    found = re.findall(r'mIoU: ([0-9.]+)', output)
+    assert found, output[-2000:]
+    return float(found[-1])
+
+
+def test_train_refuses_to_overwrite_a_run(trained):
+    path, work, ckpt = trained
+    mtime = os.path.getmtime(ckpt)
+    proc = run_tool('train.py', path, '--work-dir', str(work / 'train'),
+                    check=False)
+    assert proc.returncode != 0
+    assert 'already holds' in proc.stderr and '--resume' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert os.path.getmtime(ckpt) == mtime
+
+
+def test_train_missing_dataset_is_a_clear_error(small_config, tmp_path):
+    path, _ = small_config
+    proc = run_tool('train.py', path, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options',
+                    f'train_dataloader.dataset.data_root={tmp_path}/none',
+                    check=False)
+    assert proc.returncode != 0
+    assert 'does not exist' in proc.stderr and 'data/README.md' in \
+        proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_train_missing_pretrained_is_a_clear_error(small_config, tmp_path):
+    path, _ = small_config
+    proc = run_tool(
+        'train.py', path, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+        'model.backbone.init_cfg.type=Pretrained',
+        'model.backbone.init_cfg.checkpoint=checkpoints/nope.pth',
+        check=False)
+    assert proc.returncode != 0
+    assert "'checkpoints/nope.pth', which does not exist" in proc.stderr
+    assert 'model.backbone.init_cfg=None' in proc.stderr
+
+
+def test_test_tool_on_training_and_fused_checkpoints(trained, tmp_path):
+    path, work, ckpt = trained
+    # 1. a training checkpoint: fused by the hook for evaluation
+    proc = run_tool('test.py', path, ckpt, '--work-dir', str(tmp_path / 't'),
+                    '--show-dir', str(tmp_path / 'vis'))
+    out = proc.stdout + proc.stderr
+    assert 'Loaded a TRAINING checkpoint' in out
+    assert 'evaluating the FUSED model' in out
+    assert 'max |fused - unfused|' in out
+    miou_training = _miou(out)
+    pngs = [f for _, _, fs in os.walk(tmp_path / 'vis') for f in fs
+            if f.endswith('.png')]
+    assert pngs, 'no overlays written by --show-dir'
+
+    # 2. convert it to a fused deploy checkpoint (+ deploy config)
+    fused = str(tmp_path / 'fused.pth')
+    proc = run_tool('convert.py', path, ckpt, fused, '--shape', '65', '71')
+    assert 'argmax agreement = 100.0000%' in proc.stdout
+    assert osp.getsize(fused) < osp.getsize(ckpt)
+    sd = torch.load(fused, weights_only=True)['state_dict']
+    assert any('branch_reparam' in k for k in sd)
+    assert not any('branch_3x3' in k or '.bn.' in k for k in sd)
+    deploy_cfg = str(tmp_path / 'fused.py')
+    assert Config.fromfile(deploy_cfg).model.backbone.deploy is True
+    # refuses to overwrite
+    proc = run_tool('convert.py', path, ckpt, fused, check=False)
+    assert proc.returncode != 0 and '--force' in proc.stderr
+
+    # 3. the fused checkpoint with the deploy config: same metrics
+    proc = run_tool('test.py', deploy_cfg, fused, '--work-dir',
+                    str(tmp_path / 't2'))
+    out = proc.stdout + proc.stderr
+    assert 'Loaded a FUSED checkpoint' in out
+    assert 'already fused' in out
+    assert _miou(out) == pytest.approx(miou_training, abs=0.02)
+
+
+def test_test_tool_missing_checkpoint(small_config, tmp_path):
+    path, _ = small_config
+    proc = run_tool('test.py', path, str(tmp_path / 'none.pth'), check=False)
+    assert proc.returncode != 0
+    assert 'does not exist' in proc.stderr
+    assert 'Traceback' not in proc.stderr

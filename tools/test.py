@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint (training or fused deploy) on the FUSED model:
+python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out DIR]
+[--show-dir DIR] [--cfg-options k=v ...] [--launcher pytorch]"""
+import argparse
+import os
+import sys
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a segmentor, fused')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument(
+        'checkpoint',
+        help='training checkpoint (fused on load) or fused deploy checkpoint')
+    parser.add_argument('--work-dir', help='the dir to save logs')
+    parser.add_argument(
+        '--out', help='dir to save the predicted label maps (PNG)')
+    parser.add_argument(
+        '--show-dir', help='dir to save the prediction overlays (PNG)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from repseg.apis import UsageError, load_cfg, test
+    from repseg.datasets import DatasetError
+    from repseg.engine import CheckpointError
+    try:
+        cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
+                       args.launcher)
+        test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir)
+    except (UsageError, DatasetError, CheckpointError) as e:
+        sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+    main()

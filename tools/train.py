@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Train a segmentor: python tools/train.py CONFIG [--work-dir DIR]
+[--resume] [--amp] [--cfg-options k=v ...] [--launcher pytorch]"""
+import argparse
+import os
+import sys
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', action='store_true',
+        help='resume from the newest complete checkpoint in the work dir')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the learning rate linearly with the actual global batch '
+        '(base: 16)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value '
+        '(e.g. model.backbone.init_cfg=None)')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from repseg.apis import UsageError, load_cfg, train
+    from repseg.datasets import DatasetError
+    try:
+        cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
+                       args.launcher, args.amp, args.resume,
+                       args.auto_scale_lr)
+        train(cfg)
+    except (UsageError, DatasetError) as e:
+        sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+    main()
