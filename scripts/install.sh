@@ -28,15 +28,24 @@ fi
 #    mmcv-lite lacks them and mmseg 1.2.x refuses mmcv >= 2.2). It is built
 #    from source against the installed torch; its setup.py needs
 #    setuptools<70, while torch 2.13 wants setuptools>=77 at run time, so
-#    setuptools is restored after the build. pip caches the built wheel.
+#    setuptools is restored after the build (below 81: mmengine's
+#    `mmseg::` config inheritance imports pkg_resources, which setuptools 81
+#    removed). pip caches the built wheel.
 if $PY -c "import sys, mmcv; from mmcv import _ext; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" 2>/dev/null; then
   step "mmcv $MMCV_VERSION (with ops) already installed"
 else
   step "building mmcv $MMCV_VERSION with ops (about 7 minutes on 2 cores the first time)"
   $PIP install "mmengine==$MMENGINE_VERSION" ninja wheel "setuptools<70"
   MMCV_WITH_OPS=1 $PIP install --no-build-isolation "mmcv==$MMCV_VERSION"
-  $PIP install "setuptools>=77"
+  $PIP install "setuptools>=77,<81"
   $PY -c "from mmcv import _ext" || { echo "mmcv was installed without its ops" >&2; exit 1; }
+fi
+
+if $PY -c "import pkg_resources, setuptools, sys; v = tuple(int(x) for x in setuptools.__version__.split('.')[:2]); sys.exit(not (77, 0) <= v < (81, 0))" 2>/dev/null; then
+  step "setuptools with pkg_resources already installed"
+else
+  step "installing setuptools>=77,<81 (torch needs >=77, mmengine needs pkg_resources)"
+  $PIP install "setuptools>=77,<81"
 fi
 
 # 3. mmengine, mmsegmentation and repseg itself (editable), with test extras.

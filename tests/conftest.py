@@ -2,6 +2,9 @@ import pytest
 import torch
 
 import repseg  # noqa: F401  (registers the modules)
+from mmseg.utils import register_all_modules
+
+register_all_modules(init_default_scope=True)
 
 # Tolerance of every fused-vs-unfused comparison:
 # max |fused - unfused| <= REL_TOL * max |unfused|.

@@ -131,7 +131,7 @@ def test_registered_in_mmseg():
 
 def test_custom_arch_dict():
     m = RepVGG(dict(num_blocks=(1, 1, 2, 1), width_factor=(0.5, 0.5, 0.5, 1),
-                    group_layers={3: 2}), out_indices=(4, ))
+                    group_layers={3: 2}), out_indices=(4, )).eval()
     assert m.out_channels == (32, 32, 64, 128, 512)
     assert [g for *_, g in m.layer_layout] == [1, 1, 2, 1, 1, 1]
     assert m(torch.randn(1, 3, 32, 32))[0].shape == (1, 512, 1, 1)

@@ -63,10 +63,11 @@ def test_conversion_in_train_mode_uses_running_stats():
     function (the running statistics), not a silently wrong model."""
     block = randomize_bn_(RepVGGBlock(8, 8))
     x = torch.randn(4, 8, 16, 16)
-    block.eval()
-    ref = block(x)
     block.train()
-    train_out = block(x)   # batch statistics: differs from ref
+    train_out = block(x)   # batch statistics (and updates running stats)
+    block.eval()
+    ref = block(x)         # eval semantics: running statistics
+    block.train()
     assert max_rel_diff(ref, train_out) > 1e-2
     fused = reparameterize_model(block)
     assert not fused.training

@@ -12,6 +12,7 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import load_state_dict
 
 from mmseg.registry import MODELS
+from mmseg.utils import register_all_modules
 from ..engine.checkpoint import checkpoint_kind, load_state_dict_file
 from ..reparam import find_unfused, reparameterize_model
 from .runner import UsageError, adapt_to_device
@@ -20,6 +21,7 @@ from .runner import UsageError, adapt_to_device
 def build_segmentor(cfg: Config) -> torch.nn.Module:
     """Build ``cfg.model`` without any pretrained initialization (weights
     come from a checkpoint)."""
+    register_all_modules(init_default_scope=True)
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.pretrained = None
     if model_cfg.get('backbone'):
