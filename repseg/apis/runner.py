@@ -94,9 +94,9 @@ def load_cfg(config: str,
     return adapt_to_device(cfg)
 
 
-def _dataset_roots(cfg: Config) -> Sequence[tuple]:
+def _dataset_roots(cfg: Config, loaders: Sequence[str]) -> Sequence[tuple]:
     roots = []
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+    for key in loaders:
         loader = cfg.get(key)
         if not loader:
             continue
@@ -108,12 +108,15 @@ def _dataset_roots(cfg: Config) -> Sequence[tuple]:
     return roots
 
 
-def check_data(cfg: Config, phases: Sequence[str] = ('train', 'val')) -> None:
-    """Check the Cityscapes folders a config reads, before the Runner starts
-    (raises :class:`DatasetError` with a pointer to data/README.md)."""
+def check_data(cfg: Config,
+               loaders: Sequence[str] = ('train_dataloader',
+                                         'val_dataloader')) -> None:
+    """Check the Cityscapes folders that the given dataloaders of a config
+    read, before the Runner starts (raises :class:`DatasetError` with a
+    pointer to data/README.md)."""
     done = set()
-    for root, split in _dataset_roots(cfg):
-        if split in phases and (root, split) not in done:
+    for root, split in _dataset_roots(cfg, loaders):
+        if (root, split) not in done:
             counts = check_cityscapes(root, splits=(split, ))
             print_log(f'Dataset check: {root} {split}: {counts[split]} '
                       'images, labels OK', logger='current')
@@ -190,7 +193,7 @@ def test(cfg: Config,
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
     cfg = copy.deepcopy(cfg)
     if check:
-        check_data(cfg, phases=('val', 'test'))
+        check_data(cfg, loaders=('test_dataloader', ))
     cfg.load_from = None
     cfg.resume = False
     # the weights come from the checkpoint: no pretrained init
