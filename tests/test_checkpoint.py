@@ -1,5 +1,5 @@
 """Safe checkpoint reading (torch.load weights_only) and its errors."""
-import collections
+import argparse
 
 import pytest
 import torch
@@ -40,7 +40,7 @@ def test_missing_truncated_and_not_a_checkpoint(tmp_path):
 def test_unsafe_pickle_refused_unless_allowed(tmp_path):
     p = str(tmp_path / 'c.pth')
     # an arbitrary Python object that weights_only loading does not allow
-    _good(p, meta=collections.Counter('abc'))
+    _good(p, args=argparse.Namespace(lr=0.1))   # as old training scripts did
     with pytest.raises(CheckpointError, match='full unpickling.*trust'):
         load_state_dict_file(p)
     assert list(load_state_dict_file(p, allow_unsafe=True)) == ['a.weight']
