@@ -1,0 +1,103 @@
+"""tools/benchmark.py on tiny shapes: report schema, fusion assertion,
+checkpoint errors, the --fast layout and the PNG."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from repseg import reparameterize_model
+from repseg.apis import UsageError
+from repseg.benchmark import (BenchmarkError, assert_fused,
+                              build_for_benchmark, check_shape, lineup)
+
+from .conftest import CONFIG_DIR, DEMO_CONFIG, ROOT
+
+TOOL = osp.join(ROOT, 'tools', 'benchmark.py')
+
+
+def test_tool_writes_json_table_and_png(tmp_path):
+    out = tmp_path / 'bench'
+    proc = subprocess.run(
+        [sys.executable, TOOL, DEMO_CONFIG, '--shape', '65', '65',
+         '--warmup', '1', '--iters', '2', '--repeat', '2',
+         '--compare-unfused', '--out', str(out)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '| model | dilation | img/s |' in proc.stdout
+    result = json.loads((out / 'benchmark.json').read_text())
+    env = result['env']
+    for key in ('device', 'torch', 'mmcv', 'mmseg', 'threads', 'batch',
+                'dtype', 'shape', 'warmup', 'iters', 'repeat',
+                'cudnn_benchmark'):
+        assert key in env, key
+    assert env['shape'] == [65, 65] and env['batch'] == 1
+    (row, ) = result['rows']
+    for key in ('fused_img_per_s', 'fused_latency_ms', 'params_m', 'gflops',
+                'unfused_img_per_s', 'fused_speedup'):
+        assert row[key] > 0, key
+    assert row['fused_latency_iqr_ms'] >= 0
+    assert row['fused_peak_mem_mib'] is not None
+    assert row['fused_peak_mem_mib'] >= 0
+    assert row['max_abs_diff'] <= 1e-4 * row['max_abs_logit']
+    png = (out / 'benchmark.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
+
+
+def test_assert_fused_fires_on_unfused_model():
+    model = build_for_benchmark(DEMO_CONFIG)
+    with pytest.raises(BenchmarkError, match='not fully fused'):
+        assert_fused(model)
+    assert_fused(reparameterize_model(model))
+
+
+def test_missing_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(UsageError, match='does not exist'):
+        build_for_benchmark(DEMO_CONFIG, str(tmp_path / 'none.pth'))
+    proc = subprocess.run(
+        [sys.executable, TOOL, DEMO_CONFIG, str(tmp_path / 'none.pth'),
+         '--shape', '65'], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0
+    assert 'does not exist' in proc.stderr and 'random weights' in \
+        proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def _dilated_convs(model):
+    return sum(1 for m in model.backbone.modules()
+               if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+               and m.dilation[0] > 1)
+
+
+def test_fast_changes_the_dilation_layout():
+    cfg = osp.join(CONFIG_DIR, 'pspnet_repvgg_b1g2.py')
+    full = build_for_benchmark(cfg)
+    fast = build_for_benchmark(cfg, fast=True)
+    assert full.backbone.dilation_mode == 'full'
+    assert fast.backbone.dilation_mode == 'fast'
+    # B1g2: the last two stages hold 16 + 1 layers, 'fast' dilates 5
+    assert _dilated_convs(full) == 17
+    assert _dilated_convs(fast) == 5
+    assert fast.backbone.output_stride == full.backbone.output_stride == 8
+
+
+def test_lineup():
+    names = [r['name'] for r in lineup()]
+    assert set(names) == {'RepVGG-B1g2', 'RepVGG-B1g2-fast', 'RepVGG-B2',
+                          'RepVGG-B2-fast', 'ResNet-50-D8', 'ResNet-101-D8'}
+    fast = {r['name'] for r in lineup(fast=True)}
+    assert fast == {'RepVGG-B1g2-fast', 'RepVGG-B2-fast', 'ResNet-50-D8',
+                    'ResNet-101-D8'}
+    for r in lineup():
+        assert osp.isfile(r['config'])
+        if r['baseline']:
+            assert r['baseline'] in names
+
+
+@pytest.mark.parametrize('shape', [(16, 16), (713, 8), (1, 2, 3)])
+def test_unsupported_shapes(shape):
+    with pytest.raises(UsageError, match='not supported'):
+        check_shape(shape)
+    assert check_shape((713, )) == (713, 713)

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Speed test of FUSED PSPNets at 713x713, side by side with the ResNet
+baselines (the RepVGG paper's Table 8).
+
+  python tools/benchmark.py                       # the Table 8 line-up
+  python tools/benchmark.py --fast                # only the -fast rows + ResNets
+  python tools/benchmark.py CONFIG [CHECKPOINT]   # one model
+"""
+import argparse
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config', nargs='?', help='config of one model to time')
+    p.add_argument('checkpoint', nargs='?',
+                   help='its checkpoint (training or fused); must exist')
+    p.add_argument('--fast', action='store_true',
+                   help="switch RepVGG backbones to 'fast' dilation; with no "
+                   'config: the -fast rows and their ResNet baselines')
+    p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1, ...')
+    p.add_argument('--batch-size', type=int,
+                   help='images per batch (default: 16 on GPU, 1 on CPU)')
+    p.add_argument('--shape', type=int, nargs='+', default=[713, 713],
+                   metavar='S', help='input H W (or one side); 713 713')
+    p.add_argument('--warmup', type=int,
+                   help='warm-up batches per model (default 50 GPU, 2 CPU)')
+    p.add_argument('--iters', type=int,
+                   help='timed batches per model and round (50 GPU, 3 CPU)')
+    p.add_argument('--repeat', type=int, default=3,
+                   help='interleaved timing rounds (default 3)')
+    p.add_argument('--dtype', choices=['fp32', 'fp16', 'bf16'],
+                   default='fp32', help='precision of the fused model')
+    p.add_argument('--amp', action='store_true', help='autocast the forward')
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--compile', action='store_true', help='torch.compile')
+    p.add_argument('--compare-unfused', action='store_true',
+                   help='also time the training-time (unfused) form')
+    p.add_argument('--no-flops', action='store_true',
+                   help='skip the GFLOPs count')
+    p.add_argument('--out', default='work_dirs/benchmark',
+                   help='folder for benchmark.json and benchmark.png')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from repseg.apis import UsageError
+    from repseg.benchmark import (BenchmarkError, lineup, markdown_table,
+                                  run_benchmark, save_outputs)
+    from repseg.engine import CheckpointError
+    if args.config:
+        name = osp.splitext(osp.basename(args.config))[0]
+        entries = [dict(name=name + ('-fast' if args.fast else ''),
+                        config=args.config, checkpoint=args.checkpoint,
+                        cfg_options=args.cfg_options)]
+    else:
+        entries = lineup(args.fast)
+    try:
+        result = run_benchmark(
+            entries, device=args.device, batch_size=args.batch_size,
+            shape=args.shape, warmup=args.warmup, iters=args.iters,
+            repeat=args.repeat, dtype=args.dtype, amp=args.amp,
+            channels_last=args.channels_last, compile=args.compile,
+            compare_unfused=args.compare_unfused, flops=not args.no_flops,
+            fast=args.fast)
+    except (UsageError, BenchmarkError, CheckpointError) as e:
+        sys.exit(f'error: {e}')
+    print()
+    print(markdown_table(result))
+    files = save_outputs(result, args.out)
+    print(f"\nwrote {files['json']} and {files['png']}")
+
+
+if __name__ == '__main__':
+    main()
