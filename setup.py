@@ -31,9 +31,11 @@ setup(
         'matplotlib',
         'ftfy',
         'regex',
+        'safetensors',
     ],
     extras_require={
-        'tests': ['pytest>=7', 'hypothesis>=6'],
+        'tests': ['pytest>=7', 'hypothesis>=6', 'onnx', 'onnxruntime'],
+        'onnx': ['onnx', 'onnxruntime'],
     },
     zip_safe=False,
 )

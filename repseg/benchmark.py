@@ -12,7 +12,9 @@ import json
 import os
 import os.path as osp
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence
@@ -172,6 +174,26 @@ def count_gflops(model: nn.Module, x: torch.Tensor) -> Optional[float]:
         return None
 
 
+def _ort_callable(module, x, tmp_dir, row):
+    """Export ``module`` to ONNX at the benchmark shape and return a callable
+    that runs it with onnxruntime (CPU); records the max difference."""
+    from .apis.export import _require, to_onnx
+    ort = _require('onnxruntime')
+    path = osp.join(tmp_dir, f"{row['name']}.onnx")
+    to_onnx(module, x[:1], path)
+    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    with torch.no_grad():
+        ref = module(x[:1]).numpy()
+    got = sess.run(None, {'image': x[:1].numpy()})[0]
+    row['onnxruntime_max_abs_diff'] = float(abs(ref - got).max())
+    row['onnxruntime_max_abs_logit'] = float(abs(ref).max())
+
+    def run(inp):
+        return sess.run(None, {'image': inp.numpy()})[0]
+
+    return run
+
+
 def environment(device, batch, dtype, args) -> dict:
     import mmcv
     import mmengine
@@ -216,6 +238,7 @@ def run_benchmark(entries: List[dict],
                   compare_unfused: bool = False,
                   flops: bool = True,
                   fast: bool = False,
+                  backend: str = 'pytorch',
                   logger=print) -> dict:
     """Benchmark the fused form of every entry (dicts with ``name``,
     ``config`` and optional ``checkpoint``, ``baseline``, ``paper_miou``).
@@ -228,8 +251,8 @@ def run_benchmark(entries: List[dict],
                          'available; use --device cpu')
     on_gpu = dev.type == 'cuda'
     batch_size = batch_size or (16 if on_gpu else 1)
-    warmup = (50 if on_gpu else 2) if warmup is None else warmup
-    iters = (50 if on_gpu else 3) if iters is None else iters
+    warmup = (50 if on_gpu else 1) if warmup is None else warmup
+    iters = (50 if on_gpu else 2) if iters is None else iters
     if batch_size < 1 or iters < 1 or repeat < 1 or warmup < 0:
         raise UsageError('batch size, iterations and repeats must be >= 1 '
                          'and warm-up >= 0')
@@ -237,6 +260,12 @@ def run_benchmark(entries: List[dict],
     if dtype not in DTYPES:
         raise UsageError(f'--dtype must be one of {sorted(DTYPES)}')
     tdtype = DTYPES[dtype]
+    if backend not in ('pytorch', 'onnxruntime'):
+        raise UsageError("--backend must be 'pytorch' or 'onnxruntime'")
+    if backend == 'onnxruntime' and (dev.type != 'cpu' or dtype != 'fp32'
+                                     or compile or channels_last or amp):
+        raise UsageError('--backend onnxruntime times the fp32 model on the '
+                         'CPU (no --compile/--channels-last/--amp)')
     if tdtype == torch.float16 and not on_gpu:
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')
@@ -250,6 +279,7 @@ def run_benchmark(entries: List[dict],
                                        torch.float16)) if amp else nullcontext
 
     # --- build, fuse, check --------------------------------------------
+    tmp_dir = tempfile.mkdtemp(prefix='repseg_bench_')
     runs = []   # (row, label, callable)
     rows = []
     for entry in entries:
@@ -279,6 +309,9 @@ def run_benchmark(entries: List[dict],
             row['max_abs_logit'] = a.float().abs().max().item()
         fwd = torch.compile(fused_fwd) if compile else fused_fwd
         runs.append((row, 'fused', fwd))
+        if backend == 'onnxruntime':
+            runs.append((row, 'onnxruntime',
+                         _ort_callable(fused_fwd, x, tmp_dir, row)))
         if compare_unfused:
             ufwd = torch.compile(unfused_fwd) if compile else unfused_fwd
             runs.append((row, 'unfused', ufwd))
@@ -328,11 +361,16 @@ def run_benchmark(entries: List[dict],
         if compare_unfused:
             row['fused_speedup'] = (row['fused_img_per_s'] /
                                     row['unfused_img_per_s'])
+        if backend == 'onnxruntime':
+            row['onnxruntime_vs_pytorch'] = (row['onnxruntime_img_per_s'] /
+                                             row['fused_img_per_s'])
+    shutil.rmtree(tmp_dir, ignore_errors=True)
     env = environment(dev, batch_size, dtype, dict(
         channels_last=channels_last, compile=compile, amp=amp))
     env.update(shape=list(shape), warmup=warmup, iters=iters, repeat=repeat,
-               fast=fast, timing='interleaved rounds; latency = per image, '
-               'median and interquartile range over all timed batches')
+               fast=fast, backend=backend,
+               timing='interleaved rounds; latency = per image, median and '
+               'interquartile range over all timed batches')
     return dict(env=env, rows=rows)
 
 
@@ -343,11 +381,14 @@ def _fmt(v, spec='.2f'):
 def markdown_table(result: dict) -> str:
     rows = result['rows']
     unf = any('unfused_img_per_s' in r for r in rows)
+    ort = any('onnxruntime_img_per_s' in r for r in rows)
     head = ['model', 'dilation', 'img/s', 'latency ms (median ± IQR)',
             'params M', 'GFLOPs', 'peak fwd mem MiB', 'vs ResNet']
     if unf:
         head += ['unfused img/s', 'fused/unfused',
                  'max abs(fused-unfused) / max abs(logit)']
+    if ort:
+        head += ['onnxruntime img/s', 'ort/pytorch', 'max abs(ort-pytorch)']
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     for r in rows:
@@ -365,6 +406,10 @@ def markdown_table(result: dict) -> str:
                       _fmt(r['max_abs_diff'] / max(r['max_abs_logit'], 1e-12)
                            if r.get('max_abs_diff') is not None else None,
                            '.1e')]
+        if ort:
+            cells += [_fmt(r.get('onnxruntime_img_per_s'), '.3f'),
+                      _fmt(r.get('onnxruntime_vs_pytorch')) + 'x',
+                      _fmt(r.get('onnxruntime_max_abs_diff'), '.1e')]
         lines.append('| ' + ' | '.join(cells) + ' |')
     e = result['env']
     lines.append('')

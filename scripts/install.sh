@@ -51,7 +51,7 @@ fi
 # 3. mmengine, mmsegmentation and repseg itself (editable), with test extras.
 if $PY - <<PYEOF 2>/dev/null
 import os, sys
-import mmengine, mmseg, pytest, hypothesis, repseg
+import mmengine, mmseg, pytest, hypothesis, onnx, onnxruntime, safetensors, repseg
 ok = (mmengine.__version__ == '$MMENGINE_VERSION'
       and mmseg.__version__ == '$MMSEG_VERSION'
       and os.path.dirname(os.path.dirname(os.path.abspath(repseg.__file__)))

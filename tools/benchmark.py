@@ -29,9 +29,9 @@ def parse_args(argv=None):
     p.add_argument('--shape', type=int, nargs='+', default=[713, 713],
                    metavar='S', help='input H W (or one side); 713 713')
     p.add_argument('--warmup', type=int,
-                   help='warm-up batches per model (default 50 GPU, 2 CPU)')
+                   help='warm-up batches per model (default 50 GPU, 1 CPU)')
     p.add_argument('--iters', type=int,
-                   help='timed batches per model and round (50 GPU, 3 CPU)')
+                   help='timed batches per model and round (50 GPU, 2 CPU)')
     p.add_argument('--repeat', type=int, default=3,
                    help='interleaved timing rounds (default 3)')
     p.add_argument('--dtype', choices=['fp32', 'fp16', 'bf16'],
@@ -41,6 +41,10 @@ def parse_args(argv=None):
     p.add_argument('--compile', action='store_true', help='torch.compile')
     p.add_argument('--compare-unfused', action='store_true',
                    help='also time the training-time (unfused) form')
+    p.add_argument('--backend', choices=['pytorch', 'onnxruntime'],
+                   default='pytorch',
+                   help='onnxruntime: also export each fused model to ONNX '
+                   'and time it side by side with PyTorch (CPU, fp32)')
     p.add_argument('--no-flops', action='store_true',
                    help='skip the GFLOPs count')
     p.add_argument('--out', default='work_dirs/benchmark',
@@ -69,7 +73,7 @@ def main(argv=None):
             repeat=args.repeat, dtype=args.dtype, amp=args.amp,
             channels_last=args.channels_last, compile=args.compile,
             compare_unfused=args.compare_unfused, flops=not args.no_flops,
-            fast=args.fast)
+            fast=args.fast, backend=args.backend)
     except (UsageError, BenchmarkError, CheckpointError) as e:
         sys.exit(f'error: {e}')
     print()

@@ -15,6 +15,7 @@ from mmengine.runner.checkpoint import load_state_dict
 
 from ..datasets.cityscapes import DatasetError, check_cityscapes
 from ..engine.checkpoint import checkpoint_kind, load_state_dict_file
+from ..engine.dist import init_cpu_distributed
 from ..reparam import reparameterize_model
 
 
@@ -46,7 +47,8 @@ def replace_syncbn(cfg, norm_type: str = 'BN'):
 
 def adapt_to_device(cfg: Config) -> Config:
     """Make a config runnable on the machine at hand: without CUDA, SyncBN
-    falls back to BN (with a warning) and NCCL to gloo."""
+    falls back to BN (with a warning), NCCL to gloo, and a multi-process
+    launch ('pytorch' launcher) uses a gloo group and CPU DDP."""
     if not torch.cuda.is_available():
         n = replace_syncbn(cfg.model)
         if n:
@@ -58,6 +60,15 @@ def adapt_to_device(cfg: Config) -> Config:
         dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
         if dist_cfg.get('backend') == 'nccl':
             dist_cfg['backend'] = 'gloo'
+        if cfg.get('launcher', 'none') != 'none':
+            # several CPU processes: gloo process group + DDP without
+            # device ids (see repseg.engine.dist)
+            init_cpu_distributed(cfg.launcher)
+            cfg.model_wrapper_cfg = dict(
+                type='CPUDistributedDataParallel',
+                broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters',
+                                               False))
     return cfg
 
 

@@ -313,9 +313,7 @@ class RepVGG(BaseModule):
         self.deploy = deploy
 
         num_blocks = (1, ) + tuple(self.arch['num_blocks'])
-        a = self.arch['width_factor']
-        widths = (min(64, int(64 * a[0])), int(64 * a[0]), int(128 * a[1]),
-                  int(256 * a[2]), int(512 * a[3]))
+        _, widths, _ = self._signature(self.arch)
         self.out_channels = widths
         group_layers = self.arch.get('group_layers') or {}
 
@@ -361,6 +359,43 @@ class RepVGG(BaseModule):
             self.add_module(self.stage_names[stage],
                             blocks[0] if stage == 0 else nn.Sequential(*blocks))
         self._freeze_stages()
+
+    @staticmethod
+    def _signature(arch: dict) -> Tuple[tuple, tuple, dict]:
+        """(num_blocks, widths of the 5 stages, groupwise layers that
+        exist) of an arch setting: what a checkpoint must match."""
+        num_blocks = tuple(arch['num_blocks'])
+        a = arch['width_factor']
+        widths = (min(64, int(64 * a[0])), int(64 * a[0]), int(128 * a[1]),
+                  int(256 * a[2]), int(512 * a[3]))
+        total = 1 + sum(num_blocks)
+        groups = {
+            k: g
+            for k, g in (arch.get('group_layers') or {}).items()
+            if k <= total and g > 1
+        }
+        return num_blocks, widths, groups
+
+    @classmethod
+    def _expected_layout(cls, name: str) -> Tuple[tuple, tuple, dict]:
+        return cls._signature(cls.arch_settings[name])
+
+    def _layout_signature(self) -> Tuple[tuple, tuple, dict]:
+        return self._signature(self.arch)
+
+    def init_weights(self) -> None:
+        """With ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` load
+        ImageNet weights in any supported layout (official RepVGG, timm,
+        mmpretrain, repseg; training-time or deploy; see
+        :func:`repseg.models.pretrained.load_pretrained`); otherwise the
+        usual mmengine initialization."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from .pretrained import load_pretrained
+            load_pretrained(self, cfg['checkpoint'])
+            self._is_init = True
+            return
+        super().init_weights()
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):

@@ -1,0 +1,232 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""ImageNet-pretrained RepVGG weights from the common sources, detected by
+their key layout and converted to repseg's names:
+
+- the official RepVGG release, training-time (``stage0.rbr_dense.conv.*``,
+  ``stage1.0.rbr_1x1.bn.*``, ``stage1.1.rbr_identity.*``, ``linear.*``) and
+  deploy files (``stage0.rbr_reparam.*``);
+- timm (``stem.conv_kxk.conv.*``, ``stages.0.1.identity.*``, ``head.fc.*``;
+  deploy ``reparam_conv``), torch or safetensors files;
+- mmpretrain (``backbone.stem.branch_3x3.conv.*``, ``head.fc.*``; deploy
+  ``branch_reparam``) inside mmengine's ``state_dict``/``meta`` wrapper;
+- repseg itself (with or without a ``backbone.`` prefix).
+
+The classifier is dropped. A file of another architecture is refused with
+an error that names the architecture the file looks like.
+"""
+import re
+from collections import OrderedDict
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from ..engine.checkpoint import CheckpointError, load_state_dict_file
+
+Tensor = torch.Tensor
+
+_BRANCH = {
+    'official': {'rbr_dense': 'branch_3x3', 'rbr_1x1': 'branch_1x1',
+                 'rbr_identity': 'branch_norm',
+                 'rbr_reparam': 'branch_reparam'},
+    'timm': {'conv_kxk': 'branch_3x3', 'conv_1x1': 'branch_1x1',
+             'identity': 'branch_norm', 'reparam_conv': 'branch_reparam'},
+}
+_CLASSIFIER = re.compile(r'^(linear|head|fc|classifier)\.')
+
+
+def _load_raw(path: str) -> Dict[str, Tensor]:
+    if path.endswith('.safetensors'):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:   # pragma: no cover - dependency declared
+            raise CheckpointError(
+                'reading .safetensors needs the safetensors package: pip '
+                'install safetensors') from e
+        try:
+            return OrderedDict(load_file(path, device='cpu'))
+        except Exception as e:  # noqa: B902
+            raise CheckpointError(
+                f'{path!r} is truncated or not a safetensors file ({e}).'
+            ) from e
+    return load_state_dict_file(path)
+
+
+def detect_layout(state_dict: Dict[str, Tensor]) -> str:
+    """'official', 'timm', 'mmpretrain' or 'repseg' from the key names."""
+    keys = list(state_dict)
+    if any(k.startswith('stage0.') for k in keys):
+        return 'official'
+    if any(k.startswith('stages.') or '.conv_kxk.' in k for k in keys):
+        return 'timm'
+    if any(k.startswith('backbone.stem.branch_') for k in keys) and any(
+            k.startswith('head.') for k in keys):
+        return 'mmpretrain'
+    if any(re.match(r'^(backbone\.)?stem\.branch_', k) for k in keys):
+        return 'repseg'
+    raise CheckpointError(
+        'the checkpoint holds no RepVGG weights in any known layout '
+        '(official RepVGG, timm, mmpretrain or repseg); first keys: '
+        f'{keys[:5]}')
+
+
+def to_repseg_layout(state_dict: Dict[str, Tensor],
+                     layout: Optional[str] = None
+                     ) -> 'OrderedDict[str, Tensor]':
+    """Rename a backbone state dict into repseg's ``RepVGG`` key names and
+    drop the classifier."""
+    layout = layout or detect_layout(state_dict)
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        if layout in ('mmpretrain', 'repseg') and key.startswith('backbone.'):
+            key = key[len('backbone.'):]
+        if _CLASSIFIER.match(key):
+            continue
+        if layout == 'official':
+            key = re.sub(r'^stage0\.', 'stem.', key)
+            key = re.sub(r'^stage(\d)\.', r'stage_\1.', key)
+        elif layout == 'timm':
+            if key.startswith('final_conv.'):
+                continue
+            key = re.sub(r'^stages\.(\d)\.',
+                         lambda m: f'stage_{int(m.group(1)) + 1}.', key)
+        for old, new in _BRANCH.get(layout, {}).items():
+            key = key.replace(f'.{old}.', f'.{new}.')
+        out[key] = value
+    return out
+
+
+def describe(state_dict: Dict[str, Tensor]) -> Tuple[tuple, tuple, dict]:
+    """(num_blocks of stages 1..4, widths of the 5 stages, group_layers) of
+    a repseg-layout state dict, read from the 3x3 kernels."""
+    kernels = {}
+    for key, value in state_dict.items():
+        m = re.match(
+            r'^(stem|stage_(\d)\.(\d+))\.branch_(3x3\.conv|reparam)\.weight$',
+            key)
+        if m:
+            stage = 0 if m.group(1) == 'stem' else int(m.group(2))
+            block = 0 if stage == 0 else int(m.group(3))
+            kernels[(stage, block)] = value.shape
+    if (0, 0) not in kernels:
+        raise CheckpointError('no RepVGG stem kernel in the checkpoint')
+    num_blocks = tuple(
+        1 + max([b for (s, b) in kernels if s == stage], default=-1)
+        for stage in range(1, 5))
+    widths = tuple(
+        kernels[(stage, 0)][0] if (stage, 0) in kernels else 0
+        for stage in range(5))
+    groups, in_ch, layer = {}, 3, 0
+    for stage, n in enumerate((1, ) + num_blocks):
+        for b in range(n):
+            layer += 1
+            shape = kernels[(stage, b)]
+            g = in_ch // shape[1]
+            if g > 1:
+                groups[layer] = g
+            in_ch = shape[0]
+    return num_blocks, widths, groups
+
+
+def arch_name_of(state_dict: Dict[str, Tensor]) -> str:
+    """The RepVGG arch name a repseg-layout state dict matches, or a
+    description of it."""
+    from .repvgg import RepVGG
+    num_blocks, widths, groups = describe(state_dict)
+    for name in RepVGG.arch_settings:
+        probe = RepVGG._expected_layout(name)
+        if probe == (num_blocks, widths, groups):
+            return name
+    return (f'an unknown RepVGG (blocks {num_blocks}, widths {widths}, '
+            f'groups {groups or "none"})')
+
+
+def _neutral_training_branches(model_sd, sd, prefix_of_block):
+    """For a fused block: the 3x3 branch carries the fused kernel and bias,
+    every BN is neutral, the 1x1 branch and the identity BN contribute 0."""
+    out = {}
+    p = prefix_of_block
+    kernel, bias = sd[f'{p}.branch_reparam.weight'], sd[
+        f'{p}.branch_reparam.bias']
+    eps = 1e-5
+    c = kernel.shape[0]
+    out[f'{p}.branch_3x3.conv.weight'] = kernel
+    out[f'{p}.branch_3x3.bn.weight'] = torch.ones(c)
+    out[f'{p}.branch_3x3.bn.bias'] = bias
+    out[f'{p}.branch_3x3.bn.running_mean'] = torch.zeros(c)
+    out[f'{p}.branch_3x3.bn.running_var'] = torch.full((c, ), 1 - eps)
+    out[f'{p}.branch_1x1.conv.weight'] = torch.zeros(
+        model_sd[f'{p}.branch_1x1.conv.weight'].shape)
+    out[f'{p}.branch_1x1.bn.weight'] = torch.ones(c)
+    out[f'{p}.branch_1x1.bn.bias'] = torch.zeros(c)
+    out[f'{p}.branch_1x1.bn.running_mean'] = torch.zeros(c)
+    out[f'{p}.branch_1x1.bn.running_var'] = torch.full((c, ), 1 - eps)
+    if f'{p}.branch_norm.weight' in model_sd:
+        out[f'{p}.branch_norm.weight'] = torch.zeros(c)
+        out[f'{p}.branch_norm.bias'] = torch.zeros(c)
+        out[f'{p}.branch_norm.running_mean'] = torch.zeros(c)
+        out[f'{p}.branch_norm.running_var'] = torch.ones(c)
+    for k in list(out):
+        if k.endswith('running_mean'):
+            out[k[:-len('running_mean')] + 'num_batches_tracked'] = \
+                torch.tensor(0)
+    return out
+
+
+def load_pretrained(backbone, path: str, logger='current') -> str:
+    """Load ImageNet-pretrained RepVGG weights from ``path`` (any supported
+    layout) into ``backbone`` (training-time or deploy form). Returns a
+    one-line description of what was loaded.
+
+    - training-time file -> training backbone: loaded as is;
+    - training-time file -> deploy backbone: fused on the fly;
+    - deploy file -> deploy backbone: loaded as is;
+    - deploy file -> training backbone: the fused kernel and bias go into
+      the 3x3 branch with a neutral BN, the 1x1 branch and the identity BN
+      start at zero (the output is the pretrained one in eval mode; for
+      fine-tuning, the extra branches start from zero instead of their
+      pretrained values, and the 3x3 BN starts with neutral statistics).
+    """
+    from mmengine.logging import print_log
+    from mmengine.runner.checkpoint import load_state_dict
+
+    from .repvgg import RepVGG
+    raw = _load_raw(path)
+    layout = detect_layout(raw)
+    sd = to_repseg_layout(raw, layout)
+    found = arch_name_of(sd)
+    expected = backbone.arch['name']
+    if describe(sd) != backbone._layout_signature():
+        raise CheckpointError(
+            f'{path!r} holds {found} weights, but the backbone is RepVGG '
+            f"{expected!r}: set the backbone's arch to match the file or "
+            'use the file of the right arch.')
+    fused_file = any('.branch_reparam.' in k for k in sd)
+    model_sd = backbone.state_dict()
+    if fused_file and not backbone.deploy:
+        blocks = sorted({k.rsplit('.branch_reparam.', 1)[0] for k in sd})
+        converted = {}
+        for p in blocks:
+            converted.update(_neutral_training_branches(model_sd, sd, p))
+        sd = converted
+        how = 'deploy weights placed in the 3x3 branches (neutral others)'
+    elif not fused_file and backbone.deploy:
+        tmp = RepVGG(backbone.arch if backbone.arch['name'] == 'custom'
+                     else backbone.arch['name'], deploy=False)
+        load_state_dict(tmp, sd, strict=True, logger=logger)
+        tmp.switch_to_deploy()
+        sd = tmp.state_dict()
+        how = 'training-time weights fused on load'
+    else:
+        how = 'loaded as is'
+    load_state_dict(backbone, sd, strict=True, logger=logger)
+    msg = (f'Loaded ImageNet-pretrained RepVGG-{found} from {path} '
+           f"({layout} layout, {'deploy' if fused_file else 'training-time'}"
+           f' file, classifier dropped; {how}).')
+    print_log(msg, logger=logger)
+    return msg
+
+
+__all__ = [
+    'detect_layout', 'to_repseg_layout', 'describe', 'arch_name_of',
+    'load_pretrained'
+]

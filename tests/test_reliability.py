@@ -1,0 +1,120 @@
+"""Faults and scale: a SIGKILLed training resumes from its newest complete
+checkpoint; 2 CPU processes (torchrun, gloo) train and evaluate like one."""
+import glob
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from .conftest import DEMO_CONFIG, ROOT, small_cfg
+
+TRAIN = osp.join(ROOT, 'tools', 'train.py')
+
+
+def _dump(cfg, path):
+    cfg.dump(str(path))
+    return str(path)
+
+
+def _final_state(work_dir, it):
+    ckpt = torch.load(osp.join(work_dir, f'iter_{it}.pth'),
+                      weights_only=True)
+    return ckpt['meta']['iter'], ckpt['optimizer']['param_groups'][0]['lr']
+
+
+def _last_checkpoint(work_dir):
+    path = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return f.read().strip()
+
+
+def test_sigkill_then_resume_matches_uninterrupted(synthetic_root, tmp_path):
+    iters = 12
+    cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path / 'x', crop=64,
+                    iters=iters, val_interval=1000,
+                    cfg_options={'default_hooks.checkpoint.interval': 2})
+    path = _dump(cfg, tmp_path / 'cfg.py')
+
+    ref_dir = str(tmp_path / 'ref')
+    subprocess.run([sys.executable, TRAIN, path, '--work-dir', ref_dir],
+                   check=True, capture_output=True, cwd=ROOT)
+
+    run_dir = str(tmp_path / 'run')
+    proc = subprocess.Popen(
+        [sys.executable, TRAIN, path, '--work-dir', run_dir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        last = _last_checkpoint(run_dir)
+        if last and last.endswith('iter_4.pth'):
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail('training never wrote its iter_4 checkpoint')
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    newest = _last_checkpoint(run_dir)
+    done = int(re.search(r'iter_(\d+)\.pth', newest).group(1))
+    assert done < iters, 'the run finished before it could be killed'
+    # a half-written checkpoint (as a kill during saving leaves) must not
+    # be picked up
+    with open(osp.join(run_dir, f'iter_{done + 2}.pth'), 'wb') as f:
+        f.write(b'PK\x03\x04 half written')
+
+    proc = subprocess.run(
+        [sys.executable, TRAIN, path, '--work-dir', run_dir, '--resume'],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert re.search(rf'resumed .*iter_{done}\.pth|Load checkpoint from '
+                     rf'.*iter_{done}\.pth', log, re.I), log[-3000:]
+    assert re.search(rf'resumed epoch: 0, iter: {done}', log), log[-3000:]
+    it_ref, lr_ref = _final_state(ref_dir, iters)
+    it_run, lr_run = _final_state(run_dir, iters)
+    assert it_run == it_ref == iters
+    assert lr_run == pytest.approx(lr_ref, rel=1e-12, abs=1e-15)
+
+
+def _miou(text):
+    found = re.findall(r'mIoU: ([0-9.]+)', text)
+    assert found, text[-3000:]
+    return float(found[-1])
+
+
+def test_two_process_training_and_evaluation(synthetic_root, tmp_path):
+    cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path / 'x', crop=64,
+                    iters=4, val_interval=4)
+    path = _dump(cfg, tmp_path / 'cfg.py')
+    work = str(tmp_path / 'dist')
+    env = dict(os.environ, PORT=str(29500 + os.getpid() % 1000),
+               OMP_NUM_THREADS='1', PYTHON=sys.executable)
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), path, '2',
+         '--work-dir', work], capture_output=True, text=True, cwd=ROOT,
+        env=env, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert 'GPU number: 2' in out, out[-3000:]   # mmengine's world size
+    # both ranks stepped (DDP all-reduces every step) and rank 0 alone
+    # wrote the checkpoint and the logs
+    assert sorted(os.listdir(work)).count('iter_4.pth') == 1
+    logs = glob.glob(osp.join(work, '*', '*.log'))
+    assert len(logs) == 1, logs
+    dist_miou = _miou(out)
+    # evaluation gathered both ranks' halves: the same mIoU as one process
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'test.py'), path,
+         osp.join(work, 'iter_4.pth'), '--work-dir', str(tmp_path / 't')],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _miou(proc.stdout + proc.stderr) == pytest.approx(dist_miou,
+                                                            abs=0.011)
