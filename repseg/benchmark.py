@@ -92,6 +92,9 @@ class SegForward(nn.Module):
     def __init__(self, segmentor: nn.Module):
         super().__init__()
         self.segmentor = segmentor
+        # inference only; also keeps exporters that restore the wrapper's
+        # mode (torch.onnx.export) from switching the segmentor to training
+        self.eval()
 
     def forward(self, x):
         h, w = x.shape[-2:]

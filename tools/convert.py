@@ -18,6 +18,10 @@ def main(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, default=[713, 713],
                         metavar=('H', 'W'),
                         help='input size of the verification (713 713)')
+    parser.add_argument(
+        '--unsafe-load', action='store_true',
+        help='allow full unpickling of a checkpoint that needs it (it can '
+        'run code from the file: only for files you trust)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
     from repseg.apis import UsageError, load_cfg
@@ -26,7 +30,7 @@ def main(argv=None):
     try:
         cfg = load_cfg(args.config, cfg_options=args.cfg_options)
         r = convert_checkpoint(cfg, args.checkpoint, args.out, args.force,
-                               args.shape)
+                               args.shape, args.unsafe_load)
     except (UsageError, CheckpointError) as e:
         sys.exit(f'error: {e}')
     print(f"wrote {r['out']} ({r['fused_bytes'] / 2**20:.1f} MiB; training "

@@ -41,7 +41,8 @@ def main(argv=None):
     try:
         cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher)
-        test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir)
+        test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir,
+             allow_unsafe=args.unsafe_load)
     except (UsageError, DatasetError, CheckpointError) as e:
         sys.exit(f'error: {e}')
 

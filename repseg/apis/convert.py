@@ -54,7 +54,8 @@ def convert_checkpoint(cfg: Config,
                        checkpoint: str,
                        out: str,
                        force: bool = False,
-                       verify_shape: Sequence[int] = (713, 713)) -> dict:
+                       verify_shape: Sequence[int] = (713, 713),
+                       allow_unsafe: bool = False) -> dict:
     """Fuse a training checkpoint into a deploy checkpoint.
 
     Writes ``out`` (``{'state_dict', 'meta'}``) and, next to it, the deploy
@@ -67,7 +68,7 @@ def convert_checkpoint(cfg: Config,
         if osp.exists(path) and not force:
             raise UsageError(f'{path!r} exists; pass --force to overwrite it')
     cfg = adapt_to_device(copy.deepcopy(cfg))
-    state_dict = load_state_dict_file(checkpoint)
+    state_dict = load_state_dict_file(checkpoint, allow_unsafe)
     if checkpoint_kind(state_dict) == 'fused':
         raise UsageError(f'{checkpoint!r} is already a fused checkpoint')
     model = build_segmentor(cfg)

@@ -178,14 +178,14 @@ def train(cfg: Config, check: bool = True) -> Runner:
 
 
 def load_any_checkpoint(model: torch.nn.Module, path: str,
-                        logger='current') -> str:
+                        logger='current', allow_unsafe: bool = False) -> str:
     """Load a training or a fused (deploy) checkpoint into ``model``.
 
     A fused checkpoint first turns ``model`` into its fused form (in place),
     so that the keys match exactly; both kinds load with strict key
     checking. Returns the kind: 'training' or 'fused'.
     """
-    state_dict = load_state_dict_file(path)
+    state_dict = load_state_dict_file(path, allow_unsafe)
     kind = checkpoint_kind(state_dict)
     if kind == 'fused':
         reparameterize_model(model, inplace=True)
@@ -197,7 +197,8 @@ def test(cfg: Config,
          checkpoint: str,
          out: Optional[str] = None,
          show_dir: Optional[str] = None,
-         check: bool = True) -> dict:
+         check: bool = True,
+         allow_unsafe: bool = False) -> dict:
     """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint) with
     the config's test loop; the FusedEvalHook evaluates the fused model."""
     if not osp.isfile(checkpoint):
@@ -221,7 +222,8 @@ def test(cfg: Config,
         cfg.test_evaluator.output_dir = out
         cfg.test_evaluator.keep_results = True
     runner = Runner.from_cfg(cfg)
-    kind = load_any_checkpoint(runner.model, checkpoint, runner.logger)
+    kind = load_any_checkpoint(runner.model, checkpoint, runner.logger,
+                               allow_unsafe)
     print_log(
         f'Loaded a {kind.upper()} checkpoint from {checkpoint}: ' +
         ('the multi-branch model is fused for evaluation by FusedEvalHook.'

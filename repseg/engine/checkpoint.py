@@ -11,6 +11,7 @@ those to torch's allow-list, so mmengine's own loading (``load_from``,
 """
 import os.path as osp
 import pickle
+import re
 from collections import OrderedDict
 from typing import Dict
 
@@ -59,6 +60,21 @@ def register_safe_globals() -> None:
     torch.serialization.add_safe_globals([HistoryBuffer] + _numpy_globals())
 
 
+def _not_a_checkpoint(path: str, e: Exception) -> str:
+    reason = [ln for ln in str(e).splitlines() if ln.strip()]
+    reason = reason[-1] if reason else ''
+    m = re.search(r'Unsupported operand \S+', str(e))
+    reason = m.group(0) if m else reason
+    return (f'{path!r} is truncated or not a PyTorch checkpoint '
+            f'({type(e).__name__}: {reason[:200]}). Download or convert it '
+            'again.')
+
+
+def _unsupported(e: Exception) -> str:
+    m = re.search(r'Unsupported global: GLOBAL \S+', str(e))
+    return m.group(0) if m else str(e).splitlines()[0]
+
+
 def load_state_dict_file(path: str, allow_unsafe: bool = False
                          ) -> Dict[str, torch.Tensor]:
     """Read the model weights of a checkpoint file safely.
@@ -80,23 +96,19 @@ def load_state_dict_file(path: str, allow_unsafe: bool = False
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        if 'weights_only' not in str(e).lower() and \
-                'weights only' not in str(e).lower():
-            raise CheckpointError(
-                f'{path!r} is not a readable checkpoint ({e}).') from e
+        if 'unsupported global' not in str(e).lower():
+            raise CheckpointError(_not_a_checkpoint(path, e)) from e
         if not allow_unsafe:
             raise CheckpointError(
                 f'{path!r} contains Python objects that only full '
                 'unpickling can read, and unpickling can run arbitrary code '
-                'from the file. Only if you trust where it came from, load '
-                'it with allow_unsafe=True (tools: --unsafe-load).\n'
-                f'torch said: {str(e).splitlines()[0]}') from e
+                'from the file. Only if you trust where it came from, pass '
+                '--unsafe-load to the tool (allow_unsafe=True in Python), or '
+                're-save just its weights with torch.save(state_dict).\n'
+                f'torch said: {_unsupported(e)}') from e
         ckpt = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # noqa: B902  (any failure of a corrupt file)
-        raise CheckpointError(
-            f'{path!r} is truncated or not a PyTorch checkpoint '
-            f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
-            '). Download or convert it again.') from e
+        raise CheckpointError(_not_a_checkpoint(path, e)) from e
     return unwrap_state_dict(ckpt, path)
 
 
