@@ -22,6 +22,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--show-dir', help='dir to save the prediction overlays (PNG)')
     parser.add_argument(
+        '--unsafe-load', action='store_true',
+        help='allow full unpickling of a checkpoint that needs it (it can '
+        'run code from the file: only for files you trust)')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value')
     parser.add_argument(

@@ -7,8 +7,7 @@ import os
 import torch
 import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
-
-from mmseg.registry import MODEL_WRAPPERS
+from mmengine.registry import MODEL_WRAPPERS  # the Runner looks here
 
 
 @MODEL_WRAPPERS.register_module()
