@@ -139,6 +139,27 @@ def _read_status(field: str) -> Optional[int]:
     return None
 
 
+def _glibc():
+    try:
+        import ctypes
+        return ctypes.CDLL('libc.so.6')
+    except OSError:
+        return None
+
+
+def track_cpu_memory_exactly() -> bool:
+    """Make large CPU allocations come from mmap and go back to the OS when
+    freed (glibc ``M_MMAP_THRESHOLD`` fixed at 1 MiB; by default it grows
+    to 32 MiB and freed tensors stay in the heap), so that the resident set
+    follows the live tensors and each model's forward peak can be read
+    without the memory of the models before it. Returns False where this
+    is not glibc."""
+    libc = _glibc()
+    if libc is None or not hasattr(libc, 'mallopt'):
+        return False
+    return bool(libc.mallopt(-3, 1 << 20))   # M_MMAP_THRESHOLD
+
+
 @torch.no_grad()
 def peak_forward_memory(fn, x, device) -> Optional[int]:
     """Peak memory of one forward in bytes: CUDA max allocated on GPU; on
@@ -151,6 +172,9 @@ def peak_forward_memory(fn, x, device) -> Optional[int]:
         fn(x)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
+    libc = _glibc()
+    if libc is not None and hasattr(libc, 'malloc_trim'):
+        libc.malloc_trim(0)
     try:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')     # reset VmHWM to the current RSS
@@ -272,6 +296,8 @@ def run_benchmark(entries: List[dict],
     if tdtype == torch.float16 and not on_gpu:
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')
+    if not on_gpu:
+        track_cpu_memory_exactly()
     gen = torch.Generator().manual_seed(0)
     x32 = torch.randn(batch_size, 3, *shape, generator=gen)
     x = x32.to(dev, tdtype)
