@@ -49,15 +49,18 @@ else
 fi
 
 # 3. mmengine, mmsegmentation and repseg itself (editable), with test extras.
-if $PY - <<PYEOF 2>/dev/null
+REPO=$(pwd)
+# run from / so that the check sees the installed repseg, not this folder
+if (cd / && $PY - <<PYEOF 2>/dev/null
 import os, sys
 import mmengine, mmseg, pytest, hypothesis, onnx, onnxruntime, safetensors, repseg
 ok = (mmengine.__version__ == '$MMENGINE_VERSION'
       and mmseg.__version__ == '$MMSEG_VERSION'
       and os.path.dirname(os.path.dirname(os.path.abspath(repseg.__file__)))
-      == os.path.abspath('.'))
+      == '$REPO')
 sys.exit(0 if ok else 1)
 PYEOF
+)
 then
   step "mmengine, mmsegmentation and repseg already installed"
 else

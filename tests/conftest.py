@@ -17,12 +17,17 @@ def _deterministic():
     yield
 
 
+import os  # noqa: E402
 import os.path as osp  # noqa: E402
 
 from repseg.apis import load_cfg  # noqa: E402
 from repseg.datasets import generate_synthetic_cityscapes  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# the tools run in subprocesses import this checkout's repseg, whatever
+# copy is installed
+os.environ['PYTHONPATH'] = os.pathsep.join(
+    p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
 CONFIG_DIR = osp.join(ROOT, 'configs')
 DEMO_CONFIG = osp.join(CONFIG_DIR, 'pspnet_repvgg_a0_synthetic.py')
 

@@ -55,3 +55,33 @@ def test_checkpoint_kind():
     with pytest.raises(CheckpointError, match='mixes'):
         checkpoint_kind({'b.stem.branch_reparam.weight': t,
                          'b.s.branch_3x3.conv.weight': t})
+
+
+def test_training_checkpoint_into_deploy_model_explains(tmp_path):
+    from mmseg.registry import MODELS
+    from repseg.apis import load_any_checkpoint
+
+    def seg(deploy, arch='A0'):
+        return MODELS.build(dict(
+            type='EncoderDecoder',
+            backbone=dict(type='RepVGG', arch=arch, out_indices=(4, ),
+                          deploy=deploy),
+            decode_head=dict(type='FCNHead', in_channels=1280, in_index=0,
+                             channels=8, num_convs=1, num_classes=19)))
+
+    train_ckpt = str(tmp_path / 'train.pth')
+    torch.save({'state_dict': seg(False).state_dict()}, train_ckpt)
+    with pytest.raises(CheckpointError,
+                       match='TRAINING checkpoint.*deploy=True.*convert.py'):
+        load_any_checkpoint(seg(True), train_ckpt)
+    # the reverse: a fused checkpoint into a training-time config is
+    # accepted (the model is fused to match) and says so
+    from repseg import reparameterize_model
+    fused_ckpt = str(tmp_path / 'fused.pth')
+    torch.save({'state_dict': reparameterize_model(seg(False)).state_dict()},
+               fused_ckpt)
+    assert load_any_checkpoint(seg(False), fused_ckpt) == 'fused'
+    assert load_any_checkpoint(seg(True), fused_ckpt) == 'fused'
+    # a checkpoint of another arch: a short explanation, not a key wall
+    with pytest.raises(CheckpointError, match='another arch'):
+        load_any_checkpoint(seg(False, 'A1'), train_ckpt)

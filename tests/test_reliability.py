@@ -37,7 +37,7 @@ def _last_checkpoint(work_dir):
 
 
 def test_sigkill_then_resume_matches_uninterrupted(synthetic_root, tmp_path):
-    iters = 12
+    iters = 8
     cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path / 'x', crop=64,
                     iters=iters, val_interval=1000,
                     cfg_options={'default_hooks.checkpoint.interval': 2})
@@ -54,12 +54,12 @@ def test_sigkill_then_resume_matches_uninterrupted(synthetic_root, tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline:
         last = _last_checkpoint(run_dir)
-        if last and last.endswith('iter_4.pth'):
+        if last and last.endswith('iter_2.pth'):
             break
         time.sleep(0.05)
     else:
         proc.kill()
-        pytest.fail('training never wrote its iter_4 checkpoint')
+        pytest.fail('training never wrote its iter_2 checkpoint')
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     newest = _last_checkpoint(run_dir)

@@ -14,8 +14,10 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_state_dict
 
 from ..datasets.cityscapes import DatasetError, check_cityscapes
-from ..engine.checkpoint import checkpoint_kind, load_state_dict_file
+from ..engine.checkpoint import (CheckpointError, checkpoint_kind,
+                                 load_state_dict_file)
 from ..engine.dist import init_cpu_distributed
+from ..models.repvgg import RepVGG
 from ..reparam import reparameterize_model
 
 
@@ -187,8 +189,32 @@ def load_any_checkpoint(model: torch.nn.Module, path: str,
     """
     state_dict = load_state_dict_file(path, allow_unsafe)
     kind = checkpoint_kind(state_dict)
+    model_fused = any(getattr(m, 'deploy', False) for m in model.modules()
+                      if isinstance(m, RepVGG))
+    if kind == 'training' and model_fused:
+        raise CheckpointError(
+            f'{path!r} is a TRAINING checkpoint (multi-branch RepVGG blocks) '
+            'but the config builds a fused deploy model '
+            '(model.backbone.deploy=True). Use the training config (without '
+            'deploy=True): tools/test.py fuses it for evaluation; or turn the '
+            'checkpoint into a deploy checkpoint with tools/convert.py.')
     if kind == 'fused':
+        # a fused checkpoint into a training-time config: build the fused
+        # structure first, then the keys match exactly
         reparameterize_model(model, inplace=True)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    resized = sorted(k for k in set(own) & set(state_dict)
+                     if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or resized:
+        raise CheckpointError(
+            f'{path!r} does not fit the model of this config: '
+            f'{len(missing)} weights missing (e.g. {missing[:2]}), '
+            f'{len(unexpected)} unexpected (e.g. {unexpected[:2]}), '
+            f'{len(resized)} of another shape (e.g. {resized[:2]}). Is it a '
+            'checkpoint of another arch or head? Use the config it was '
+            'trained with.')
     load_state_dict(model, state_dict, strict=True, logger=logger)
     return kind
 
