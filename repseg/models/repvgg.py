@@ -72,16 +72,7 @@ class RepVGGBlock(BaseModule):
         self.with_cp = with_cp
 
         if deploy:
-            self.branch_reparam = build_conv_layer(
-                conv_cfg,
-                in_channels,
-                out_channels,
-                kernel_size=3,
-                stride=stride,
-                padding=dilation,
-                dilation=dilation,
-                groups=groups,
-                bias=True)
+            self.branch_reparam = self._build_reparam_conv()
         else:
             self.branch_3x3 = ConvModule(
                 in_channels,
@@ -109,6 +100,19 @@ class RepVGGBlock(BaseModule):
             else:
                 self.branch_norm = None
         self.act = build_activation_layer(act_cfg)
+
+    def _build_reparam_conv(self) -> nn.Module:
+        """The single 3x3 conv (with bias) of the fused block."""
+        return build_conv_layer(
+            self.conv_cfg,
+            self.in_channels,
+            self.out_channels,
+            kernel_size=3,
+            stride=self.stride,
+            padding=self.dilation,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=True)
 
     def _branches(self, x: Tensor) -> Tensor:
         if self.deploy:
@@ -138,16 +142,8 @@ class RepVGGBlock(BaseModule):
         kernel, bias = fuse_branches(conv3, self.branch_3x3.norm,
                                      self.branch_1x1.conv,
                                      self.branch_1x1.norm, self.branch_norm)
-        fused = build_conv_layer(
-            self.conv_cfg,
-            self.in_channels,
-            self.out_channels,
-            kernel_size=3,
-            stride=self.stride,
-            padding=self.dilation,
-            dilation=self.dilation,
-            groups=self.groups,
-            bias=True).to(device=conv3.weight.device, dtype=conv3.weight.dtype)
+        fused = self._build_reparam_conv().to(
+            device=conv3.weight.device, dtype=conv3.weight.dtype)
         fused.weight.copy_(kernel.to(conv3.weight.dtype))
         fused.bias.copy_(bias.to(conv3.weight.dtype))
         del self.branch_3x3, self.branch_1x1, self.branch_norm
