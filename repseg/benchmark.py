@@ -147,24 +147,25 @@ def _glibc():
         return None
 
 
-def track_cpu_memory_exactly() -> bool:
-    """Make large CPU allocations come from mmap and go back to the OS when
-    freed (glibc ``M_MMAP_THRESHOLD`` fixed at 1 MiB; by default it grows
-    to 32 MiB and freed tensors stay in the heap), so that the resident set
-    follows the live tensors and each model's forward peak can be read
-    without the memory of the models before it. Returns False where this
-    is not glibc."""
+def _set_mmap_threshold(nbytes: int) -> bool:
     libc = _glibc()
     if libc is None or not hasattr(libc, 'mallopt'):
         return False
-    return bool(libc.mallopt(-3, 1 << 20))   # M_MMAP_THRESHOLD
+    return bool(libc.mallopt(-3, nbytes))   # M_MMAP_THRESHOLD
 
 
 @torch.no_grad()
 def peak_forward_memory(fn, x, device) -> Optional[int]:
     """Peak memory of one forward in bytes: CUDA max allocated on GPU; on
-    CPU the growth of the resident set over the forward (the kernel's
-    high-water mark is reset first, so earlier models do not count)."""
+    CPU the growth of the resident set over the forward.
+
+    On CPU, for the duration of the measurement, large allocations are
+    made to come from mmap (glibc ``M_MMAP_THRESHOLD`` = 1 MiB) so that
+    freed tensors go back to the OS instead of staying in the heap, the
+    heap is trimmed and the kernel's high-water mark reset: the figure is
+    this forward's own, not inflated or hidden by earlier models. Afterwards
+    the threshold goes back to glibc's maximum (32 MiB), so timing runs use
+    the usual heap behaviour."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -173,16 +174,20 @@ def peak_forward_memory(fn, x, device) -> Optional[int]:
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
     libc = _glibc()
-    if libc is not None and hasattr(libc, 'malloc_trim'):
-        libc.malloc_trim(0)
+    _set_mmap_threshold(1 << 20)
     try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')     # reset VmHWM to the current RSS
-    except OSError:
-        return None
-    base = _read_status('VmRSS')
-    fn(x)
-    peak = _read_status('VmHWM')
+        if libc is not None and hasattr(libc, 'malloc_trim'):
+            libc.malloc_trim(0)
+        try:
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')     # reset VmHWM to the current RSS
+        except OSError:
+            return None
+        base = _read_status('VmRSS')
+        fn(x)
+        peak = _read_status('VmHWM')
+    finally:
+        _set_mmap_threshold(32 << 20)
     if base is None or peak is None:
         return None
     return max(0, peak - base)
@@ -296,8 +301,6 @@ def run_benchmark(entries: List[dict],
     if tdtype == torch.float16 and not on_gpu:
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')
-    if not on_gpu:
-        track_cpu_memory_exactly()
     gen = torch.Generator().manual_seed(0)
     x32 = torch.randn(batch_size, 3, *shape, generator=gen)
     x = x32.to(dev, tdtype)
