@@ -9,13 +9,11 @@ from typing import Sequence
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import load_state_dict
 
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
-from ..engine.checkpoint import checkpoint_kind, load_state_dict_file
 from ..reparam import find_unfused, reparameterize_model
-from .runner import UsageError, adapt_to_device
+from .runner import UsageError, adapt_to_device, load_any_checkpoint
 
 
 def build_segmentor(cfg: Config) -> torch.nn.Module:
@@ -68,11 +66,11 @@ def convert_checkpoint(cfg: Config,
         if osp.exists(path) and not force:
             raise UsageError(f'{path!r} exists; pass --force to overwrite it')
     cfg = adapt_to_device(copy.deepcopy(cfg))
-    state_dict = load_state_dict_file(checkpoint, allow_unsafe)
-    if checkpoint_kind(state_dict) == 'fused':
-        raise UsageError(f'{checkpoint!r} is already a fused checkpoint')
     model = build_segmentor(cfg)
-    load_state_dict(model, state_dict, strict=True)
+    # the shared loader: safe reading and the explained mismatch errors
+    if load_any_checkpoint(model, checkpoint,
+                           allow_unsafe=allow_unsafe) == 'fused':
+        raise UsageError(f'{checkpoint!r} is already a fused checkpoint')
     model.eval()
     fused = reparameterize_model(model)
     assert not find_unfused(fused)
