@@ -110,6 +110,18 @@ def test_official_deploy_file_into_both_forms(tmp_path):
         assert max_rel_diff(a, b) <= REL_TOL
 
 
+def test_deploy_file_into_training_backbone_with_other_eps(tmp_path):
+    src = _source()
+    path = tmp_path / 'RepVGG-A0-deploy.pth'
+    torch.save(_official(reparameterize_model(src).state_dict()), path)
+    m = RepVGG('A0', out_indices=(0, 1, 2, 3, 4),
+               norm_cfg=dict(type='BN', eps=1e-2),
+               init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    m.init_weights()
+    for a, b in zip(_feats(src, X), _feats(m.eval(), X)):
+        assert max_rel_diff(a, b) <= REL_TOL
+
+
 def test_training_file_into_deploy_backbone(tmp_path):
     src = _source()
     path = tmp_path / 'a0.pth'

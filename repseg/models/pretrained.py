@@ -21,6 +21,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ..engine.checkpoint import CheckpointError, load_state_dict_file
+from ..fusion import is_batchnorm
 
 Tensor = torch.Tensor
 
@@ -140,14 +141,13 @@ def arch_name_of(state_dict: Dict[str, Tensor]) -> str:
             f'groups {groups or "none"})')
 
 
-def _neutral_training_branches(model_sd, sd, prefix_of_block):
+def _neutral_training_branches(model_sd, sd, prefix_of_block, eps):
     """For a fused block: the 3x3 branch carries the fused kernel and bias,
     every BN is neutral, the 1x1 branch and the identity BN contribute 0."""
     out = {}
     p = prefix_of_block
     kernel, bias = sd[f'{p}.branch_reparam.weight'], sd[
         f'{p}.branch_reparam.bias']
-    eps = 1e-5
     c = kernel.shape[0]
     out[f'{p}.branch_3x3.conv.weight'] = kernel
     out[f'{p}.branch_3x3.bn.weight'] = torch.ones(c)
@@ -204,9 +204,12 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
     model_sd = backbone.state_dict()
     if fused_file and not backbone.deploy:
         blocks = sorted({k.rsplit('.branch_reparam.', 1)[0] for k in sd})
+        # a neutral BN has running_var = 1 - eps with the model's own eps
+        eps = next(m.eps for m in backbone.modules() if is_batchnorm(m))
         converted = {}
         for p in blocks:
-            converted.update(_neutral_training_branches(model_sd, sd, p))
+            converted.update(
+                _neutral_training_branches(model_sd, sd, p, eps))
         sd = converted
         how = 'deploy weights placed in the 3x3 branches (neutral others)'
     elif not fused_file and backbone.deploy:
