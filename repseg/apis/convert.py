@@ -13,18 +13,15 @@ from mmengine.logging import print_log
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 from ..reparam import find_unfused, reparameterize_model
-from .runner import UsageError, adapt_to_device, load_any_checkpoint
+from .runner import (UsageError, adapt_to_device, load_any_checkpoint,
+                     without_pretrained)
 
 
 def build_segmentor(cfg: Config) -> torch.nn.Module:
     """Build ``cfg.model`` without any pretrained initialization (weights
     come from a checkpoint)."""
     register_all_modules(init_default_scope=True)
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.pretrained = None
-    if model_cfg.get('backbone'):
-        model_cfg.backbone.init_cfg = None
-    return MODELS.build(model_cfg)
+    return MODELS.build(without_pretrained(copy.deepcopy(cfg.model)))
 
 
 @torch.no_grad()
@@ -85,8 +82,7 @@ def convert_checkpoint(cfg: Config,
     deploy_cfg = copy.deepcopy(cfg)
     if deploy_cfg.model.get('backbone', {}).get('type') == 'RepVGG':
         deploy_cfg.model.backbone.deploy = True
-    deploy_cfg.model.pretrained = None
-    deploy_cfg.model.backbone.init_cfg = None
+    without_pretrained(deploy_cfg.model)
     deploy_cfg.load_from = out
     deploy_cfg.dump(cfg_path)
     result = dict(

@@ -155,6 +155,15 @@ def check_pretrained(cfg: Config) -> None:
     walk(cfg.model, 'model')
 
 
+def without_pretrained(model_cfg) -> dict:
+    """Drop the pretrained initialization of a model config (in place; the
+    weights come from a checkpoint). Returns ``model_cfg``."""
+    model_cfg.pretrained = None
+    if model_cfg.get('backbone'):
+        model_cfg.backbone.init_cfg = None
+    return model_cfg
+
+
 def check_work_dir(cfg: Config) -> None:
     """Never overwrite the checkpoints of an earlier run silently."""
     if cfg.get('resume') or not osp.isdir(cfg.work_dir):
@@ -234,10 +243,7 @@ def test(cfg: Config,
         check_data(cfg, loaders=('test_dataloader', ))
     cfg.load_from = None
     cfg.resume = False
-    # the weights come from the checkpoint: no pretrained init
-    cfg.model.pretrained = None
-    if cfg.model.get('backbone'):
-        cfg.model.backbone.init_cfg = None
+    without_pretrained(cfg.model)   # the weights come from the checkpoint
     if show_dir:
         vis = cfg.default_hooks.visualization
         vis.draw = True
