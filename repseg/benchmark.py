@@ -7,7 +7,14 @@ paper did for its baselines) and :func:`assert_fused` checks that nothing
 foldable is left. Models are timed in interleaved rounds (round r times every
 model once) so that ratios between rows are measured side by side, under the
 same machine conditions.
+
+On the CPU, every eligible 3x3 convolution of EVERY model (RepVGG and ResNet,
+fused and unfused, backbone and head) runs NNPACK's Winograd kernels by
+default (``conv_impl='auto'``, see :mod:`repseg.ops.fast_conv`): the CPU
+counterpart of cuDNN choosing Winograd on the paper's GPU. ``'native'``
+keeps PyTorch's default convolutions (oneDNN).
 """
+import copy
 import json
 import os
 import os.path as osp
@@ -24,6 +31,7 @@ import torch.nn as nn
 
 from .apis.convert import build_segmentor
 from .apis.runner import UsageError, load_any_checkpoint, load_cfg
+from .ops.fast_conv import count_fast_convs, resolve_conv_impl, use_fast_convs
 from .reparam import find_unfused, reparameterize_model
 
 CONFIG_DIR = osp.join(
@@ -271,9 +279,15 @@ def run_benchmark(entries: List[dict],
                   flops: bool = True,
                   fast: bool = False,
                   backend: str = 'pytorch',
+                  conv_impl: str = 'auto',
+                  compare_conv_impl: bool = False,
                   logger=print) -> dict:
     """Benchmark the fused form of every entry (dicts with ``name``,
     ``config`` and optional ``checkpoint``, ``baseline``, ``paper_miou``).
+
+    ``conv_impl`` (``'auto'``, ``'nnpack'``, ``'native'``) chooses how the
+    3x3 convs of every model run; ``compare_conv_impl`` also times each
+    fused model with PyTorch's native convs (label ``native``).
 
     Returns ``{'env': ..., 'rows': [...]}``; see the README for the fields.
     """
@@ -298,6 +312,19 @@ def run_benchmark(entries: List[dict],
                                      or compile or channels_last or amp):
         raise UsageError('--backend onnxruntime times the fp32 model on the '
                          'CPU (no --compile/--channels-last/--amp)')
+    if channels_last and conv_impl == 'nnpack':
+        raise UsageError('--conv-impl nnpack runs NCHW tensors; it cannot be '
+                         'combined with --channels-last')
+    try:
+        conv_impl = resolve_conv_impl(
+            'native' if channels_last and conv_impl == 'auto' else conv_impl,
+            dev, tdtype)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if compare_conv_impl and conv_impl == 'native':
+        raise UsageError('--compare-conv-impl times NNPACK convs against '
+                         "native ones; it needs --conv-impl 'nnpack' (or "
+                         "'auto' on a CPU with fp32)")
     if tdtype == torch.float16 and not on_gpu:
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')
@@ -329,18 +356,33 @@ def run_benchmark(entries: List[dict],
             paper_speed=entry.get('paper_speed'),
             dilation_mode=getattr(backbone, 'dilation_mode', None),
             params_m=sum(p.numel() for p in fused.parameters()) / 1e6)
-        fused_fwd = SegForward(_prepare(fused, dev, tdtype, channels_last))
         if flops:
             row['gflops'] = count_gflops(SegForward(fused), x32[:1].to(dev))
+        native_fwd = None
+        if compare_conv_impl:
+            native_fwd = SegForward(
+                _prepare(copy.deepcopy(fused), dev, tdtype, channels_last))
+        fused_fwd = SegForward(_prepare(
+            use_fast_convs(fused, conv_impl, inplace=True), dev, tdtype,
+            channels_last))
+        row['fast_convs'], row['convs'] = count_fast_convs(fused)
         if compare_unfused:
-            unfused_fwd = SegForward(
-                _prepare(unfused, dev, tdtype, channels_last))
+            unfused_fwd = SegForward(_prepare(
+                use_fast_convs(unfused, conv_impl, inplace=True), dev, tdtype,
+                channels_last))
             with torch.no_grad(), autocast():
                 a, b = unfused_fwd(x[:1]), fused_fwd(x[:1])
             row['max_abs_diff'] = (a.float() - b.float()).abs().max().item()
             row['max_abs_logit'] = a.float().abs().max().item()
         fwd = torch.compile(fused_fwd) if compile else fused_fwd
         runs.append((row, 'fused', fwd))
+        if native_fwd is not None:
+            with torch.no_grad(), autocast():
+                a, b = native_fwd(x[:1]), fused_fwd(x[:1])
+            row['native_max_abs_diff'] = (a.float() -
+                                          b.float()).abs().max().item()
+            runs.append((row, 'native',
+                         torch.compile(native_fwd) if compile else native_fwd))
         if backend == 'onnxruntime':
             runs.append((row, 'onnxruntime',
                          _ort_callable(fused_fwd, x, tmp_dir, row)))
@@ -348,8 +390,9 @@ def run_benchmark(entries: List[dict],
             ufwd = torch.compile(unfused_fwd) if compile else unfused_fwd
             runs.append((row, 'unfused', ufwd))
         rows.append(row)
-        logger(f"built {row['name']} ({row['params_m']:.2f} M params fused) "
-               f'in {time.time() - t0:.1f} s')
+        logger(f"built {row['name']} ({row['params_m']:.2f} M params fused, "
+               f"{row['fast_convs']}/{row['convs']} convs on NNPACK) in "
+               f'{time.time() - t0:.1f} s')
 
     # --- warm up, memory ---------------------------------------------------
     def call(fn):
@@ -393,6 +436,9 @@ def run_benchmark(entries: List[dict],
         if compare_unfused:
             row['fused_speedup'] = (row['fused_img_per_s'] /
                                     row['unfused_img_per_s'])
+        if compare_conv_impl:
+            row['conv_impl_speedup'] = (row['fused_img_per_s'] /
+                                        row['native_img_per_s'])
         if backend == 'onnxruntime':
             row['onnxruntime_vs_pytorch'] = (row['onnxruntime_img_per_s'] /
                                              row['fused_img_per_s'])
@@ -400,7 +446,7 @@ def run_benchmark(entries: List[dict],
     env = environment(dev, batch_size, dtype, dict(
         channels_last=channels_last, compile=compile, amp=amp))
     env.update(shape=list(shape), warmup=warmup, iters=iters, repeat=repeat,
-               fast=fast, backend=backend,
+               fast=fast, backend=backend, conv_impl=conv_impl,
                timing='interleaved rounds; latency = per image, median and '
                'interquartile range over all timed batches')
     return dict(env=env, rows=rows)
@@ -414,11 +460,14 @@ def markdown_table(result: dict) -> str:
     rows = result['rows']
     unf = any('unfused_img_per_s' in r for r in rows)
     ort = any('onnxruntime_img_per_s' in r for r in rows)
+    nat = any('native_img_per_s' in r for r in rows)
     head = ['model', 'dilation', 'img/s', 'latency ms (median ± IQR)',
             'params M', 'GFLOPs', 'peak fwd mem MiB', 'vs ResNet']
     if unf:
         head += ['unfused img/s', 'fused/unfused',
                  'max abs(fused-unfused) / max abs(logit)']
+    if nat:
+        head += ['native-conv img/s', 'nnpack/native']
     if ort:
         head += ['onnxruntime img/s', 'ort/pytorch', 'max abs(ort-pytorch)']
     lines = ['| ' + ' | '.join(head) + ' |',
@@ -438,6 +487,9 @@ def markdown_table(result: dict) -> str:
                       _fmt(r['max_abs_diff'] / max(r['max_abs_logit'], 1e-12)
                            if r.get('max_abs_diff') is not None else None,
                            '.1e')]
+        if nat:
+            cells += [_fmt(r.get('native_img_per_s'), '.3f'),
+                      _fmt(r.get('conv_impl_speedup')) + 'x']
         if ort:
             cells += [_fmt(r.get('onnxruntime_img_per_s'), '.3f'),
                       _fmt(r.get('onnxruntime_vs_pytorch')) + 'x',
@@ -454,7 +506,10 @@ def markdown_table(result: dict) -> str:
         f"{e['warmup']}, {e['iters']} timed batches x {e['repeat']} "
         f"interleaved rounds, cudnn.benchmark={e['cudnn_benchmark']}; "
         f"torch {e['torch']}, mmcv {e['mmcv']}, mmseg {e['mmseg']}. "
-        'All models fused (RepVGG blocks re-parameterized, conv-BN folded).')
+        'All models fused (RepVGG blocks re-parameterized, conv-BN folded); '
+        + ('3x3 stride-1 convs of every model on NNPACK Winograd '
+           '(--conv-impl nnpack).' if e.get('conv_impl') == 'nnpack' else
+           "PyTorch's native convolutions (--conv-impl native)."))
     return '\n'.join(lines)
 
 

@@ -23,7 +23,7 @@ def test_tool_writes_json_table_and_png(tmp_path):
     proc = subprocess.run(
         [sys.executable, TOOL, DEMO_CONFIG, '--shape', '65', '65',
          '--warmup', '1', '--iters', '2', '--repeat', '2',
-         '--compare-unfused', '--out', str(out)],
+         '--compare-unfused', '--compare-conv-impl', '--out', str(out)],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '| model | dilation | img/s |' in proc.stdout
@@ -34,10 +34,17 @@ def test_tool_writes_json_table_and_png(tmp_path):
                 'cudnn_benchmark'):
         assert key in env, key
     assert env['shape'] == [65, 65] and env['batch'] == 1
+    assert env['conv_impl'] == 'nnpack'
     (row, ) = result['rows']
     for key in ('fused_img_per_s', 'fused_latency_ms', 'params_m', 'gflops',
-                'unfused_img_per_s', 'fused_speedup'):
+                'unfused_img_per_s', 'fused_speedup', 'native_img_per_s',
+                'conv_impl_speedup'):
         assert row[key] > 0, key
+    # A0 fused: every conv but the 3 stride-2 stage heads, the PSP 1x1s and
+    # the classifier is a 3x3 stride-1 conv on NNPACK
+    assert 0 < row['fast_convs'] < row['convs']
+    assert row['native_max_abs_diff'] <= 1e-4 * row['max_abs_logit']
+    assert 'nnpack/native' in proc.stdout
     assert row['fused_latency_iqr_ms'] >= 0
     assert row['fused_peak_mem_mib'] is not None
     assert row['fused_peak_mem_mib'] >= 0
@@ -101,3 +108,22 @@ def test_unsupported_shapes(shape):
     with pytest.raises(UsageError, match='not supported'):
         check_shape(shape)
     assert check_shape((713, )) == (713, 713)
+
+
+def test_conv_impl_choices():
+    from repseg.benchmark import run_benchmark
+    entry = [dict(name='a0', config=DEMO_CONFIG)]
+    with pytest.raises(UsageError, match='channels-last'):
+        run_benchmark(entry, shape=(64, 64), conv_impl='nnpack',
+                      channels_last=True)
+    with pytest.raises(UsageError, match='needs --conv-impl'):
+        run_benchmark(entry, shape=(64, 64), conv_impl='native',
+                      compare_conv_impl=True)
+    with pytest.raises(UsageError, match="use 'auto' or 'native'"):
+        run_benchmark(entry, shape=(64, 64), conv_impl='nnpack',
+                      dtype='bf16')
+    result = run_benchmark(entry, shape=(64, 64), conv_impl='native',
+                           iters=1, repeat=1, warmup=0, flops=False,
+                           logger=lambda *a: None)
+    assert result['env']['conv_impl'] == 'native'
+    assert result['rows'][0]['fast_convs'] == 0

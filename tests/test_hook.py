@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 from repseg import find_unfused, reparameterize_model
 from repseg.engine import FusedEvalHook
 from repseg.models import RepVGGBlock
+from repseg.ops import count_fast_convs, nnpack_available, use_fast_convs
 
 from .conftest import DEMO_CONFIG, small_cfg
 
@@ -42,6 +43,11 @@ def test_validation_used_a_fused_copy(trained_runner):
     assert find_unfused(runner.model) != []
     assert hook.last_max_diff is not None
     assert hook.last_max_diff <= 1e-4 * hook.last_max_abs
+    # conv_impl='auto' on the CPU: the fused copy's 3x3 convs run NNPACK,
+    # the live model's do not
+    n_fast, n_all = count_fast_convs(fused)
+    assert (n_fast > 0) == nnpack_available() and n_fast < n_all
+    assert count_fast_convs(runner.model)[0] == 0
 
 
 def test_validation_leaves_training_model_untouched(trained_runner):
@@ -61,7 +67,7 @@ def test_validation_leaves_training_model_untouched(trained_runner):
 def test_metrics_equal_by_hand_fused_evaluation(trained_runner):
     runner = trained_runner
     metrics = runner.val_loop.run()
-    fused = reparameterize_model(runner.model)
+    fused = use_fast_convs(reparameterize_model(runner.model))
     evaluator = Evaluator(dict(type='IoUMetric', iou_metrics=['mIoU']))
     evaluator.dataset_meta = runner.val_dataloader.dataset.metainfo
     with torch.no_grad():
@@ -76,9 +82,23 @@ def test_hook_passes_already_fused_model(trained_runner):
     runner = trained_runner
     hook = _hook(runner)
     live = runner.model
-    runner.model = reparameterize_model(live)
+    runner.model = deployed = reparameterize_model(live)
     try:
+        hook.conv_impl = 'native'
         runner.val_loop.run()
         assert hook.last_fused_model is None   # evaluated as it is
+        assert runner.model is deployed
+        hook.conv_impl = 'auto'
+        runner.val_loop.run()
+        if nnpack_available():   # a copy with NNPACK convs; deployed intact
+            assert count_fast_convs(hook.last_fused_model)[0] > 0
+            assert count_fast_convs(deployed)[0] == 0
+        assert runner.model is deployed
     finally:
+        hook.conv_impl = 'auto'
         runner.model = live
+
+
+def test_bad_conv_impl():
+    with pytest.raises(ValueError, match='conv_impl must be one of'):
+        FusedEvalHook(conv_impl='winograd')

@@ -45,6 +45,13 @@ def parse_args(argv=None):
                    default='pytorch',
                    help='onnxruntime: also export each fused model to ONNX '
                    'and time it side by side with PyTorch (CPU, fp32)')
+    p.add_argument('--conv-impl', choices=['auto', 'nnpack', 'native'],
+                   default='auto',
+                   help='3x3 convs of every model: nnpack = Winograd '
+                   '(repseg.ops.fast_conv), native = PyTorch default; auto = '
+                   'nnpack on CPU fp32 (default)')
+    p.add_argument('--compare-conv-impl', action='store_true',
+                   help='also time each fused model with native convs')
     p.add_argument('--no-flops', action='store_true',
                    help='skip the GFLOPs count')
     p.add_argument('--out', default='work_dirs/benchmark',
@@ -73,7 +80,8 @@ def main(argv=None):
             repeat=args.repeat, dtype=args.dtype, amp=args.amp,
             channels_last=args.channels_last, compile=args.compile,
             compare_unfused=args.compare_unfused, flops=not args.no_flops,
-            fast=args.fast, backend=args.backend)
+            fast=args.fast, backend=args.backend, conv_impl=args.conv_impl,
+            compare_conv_impl=args.compare_conv_impl)
     except (UsageError, BenchmarkError, CheckpointError) as e:
         sys.exit(f'error: {e}')
     print()

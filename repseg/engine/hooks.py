@@ -9,6 +9,8 @@ from mmengine.model import is_model_wrapper
 
 from mmseg.registry import HOOKS
 
+from ..ops.fast_conv import (CONV_IMPLS, count_fast_convs, resolve_conv_impl,
+                             use_fast_convs)
 from ..reparam import find_unfused, reparameterize_model
 
 
@@ -36,6 +38,11 @@ class FusedEvalHook(Hook):
         check_equivalence (bool): Compare fused and unfused outputs on the
             first batch of every evaluation (one extra unfused forward).
             Default: True.
+        conv_impl (str): how the fused model's 3x3 convs run: ``'nnpack'``
+            (Winograd on the CPU, :func:`repseg.ops.use_fast_convs`),
+            ``'native'`` (PyTorch's default) or ``'auto'`` (``'nnpack'``
+            when the model is fp32 on the CPU and NNPACK is available).
+            Default: 'auto'.
 
     Attributes:
         last_max_diff (float | None): max |fused - unfused| of the last check.
@@ -47,8 +54,13 @@ class FusedEvalHook(Hook):
 
     priority = 'LOW'   # after e.g. EMAHook has swapped in its weights
 
-    def __init__(self, check_equivalence: bool = True):
+    def __init__(self, check_equivalence: bool = True,
+                 conv_impl: str = 'auto'):
+        if conv_impl not in CONV_IMPLS:
+            raise ValueError(f'FusedEvalHook: conv_impl must be one of '
+                             f'{list(CONV_IMPLS)}, got {conv_impl!r}')
         self.check_equivalence = check_equivalence
+        self.conv_impl = conv_impl
         self.last_max_diff: Optional[float] = None
         self.last_max_abs: Optional[float] = None
         self.last_fused_model = None
@@ -56,27 +68,48 @@ class FusedEvalHook(Hook):
         self._pending_check = False
 
     # -- swapping -----------------------------------------------------------
+    def _conv_impl(self, model) -> str:
+        param = next(model.parameters(), None)
+        return resolve_conv_impl(
+            self.conv_impl, param.device if param is not None else 'cpu',
+            param.dtype if param is not None else torch.float32)
+
+    def before_run(self, runner) -> None:
+        # an explicit conv_impl='nnpack' that cannot run here fails now,
+        # not at the first validation
+        live = runner.model
+        self._conv_impl(live.module if is_model_wrapper(live) else live)
+
     def _swap_in(self, runner, phase: str) -> None:
         live = runner.model
         src = live.module if is_model_wrapper(live) else live
         todo = find_unfused(src)
-        if not todo:
+        impl = self._conv_impl(src)
+        if not todo and impl == 'native':
             print_log(
                 f'[FusedEvalHook] {phase}: the model is already fused '
                 '(deploy form); evaluating it as it is.', logger='current')
             self.last_fused_model = None
             self._live = None
             return
-        fused = reparameterize_model(src, inplace=False)
+        fused = reparameterize_model(src, inplace=False) if todo else src
+        fused = use_fast_convs(fused, impl, inplace=fused is not src)
         self._live = live
         self.last_fused_model = fused
         runner.model = fused
         self._pending_check = self.check_equivalence
-        print_log(
-            f'[FusedEvalHook] {phase}: evaluating the FUSED model '
-            f'(repseg.reparameterize_model; {len(todo)} multi-branch blocks '
-            'and conv-BN pairs folded into plain convs). Training continues '
-            'on the unfused model.', logger='current')
+        if impl == 'nnpack':
+            n_fast, n_all = count_fast_convs(fused)
+            convs = (f' {n_fast} of its {n_all} convs run NNPACK Winograd '
+                     "(conv_impl='nnpack').")
+        else:
+            convs = ''
+        what = (f'evaluating the FUSED model (repseg.reparameterize_model; '
+                f'{len(todo)} multi-branch blocks and conv-BN pairs folded '
+                'into plain convs). Training continues on the unfused model.'
+                if todo else 'the model is already fused (deploy form).')
+        print_log(f'[FusedEvalHook] {phase}: {what}{convs}',
+                  logger='current')
 
     def _swap_out(self, runner) -> None:
         if self._live is not None:

@@ -1,0 +1,230 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""Winograd 3x3 convolutions on the CPU through NNPACK.
+
+A fused RepVGG is a plain stack of 3x3 convolutions, which is what the
+Winograd algorithm makes cheap: F(6x6, 3x3) computes a 6x6 output tile with
+64 multiplications instead of 324. On a GPU cuDNN picks Winograd by itself.
+On the CPU PyTorch's default path (oneDNN) runs direct convolution on AVX2
+machines, and PyTorch uses its bundled NNPACK Winograd kernels only for
+batches of 16 or more without dilation. This module makes every eligible
+3x3 convolution take NNPACK's single-image inference path:
+
+- a batch and the sub-grids of a *dilated* convolution are laid out side by
+  side in ONE zero-separated mosaic image (a dilated 3x3 conv on an image is
+  an ordinary 3x3 conv on each of its ``d x d`` sub-sampled grids), so each
+  layer transforms its kernel once and runs one Winograd call per group;
+- grouped convolutions run one call per group on contiguous channel slices.
+
+The result equals ``F.conv2d`` up to fp32 rounding of the Winograd
+transforms (relative error ~1e-5, see ``tests/test_fast_conv.py``).
+Only the forward of inference is replaced: with autograd recording, in
+tracing / ONNX export / ``torch.compile``, on other devices or dtypes, and
+for channels-last inputs the module is an ordinary ``nn.Conv2d``.
+
+The swap is a runtime choice, like ``cudnn.benchmark``: parameters and
+``state_dict`` keys are those of ``nn.Conv2d``, checkpoints are unchanged.
+"""
+import copy
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    'CONV_IMPLS', 'NNPACKConv2d', 'nnpack_available', 'nnpack_conv3x3',
+    'is_nnpack_eligible', 'use_fast_convs', 'resolve_conv_impl',
+    'count_fast_convs'
+]
+
+#: values of the ``conv_impl`` options of the tools and hooks.
+CONV_IMPLS = ('auto', 'nnpack', 'native')
+
+
+def nnpack_available() -> bool:
+    """Whether this PyTorch build has NNPACK and it runs on this CPU.
+
+    Also initializes NNPACK (``_nnpack_spatial_convolution`` fails until
+    ``torch._nnpack_available()`` has been called once)."""
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):   # pragma: no cover
+        return False
+
+
+def _mosaic_shape(n: int, h: int, w: int, d: int) -> Tuple[int, int]:
+    """(rows, cols) of the mosaic of ``n`` images cut into ``d x d`` grids
+    of ``ceil(h/d) x ceil(w/d)``, each followed by one zero row/column."""
+    sh, sw = math.ceil(h / d), math.ceil(w / d)
+    return n * d * (sh + 1), d * (sw + 1)
+
+
+def nnpack_conv3x3(x: torch.Tensor,
+                   weight: torch.Tensor,
+                   bias: Optional[torch.Tensor] = None,
+                   dilation: int = 1,
+                   groups: int = 1) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride=1, padding=dilation,
+    dilation=dilation, groups=groups)`` computed with NNPACK's Winograd
+    inference kernels.
+
+    Args:
+        x (Tensor): (N, C_in, H, W) float32, CPU, NCHW-contiguous.
+        weight (Tensor): (C_out, C_in / groups, 3, 3).
+        bias (Tensor | None): (C_out,).
+        dilation (int): dilation of the 3x3 kernel (= its padding).
+        groups (int): channel groups.
+
+    Returns:
+        Tensor: (N, C_out, H, W).
+    """
+    n, c, h, w = x.shape
+    d = int(dilation)
+    direct = n == 1 and d == 1
+    if direct:
+        m = x.contiguous()
+    else:
+        # One image holding every (image, row-phase, col-phase) sub-grid,
+        # separated by zero rows/columns so that padding=1 on the mosaic is
+        # the zero padding of each sub-grid.
+        sh, sw = math.ceil(h / d), math.ceil(w / d)
+        xp = F.pad(x, (0, sw * d - w, 0, sh * d - h))
+        sub = xp.view(n, c, sh, d, sw, d).permute(1, 0, 3, 2, 5, 4)
+        m = x.new_zeros(c, n, d, sh + 1, d, sw + 1)
+        m[:, :, :, :sh, :, :sw] = sub
+        m = m.view(1, c, n * d * (sh + 1), d * (sw + 1))
+    if groups == 1:
+        y = torch._nnpack_spatial_convolution(m, weight, bias, [1, 1],
+                                              [1, 1])
+    else:
+        cg, og = c // groups, weight.shape[0] // groups
+        y = torch.cat([
+            torch._nnpack_spatial_convolution(
+                m[:, i * cg:(i + 1) * cg], weight[i * og:(i + 1) * og],
+                None if bias is None else bias[i * og:(i + 1) * og],
+                [1, 1], [1, 1]) for i in range(groups)
+        ], 1)
+    if direct:
+        return y
+    o = y.shape[1]
+    y = y.view(o, n, d, sh + 1, d, sw + 1)[:, :, :, :sh, :, :sw]
+    y = y.permute(1, 0, 3, 2, 5, 4).reshape(n, o, sh * d, sw * d)
+    return y[:, :, :h, :w].contiguous()
+
+
+def is_nnpack_eligible(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a 3x3, stride-1, 'same'-padded ``nn.Conv2d``
+    (any dilation equal in both directions, any groups) — the convolutions
+    :class:`NNPACKConv2d` computes with Winograd."""
+    return (isinstance(conv, nn.Conv2d)
+            and tuple(conv.kernel_size) == (3, 3)
+            and tuple(conv.stride) == (1, 1)
+            and conv.dilation[0] == conv.dilation[1]
+            and tuple(conv.padding) == tuple(conv.dilation)
+            and conv.padding_mode == 'zeros')
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, 'compiler', None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+class NNPACKConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (3x3, stride 1, padding = dilation) whose CPU fp32
+    inference forward is :func:`nnpack_conv3x3`.
+
+    Made by :func:`use_fast_convs`, which switches the class of existing
+    ``nn.Conv2d`` modules (see :meth:`convert_`); parameters, ``state_dict``,
+    ``.to()``, training and export behave as ``nn.Conv2d``.
+    """
+
+    @classmethod
+    def convert_(cls, conv: nn.Conv2d) -> 'NNPACKConv2d':
+        """Turn ``conv`` itself into an :class:`NNPACKConv2d` (in place)."""
+        if not is_nnpack_eligible(conv):
+            raise ValueError(
+                f'{conv} is not a 3x3 stride-1 conv with padding equal to its '
+                'dilation; NNPACKConv2d cannot compute it')
+        conv.__class__ = cls
+        return conv
+
+    def _use_nnpack(self, x: torch.Tensor) -> bool:
+        if x.device.type != 'cpu' or x.dtype != torch.float32 \
+                or self.weight.dtype != torch.float32 or x.dim() != 4:
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad
+                                        or self.weight.requires_grad):
+            return False
+        if torch.jit.is_scripting() or torch.jit.is_tracing() or \
+                torch.onnx.is_in_onnx_export() or _compiling():
+            return False
+        return x.is_contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_nnpack(x):
+            return nnpack_conv3x3(x, self.weight, self.bias,
+                                  self.dilation[0], self.groups)
+        return super().forward(x)
+
+
+def resolve_conv_impl(conv_impl: str, device='cpu',
+                      dtype: torch.dtype = torch.float32) -> str:
+    """Turn ``'auto'`` into ``'nnpack'`` (CPU, fp32, NNPACK usable) or
+    ``'native'``; check explicit choices.
+
+    Raises:
+        ValueError: unknown ``conv_impl``, or ``'nnpack'`` where NNPACK
+            cannot run (not CPU / fp32, or not in this PyTorch build).
+    """
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f'conv_impl must be one of {list(CONV_IMPLS)}, '
+                         f'got {conv_impl!r}')
+    usable = (torch.device(device).type == 'cpu' and dtype == torch.float32
+              and nnpack_available())
+    if conv_impl == 'auto':
+        return 'nnpack' if usable else 'native'
+    if conv_impl == 'nnpack' and not usable:
+        raise ValueError(
+            "conv_impl='nnpack' runs fp32 convolutions on the CPU with "
+            'PyTorch\'s bundled NNPACK, which is not usable here (device '
+            f'{device}, dtype {dtype}, NNPACK available: '
+            f"{nnpack_available()}); use 'auto' or 'native'")
+    return conv_impl
+
+
+def use_fast_convs(model: nn.Module,
+                   conv_impl: str = 'auto',
+                   inplace: bool = False) -> nn.Module:
+    """Make every eligible 3x3 conv of ``model`` run Winograd on the CPU.
+
+    Apply it to a model after :func:`repseg.reparameterize_model` (it also
+    works on unfused models and on any mmseg segmentor: the ResNet
+    baselines' 3x3 convs and the decode heads' 3x3 convs get it too).
+
+    Args:
+        model (nn.Module): any module.
+        conv_impl (str): ``'nnpack'``, ``'native'`` (no change) or
+            ``'auto'`` (``'nnpack'`` if :func:`nnpack_available`).
+        inplace (bool): swap the convs of ``model`` itself instead of a
+            deep copy. Default: False.
+
+    Returns:
+        nn.Module: the model in which each eligible ``nn.Conv2d`` is an
+        :class:`NNPACKConv2d`.
+    """
+    impl = resolve_conv_impl(conv_impl)
+    if not inplace:
+        model = copy.deepcopy(model)
+    if impl == 'native':
+        return model
+    for module in model.modules():
+        if type(module) is nn.Conv2d and is_nnpack_eligible(module):
+            NNPACKConv2d.convert_(module)
+    return model
+
+
+def count_fast_convs(model: nn.Module) -> Tuple[int, int]:
+    """(NNPACK convs, all ``nn.Conv2d``) in ``model``."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return sum(isinstance(m, NNPACKConv2d) for m in convs), len(convs)
