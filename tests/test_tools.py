@@ -125,6 +125,14 @@ def test_test_tool_on_training_and_fused_checkpoints(trained, tmp_path):
     out = proc.stdout + proc.stderr
     assert 'Loaded a FUSED checkpoint' in out
     assert 'already fused' in out
+    assert 'run NNPACK Winograd' in out       # --conv-impl auto on the CPU
+    assert _miou(out) == pytest.approx(miou_training, abs=0.02)
+    # ... and with PyTorch's own convs
+    proc = run_tool('test.py', deploy_cfg, fused, '--work-dir',
+                    str(tmp_path / 't3'), '--conv-impl', 'native')
+    out = proc.stdout + proc.stderr
+    assert 'evaluating it as it is' in out
+    assert 'NNPACK Winograd' not in out
     assert _miou(out) == pytest.approx(miou_training, abs=0.02)
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint (training or fused deploy) on the FUSED model:
 python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out DIR]
-[--show-dir DIR] [--cfg-options k=v ...] [--launcher pytorch]"""
+[--show-dir DIR] [--conv-impl auto|nnpack|native] [--cfg-options k=v ...]
+[--launcher pytorch]"""
 import argparse
 import os
 import sys
@@ -21,6 +22,11 @@ def parse_args(argv=None):
         '--out', help='dir to save the predicted label maps (PNG)')
     parser.add_argument(
         '--show-dir', help='dir to save the prediction overlays (PNG)')
+    parser.add_argument(
+        '--conv-impl', choices=['auto', 'nnpack', 'native'],
+        help="3x3 convs of the fused model: nnpack = Winograd on the CPU, "
+        "native = PyTorch's default, auto (the config's FusedEvalHook "
+        'default) = nnpack on CPU fp32')
     parser.add_argument(
         '--unsafe-load', action='store_true',
         help='allow full unpickling of a checkpoint that needs it (it can '
@@ -46,7 +52,7 @@ def main(argv=None):
         cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher)
         test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir,
-             allow_unsafe=args.unsafe_load)
+             allow_unsafe=args.unsafe_load, conv_impl=args.conv_impl)
     except (UsageError, DatasetError, CheckpointError) as e:
         sys.exit(f'error: {e}')
 

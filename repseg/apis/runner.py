@@ -17,6 +17,7 @@ from ..datasets.cityscapes import DatasetError, check_cityscapes
 from ..engine.checkpoint import (CheckpointError, checkpoint_kind,
                                  load_state_dict_file)
 from ..engine.dist import init_cpu_distributed
+from ..engine.hooks import FusedEvalHook
 from ..models.repvgg import RepVGG
 from ..reparam import reparameterize_model
 
@@ -228,17 +229,34 @@ def load_any_checkpoint(model: torch.nn.Module, path: str,
     return kind
 
 
+def fused_eval_hook_cfg(cfg: Config) -> dict:
+    """The ``FusedEvalHook`` entry of ``cfg.custom_hooks`` (added when the
+    config has none, so that evaluation always runs the fused model)."""
+    hooks = cfg.setdefault('custom_hooks', [])
+    for hook in hooks:
+        if hook.get('type') in ('FusedEvalHook', FusedEvalHook):
+            return hook
+    hooks.append(dict(type='FusedEvalHook'))
+    return hooks[-1]
+
+
 def test(cfg: Config,
          checkpoint: str,
          out: Optional[str] = None,
          show_dir: Optional[str] = None,
          check: bool = True,
-         allow_unsafe: bool = False) -> dict:
+         allow_unsafe: bool = False,
+         conv_impl: Optional[str] = None) -> dict:
     """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint) with
-    the config's test loop; the FusedEvalHook evaluates the fused model."""
+    the config's test loop; the FusedEvalHook evaluates the fused model
+    (with ``conv_impl`` for its 3x3 convs when given, see
+    :func:`repseg.ops.use_fast_convs`)."""
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
     cfg = copy.deepcopy(cfg)
+    hook = fused_eval_hook_cfg(cfg)
+    if conv_impl is not None:
+        hook['conv_impl'] = conv_impl
     if check:
         check_data(cfg, loaders=('test_dataloader', ))
     cfg.load_from = None
