@@ -31,7 +31,9 @@ import torch.nn as nn
 
 from .apis.convert import build_segmentor
 from .apis.runner import UsageError, load_any_checkpoint, load_cfg
-from .ops.fast_conv import count_fast_convs, resolve_conv_impl, use_fast_convs
+from .ops.fast_conv import (count_fast_convs, is_nnpack,
+                            kernel_transform_bytes, resolve_conv_impl,
+                            use_fast_convs)
 from .reparam import find_unfused, reparameterize_model
 
 CONFIG_DIR = osp.join(
@@ -285,7 +287,7 @@ def run_benchmark(entries: List[dict],
     """Benchmark the fused form of every entry (dicts with ``name``,
     ``config`` and optional ``checkpoint``, ``baseline``, ``paper_miou``).
 
-    ``conv_impl`` (``'auto'``, ``'nnpack'``, ``'native'``) chooses how the
+    ``conv_impl`` (one of :data:`repseg.ops.CONV_IMPLS`) chooses how the
     3x3 convs of every model run; ``compare_conv_impl`` also times each
     fused model with PyTorch's native convs (label ``native``).
 
@@ -312,9 +314,9 @@ def run_benchmark(entries: List[dict],
                                      or compile or channels_last or amp):
         raise UsageError('--backend onnxruntime times the fp32 model on the '
                          'CPU (no --compile/--channels-last/--amp)')
-    if channels_last and conv_impl == 'nnpack':
-        raise UsageError('--conv-impl nnpack runs NCHW tensors; it cannot be '
-                         'combined with --channels-last')
+    if channels_last and is_nnpack(conv_impl):
+        raise UsageError(f'--conv-impl {conv_impl} runs NCHW tensors; it '
+                         'cannot be combined with --channels-last')
     try:
         conv_impl = resolve_conv_impl(
             'native' if channels_last and conv_impl == 'auto' else conv_impl,
@@ -406,6 +408,10 @@ def run_benchmark(entries: List[dict],
             call(fn)
         mem = peak_forward_memory(lambda inp: call(fn), x, dev)
         row[f'{label}_peak_mem_mib'] = None if mem is None else mem / 2**20
+        if conv_impl == 'nnpack-precomputed' and isinstance(fn, nn.Module):
+            # held between forwards, like the weights: not in the peak above
+            row[f'{label}_kernel_transforms_mib'] = \
+                kernel_transform_bytes(fn) / 2**20
 
     # --- timed rounds, interleaved -----------------------------------------
     times = {(id(row), label): [] for row, label, _ in runs}
@@ -508,7 +514,8 @@ def markdown_table(result: dict) -> str:
         f"torch {e['torch']}, mmcv {e['mmcv']}, mmseg {e['mmseg']}. "
         'All models fused (RepVGG blocks re-parameterized, conv-BN folded); '
         + ('3x3 stride-1 convs of every model on NNPACK Winograd '
-           '(--conv-impl nnpack).' if e.get('conv_impl') == 'nnpack' else
+           f"(--conv-impl {e['conv_impl']})."
+           if is_nnpack(e.get('conv_impl', 'native')) else
            "PyTorch's native convolutions (--conv-impl native)."))
     return '\n'.join(lines)
 

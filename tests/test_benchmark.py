@@ -127,3 +127,26 @@ def test_conv_impl_choices():
                            logger=lambda *a: None)
     assert result['env']['conv_impl'] == 'native'
     assert result['rows'][0]['fast_convs'] == 0
+    # kept kernel transforms are reported (they are not in the forward peak)
+    result = run_benchmark(entry, shape=(64, 64),
+                           conv_impl='nnpack-precomputed', iters=1, repeat=1,
+                           warmup=0, flops=False, logger=lambda *a: None)
+    (row, ) = result['rows']
+    assert row['fast_convs'] > 0 and row['fused_kernel_transforms_mib'] > 0
+
+
+@pytest.mark.parametrize('tool', ['benchmark.py', 'test.py'])
+def test_tools_offer_every_conv_impl(tool):
+    """The --conv-impl choices of the tools are repseg.ops.CONV_IMPLS."""
+    import importlib.util
+
+    from repseg.ops import CONV_IMPLS
+    spec = importlib.util.spec_from_file_location(
+        f'_tool_{tool[:-3]}', osp.join(ROOT, 'tools', tool))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for impl in CONV_IMPLS:
+        args = mod.parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', impl])
+        assert args.conv_impl == impl
+    with pytest.raises(SystemExit):
+        mod.parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', 'winograd'])

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from repseg import reparameterize_model
 from repseg.models import RepVGG
-from repseg.ops import (NNPACKConv2d, count_fast_convs, is_nnpack_eligible,
+from repseg.ops import (NNPACKConv2d, _nnpack, count_fast_convs,
+                        is_nnpack_eligible, kernel_transform_bytes,
                         nnpack_available, nnpack_conv3x3, resolve_conv_impl,
-                        use_fast_convs)
+                        transform_kernels, use_fast_convs)
 from repseg.testing import max_rel_diff, randomize_bn_
 
 pytestmark = pytest.mark.skipif(not nnpack_available(),
@@ -32,14 +33,20 @@ RTOL = 1e-4
     (1, 5, 1, (4, 6)),     # dilation larger than the image
 ])
 @pytest.mark.parametrize('with_bias', [True, False])
-def test_nnpack_conv3x3_matches_conv2d(n, d, g, size, with_bias):
+@pytest.mark.parametrize('path', ['precomputed', 'per-call', 'torch'])
+def test_nnpack_conv3x3_matches_conv2d(n, d, g, size, with_bias, path,
+                                       monkeypatch):
     gen = torch.Generator().manual_seed(n * 100 + d * 10 + g)
     cin, cout = 8 * g, 4 * g
     x = torch.randn(n, cin, *size, generator=gen)
     w = torch.randn(cout, cin // g, 3, 3, generator=gen)
     b = torch.randn(cout, generator=gen) if with_bias else None
     ref = F.conv2d(x, w, b, padding=d, dilation=d, groups=g)
-    out = nnpack_conv3x3(x, w, b, dilation=d, groups=g)
+    if path == 'torch':     # builds without the direct NNPACK binding
+        monkeypatch.setattr(_nnpack, 'binding', lambda: None)
+        assert transform_kernels(w, g) is None
+    kernels = transform_kernels(w, g) if path == 'precomputed' else None
+    out = nnpack_conv3x3(x, w, b, dilation=d, groups=g, kernels=kernels)
     assert out.shape == ref.shape
     assert out.is_contiguous()
     assert max_rel_diff(out, ref) < RTOL
@@ -60,15 +67,20 @@ def test_eligibility():
         NNPACKConv2d.convert_(nn.Conv2d(4, 4, 1))
 
 
-def _counting(monkeypatch):
+def _counting(monkeypatch, what='conv'):
+    """Record the NNPACK calls (input shape (C, H, W) and whether the kernel
+    was pre-transformed) or the kernel transforms (weight shapes)."""
+    lib = _nnpack.binding()
+    assert lib is not None, _nnpack.binding_error()
     calls = []
-    real = torch._nnpack_spatial_convolution
+    real = getattr(lib, what)
 
-    def spy(*args):
-        calls.append(args[0].shape)
-        return real(*args)
+    def spy(*args, **kwargs):
+        calls.append((args[0].shape, kwargs.get('transformed'))
+                     if what == 'conv' else args[0].shape)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(torch, '_nnpack_spatial_convolution', spy)
+    monkeypatch.setattr(lib, what, spy)
     return calls
 
 
@@ -81,7 +93,9 @@ def test_module_uses_nnpack_only_for_inference(monkeypatch):
     with torch.no_grad():
         out = conv(x)
     # batch 2 x 2x2 dilation phases in one mosaic image, one call per group
-    assert len(calls) == 3 and calls[0][0] == 1
+    # (2 input channels each); 'nnpack' transforms the kernel in the call
+    assert len(calls) == 3
+    assert calls[0] == (torch.Size([2, 2 * 2 * 6, 2 * 6]), False)
     assert max_rel_diff(out, ref_conv(x)) < RTOL
 
     calls.clear()
@@ -134,3 +148,63 @@ def test_resolve_conv_impl():
         resolve_conv_impl('winograd')
     with pytest.raises(ValueError, match="use 'auto' or 'native'"):
         resolve_conv_impl('nnpack', 'cuda')
+    with pytest.raises(ValueError, match="'nnpack-precomputed' runs fp32"):
+        resolve_conv_impl('nnpack-precomputed', 'cpu', torch.bfloat16)
+
+
+def test_kernel_transforms_kept_and_refreshed(monkeypatch):
+    transforms = _counting(monkeypatch, 'transform_kernel')
+    conv = nn.Conv2d(8, 6, 3, padding=1, groups=2)
+    fast = use_fast_convs(conv, 'nnpack-precomputed')
+    x_small, x_big = torch.randn(1, 8, 7, 5), torch.randn(1, 8, 41, 60)
+    with torch.no_grad():
+        # transformed once (per group) at the first call; the transforms do
+        # not depend on the image size
+        for x in (x_small, x_big, x_small):
+            assert max_rel_diff(fast(x), conv(x)) < RTOL
+        assert transforms == [torch.Size([3, 4, 3, 3])] * 2
+        # 64 Winograd coefficients per 3x3 kernel, fp32
+        assert kernel_transform_bytes(fast) == 6 * 4 * 64 * 4
+        assert kernel_transform_bytes(conv) == 0
+        # new weights (in place or loaded) -> transformed again
+        fast.weight.mul_(-2)
+        assert max_rel_diff(fast(x_big), F.conv2d(
+            x_big, fast.weight, fast.bias, padding=1, groups=2)) < RTOL
+        assert len(transforms) == 4
+        fast.load_state_dict(conv.state_dict())
+        assert max_rel_diff(fast(x_big), conv(x_big)) < RTOL
+        assert len(transforms) == 6
+        # a copy is not tied to the original's transforms
+        twin = copy.deepcopy(fast)
+        twin.weight.zero_()
+        assert twin(x_small).sub(twin.bias.view(1, -1, 1, 1)).abs().max() \
+            < 1e-6
+        assert max_rel_diff(fast(x_big), conv(x_big)) < RTOL
+
+
+def test_nnpack_transforms_on_every_call(monkeypatch):
+    transforms = _counting(monkeypatch, 'transform_kernel')
+    calls = _counting(monkeypatch)
+    conv = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+    fast = use_fast_convs(conv, 'nnpack')
+    x = torch.randn(1, 4, 9, 9)
+    with torch.no_grad():
+        for _ in range(2):
+            assert max_rel_diff(fast(x), conv(x)) < RTOL
+    assert transforms == [] and [t for _, t in calls] == [False, False]
+
+
+def test_thread_count_change():
+    """NNPACK's pool follows torch.get_num_threads()."""
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    fast = use_fast_convs(conv, 'nnpack')
+    x = torch.randn(1, 16, 30, 30)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            for n in (1, 3, threads):
+                torch.set_num_threads(n)
+                assert max_rel_diff(fast(x), conv(x)) < RTOL
+                assert _nnpack.binding()._pool_threads == n
+    finally:
+        torch.set_num_threads(threads)

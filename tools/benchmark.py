@@ -45,11 +45,16 @@ def parse_args(argv=None):
                    default='pytorch',
                    help='onnxruntime: also export each fused model to ONNX '
                    'and time it side by side with PyTorch (CPU, fp32)')
-    p.add_argument('--conv-impl', choices=['auto', 'nnpack', 'native'],
+    p.add_argument('--conv-impl',
+                   choices=['auto', 'nnpack', 'nnpack-precomputed',
+                            'native'],
                    default='auto',
                    help='3x3 convs of every model: nnpack = Winograd '
-                   '(repseg.ops.fast_conv), native = PyTorch default; auto = '
-                   'nnpack on CPU fp32 (default)')
+                   '(repseg.ops.fast_conv), nnpack-precomputed = the same '
+                   'with the kernel transforms kept (faster; 64/9 x the 3x3 '
+                   'weight memory, for every model of the line-up at once), '
+                   'native = PyTorch default; auto = nnpack on CPU fp32 '
+                   '(default)')
     p.add_argument('--compare-conv-impl', action='store_true',
                    help='also time each fused model with native convs')
     p.add_argument('--no-flops', action='store_true',

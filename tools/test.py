@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint (training or fused deploy) on the FUSED model:
 python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out DIR]
-[--show-dir DIR] [--conv-impl auto|nnpack|native] [--cfg-options k=v ...]
-[--launcher pytorch]"""
+[--show-dir DIR] [--conv-impl auto|nnpack|nnpack-precomputed|native]
+[--cfg-options k=v ...] [--launcher pytorch]"""
 import argparse
 import os
 import sys
@@ -23,10 +23,12 @@ def parse_args(argv=None):
     parser.add_argument(
         '--show-dir', help='dir to save the prediction overlays (PNG)')
     parser.add_argument(
-        '--conv-impl', choices=['auto', 'nnpack', 'native'],
-        help="3x3 convs of the fused model: nnpack = Winograd on the CPU, "
-        "native = PyTorch's default, auto (the config's FusedEvalHook "
-        'default) = nnpack on CPU fp32')
+        '--conv-impl',
+        choices=['auto', 'nnpack', 'nnpack-precomputed', 'native'],
+        help='3x3 convs of the fused model: nnpack = Winograd on the CPU, '
+        'nnpack-precomputed = the same with the kernel transforms kept '
+        "(faster, more memory), native = PyTorch's default, auto (the "
+        "config's FusedEvalHook default) = nnpack on CPU fp32")
     parser.add_argument(
         '--unsafe-load', action='store_true',
         help='allow full unpickling of a checkpoint that needs it (it can '

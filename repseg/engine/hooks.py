@@ -9,8 +9,8 @@ from mmengine.model import is_model_wrapper
 
 from mmseg.registry import HOOKS
 
-from ..ops.fast_conv import (CONV_IMPLS, count_fast_convs, resolve_conv_impl,
-                             use_fast_convs)
+from ..ops.fast_conv import (CONV_IMPLS, count_fast_convs, is_nnpack,
+                             resolve_conv_impl, use_fast_convs)
 from ..reparam import find_unfused, reparameterize_model
 
 
@@ -40,7 +40,9 @@ class FusedEvalHook(Hook):
             Default: True.
         conv_impl (str): how the fused model's 3x3 convs run: ``'nnpack'``
             (Winograd on the CPU, :func:`repseg.ops.use_fast_convs`),
-            ``'native'`` (PyTorch's default) or ``'auto'`` (``'nnpack'``
+            ``'nnpack-precomputed'`` (the same, keeping the kernel
+            transforms), ``'native'`` (PyTorch's default) or ``'auto'``
+            (``'nnpack'``
             when the model is fp32 on the CPU and NNPACK is available).
             Default: 'auto'.
 
@@ -98,10 +100,10 @@ class FusedEvalHook(Hook):
         self.last_fused_model = fused
         runner.model = fused
         self._pending_check = self.check_equivalence
-        if impl == 'nnpack':
+        if is_nnpack(impl):
             n_fast, n_all = count_fast_convs(fused)
             convs = (f' {n_fast} of its {n_all} convs run NNPACK Winograd '
-                     "(conv_impl='nnpack').")
+                     f'(conv_impl={impl!r}).')
         else:
             convs = ''
         what = (f'evaluating the FUSED model (repseg.reparameterize_model; '

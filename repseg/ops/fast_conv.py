@@ -13,7 +13,12 @@ batches of 16 or more without dilation. This module makes every eligible
   side in ONE zero-separated mosaic image (a dilated 3x3 conv on an image is
   an ordinary 3x3 conv on each of its ``d x d`` sub-sampled grids), so each
   layer transforms its kernel once and runs one Winograd call per group;
-- grouped convolutions run one call per group on contiguous channel slices.
+- grouped convolutions run one call per group on contiguous channel slices;
+- NNPACK is called directly (:mod:`repseg.ops._nnpack`, ctypes) with one
+  reused workspace; ``conv_impl='nnpack-precomputed'`` also keeps the
+  Winograd transform of every kernel (64/9 times the memory of the 3x3
+  weights) instead of transforming it on every call. Builds that do not
+  export NNPACK's symbols fall back to ``torch._nnpack_spatial_convolution``.
 
 The result equals ``F.conv2d`` up to fp32 rounding of the Winograd
 transforms (relative error ~1e-5, see ``tests/test_fast_conv.py``).
@@ -26,20 +31,36 @@ The swap is a runtime choice, like ``cudnn.benchmark``: parameters and
 """
 import copy
 import math
-from typing import Optional, Tuple
+import weakref
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import _nnpack
+
 __all__ = [
     'CONV_IMPLS', 'NNPACKConv2d', 'nnpack_available', 'nnpack_conv3x3',
-    'is_nnpack_eligible', 'use_fast_convs', 'resolve_conv_impl',
-    'count_fast_convs'
+    'is_nnpack', 'is_nnpack_eligible', 'use_fast_convs', 'resolve_conv_impl',
+    'count_fast_convs', 'kernel_transform_bytes', 'transform_kernels'
 ]
 
-#: values of the ``conv_impl`` options of the tools and hooks.
-CONV_IMPLS = ('auto', 'nnpack', 'native')
+#: values of the ``conv_impl`` options of the tools and hooks:
+#: ``'nnpack'`` transforms the kernels on every call (no memory beyond the
+#: model's), ``'nnpack-precomputed'`` keeps the Winograd transform of every
+#: kernel (faster; 64/9 times the memory of the 3x3 weights), ``'native'``
+#: is PyTorch's conv and ``'auto'`` is ``'nnpack'`` where it can run.
+CONV_IMPLS = ('auto', 'nnpack', 'nnpack-precomputed', 'native')
+
+# NNPACKConv2d -> (weight key, transformed kernels). Outside the module so
+# that deepcopy / pickling / state_dict never carry the transforms.
+_KERNEL_CACHE: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
+
+
+def is_nnpack(conv_impl: str) -> bool:
+    """Whether a resolved ``conv_impl`` is one of the NNPACK ones."""
+    return conv_impl in ('nnpack', 'nnpack-precomputed')
 
 
 def nnpack_available() -> bool:
@@ -60,11 +81,58 @@ def _mosaic_shape(n: int, h: int, w: int, d: int) -> Tuple[int, int]:
     return n * d * (sh + 1), d * (sw + 1)
 
 
+def transform_kernels(weight: torch.Tensor,
+                      groups: int = 1) -> Optional[List[torch.Tensor]]:
+    """Winograd transforms of the ``groups`` kernels of a 3x3 conv weight
+    (C_out, C_in / groups, 3, 3), for ``nnpack_conv3x3(kernels=...)``; None
+    when the direct NNPACK binding is not available in this build.
+
+    They take 64/9 times the memory of ``weight`` and do not depend on the
+    image size."""
+    lib = _nnpack.binding()
+    if lib is None:
+        return None
+    og = weight.shape[0] // groups
+    return [
+        lib.transform_kernel(weight[i * og:(i + 1) * og])
+        for i in range(groups)
+    ]
+
+
+def _winograd(m: torch.Tensor, weight: torch.Tensor,
+              bias: Optional[torch.Tensor], groups: int,
+              kernels: Optional[List[torch.Tensor]]) -> torch.Tensor:
+    """3x3 conv, padding 1, of the single image ``m`` (1, C, H, W)."""
+    c, o = m.shape[1], weight.shape[0]
+    cg, og = c // groups, o // groups
+    lib = _nnpack.binding()
+    if lib is None:     # PyTorch's own entry point (transforms every call)
+        return torch.cat([
+            torch._nnpack_spatial_convolution(
+                m[:, i * cg:(i + 1) * cg], weight[i * og:(i + 1) * og],
+                None if bias is None else bias[i * og:(i + 1) * og],
+                [1, 1], [1, 1]) for i in range(groups)
+        ], 1) if groups > 1 else torch._nnpack_spatial_convolution(
+            m, weight, bias, [1, 1], [1, 1])
+    y = m.new_empty(1, o, m.shape[2], m.shape[3])
+    bias = m.new_zeros(o) if bias is None else bias.detach().contiguous()
+    weight = weight.detach()
+    for i in range(groups):
+        lib.conv(m[0, i * cg:(i + 1) * cg],
+                 kernels[i] if kernels is not None else
+                 weight[i * og:(i + 1) * og].contiguous(),
+                 bias[i * og:(i + 1) * og], y[0, i * og:(i + 1) * og],
+                 transformed=kernels is not None)
+    return y
+
+
 def nnpack_conv3x3(x: torch.Tensor,
                    weight: torch.Tensor,
                    bias: Optional[torch.Tensor] = None,
                    dilation: int = 1,
-                   groups: int = 1) -> torch.Tensor:
+                   groups: int = 1,
+                   kernels: Optional[List[torch.Tensor]] = None
+                   ) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, stride=1, padding=dilation,
     dilation=dilation, groups=groups)`` computed with NNPACK's Winograd
     inference kernels.
@@ -75,6 +143,8 @@ def nnpack_conv3x3(x: torch.Tensor,
         bias (Tensor | None): (C_out,).
         dilation (int): dilation of the 3x3 kernel (= its padding).
         groups (int): channel groups.
+        kernels (list[Tensor] | None): :func:`transform_kernels` of
+            ``weight`` to reuse; None transforms the kernel in this call.
 
     Returns:
         Tensor: (N, C_out, H, W).
@@ -94,17 +164,7 @@ def nnpack_conv3x3(x: torch.Tensor,
         m = x.new_zeros(c, n, d, sh + 1, d, sw + 1)
         m[:, :, :, :sh, :, :sw] = sub
         m = m.view(1, c, n * d * (sh + 1), d * (sw + 1))
-    if groups == 1:
-        y = torch._nnpack_spatial_convolution(m, weight, bias, [1, 1],
-                                              [1, 1])
-    else:
-        cg, og = c // groups, weight.shape[0] // groups
-        y = torch.cat([
-            torch._nnpack_spatial_convolution(
-                m[:, i * cg:(i + 1) * cg], weight[i * og:(i + 1) * og],
-                None if bias is None else bias[i * og:(i + 1) * og],
-                [1, 1], [1, 1]) for i in range(groups)
-        ], 1)
+    y = _winograd(m, weight, bias, groups, kernels)
     if direct:
         return y
     o = y.shape[1]
@@ -139,15 +199,34 @@ class NNPACKConv2d(nn.Conv2d):
     ``.to()``, training and export behave as ``nn.Conv2d``.
     """
 
+    #: keep the Winograd transforms of the kernel between calls
+    precompute: bool = False
+
     @classmethod
-    def convert_(cls, conv: nn.Conv2d) -> 'NNPACKConv2d':
-        """Turn ``conv`` itself into an :class:`NNPACKConv2d` (in place)."""
+    def convert_(cls, conv: nn.Conv2d,
+                 precompute: bool = False) -> 'NNPACKConv2d':
+        """Turn ``conv`` itself into an :class:`NNPACKConv2d` (in place).
+
+        ``precompute``: keep the Winograd transforms of its kernel (computed
+        at the first call, redone when the weight changes) instead of
+        transforming on every call."""
         if not is_nnpack_eligible(conv):
             raise ValueError(
                 f'{conv} is not a 3x3 stride-1 conv with padding equal to its '
                 'dilation; NNPACKConv2d cannot compute it')
         conv.__class__ = cls
+        conv.precompute = precompute
         return conv
+
+    def _kernels(self) -> Optional[List[torch.Tensor]]:
+        w = self.weight
+        key = (w.data_ptr(), w._version, tuple(w.shape), self.groups)
+        cached = _KERNEL_CACHE.get(self)
+        if cached is None or cached[0] != key:
+            _KERNEL_CACHE.pop(self, None)     # free the old ones first
+            cached = (key, transform_kernels(w, self.groups))
+            _KERNEL_CACHE[self] = cached
+        return cached[1]
 
     def _use_nnpack(self, x: torch.Tensor) -> bool:
         if x.device.type != 'cpu' or x.dtype != torch.float32 \
@@ -163,8 +242,9 @@ class NNPACKConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_nnpack(x):
-            return nnpack_conv3x3(x, self.weight, self.bias,
-                                  self.dilation[0], self.groups)
+            return nnpack_conv3x3(
+                x, self.weight, self.bias, self.dilation[0], self.groups,
+                self._kernels() if self.precompute else None)
         return super().forward(x)
 
 
@@ -184,9 +264,9 @@ def resolve_conv_impl(conv_impl: str, device='cpu',
               and nnpack_available())
     if conv_impl == 'auto':
         return 'nnpack' if usable else 'native'
-    if conv_impl == 'nnpack' and not usable:
+    if is_nnpack(conv_impl) and not usable:
         raise ValueError(
-            "conv_impl='nnpack' runs fp32 convolutions on the CPU with "
+            f"conv_impl={conv_impl!r} runs fp32 convolutions on the CPU with "
             'PyTorch\'s bundled NNPACK, which is not usable here (device '
             f'{device}, dtype {dtype}, NNPACK available: '
             f"{nnpack_available()}); use 'auto' or 'native'")
@@ -204,8 +284,10 @@ def use_fast_convs(model: nn.Module,
 
     Args:
         model (nn.Module): any module.
-        conv_impl (str): ``'nnpack'``, ``'native'`` (no change) or
-            ``'auto'`` (``'nnpack'`` if :func:`nnpack_available`).
+        conv_impl (str): ``'nnpack'`` (kernels transformed on every
+            call), ``'nnpack-precomputed'`` (kernel transforms kept: faster,
+            64/9 times the memory of the 3x3 weights), ``'native'`` (no change)
+            or ``'auto'`` (``'nnpack'`` if :func:`nnpack_available`).
         inplace (bool): swap the convs of ``model`` itself instead of a
             deep copy. Default: False.
 
@@ -220,8 +302,21 @@ def use_fast_convs(model: nn.Module,
         return model
     for module in model.modules():
         if type(module) is nn.Conv2d and is_nnpack_eligible(module):
-            NNPACKConv2d.convert_(module)
+            NNPACKConv2d.convert_(
+                module, precompute=impl == 'nnpack-precomputed')
     return model
+
+
+def kernel_transform_bytes(model: nn.Module) -> int:
+    """Memory (bytes) held by the kept kernel transforms of the
+    :class:`NNPACKConv2d` modules of ``model`` (``'nnpack-precomputed'``;
+    they exist after the first forward)."""
+    total = 0
+    for module in model.modules():
+        entry = _KERNEL_CACHE.get(module)
+        if entry is not None and entry[1] is not None:
+            total += sum(t.numel() * t.element_size() for t in entry[1])
+    return total
 
 
 def count_fast_convs(model: nn.Module) -> Tuple[int, int]:
