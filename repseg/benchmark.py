@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from .apis.convert import build_segmentor
 from .apis.runner import UsageError, load_any_checkpoint, load_cfg
+from .layer_profile import FUNCTIONAL, profile_layers
 from .ops.fast_conv import (count_fast_convs, is_nnpack,
                             kernel_transform_bytes, resolve_conv_impl,
                             use_fast_convs)
@@ -283,6 +284,7 @@ def run_benchmark(entries: List[dict],
                   backend: str = 'pytorch',
                   conv_impl: str = 'auto',
                   compare_conv_impl: bool = False,
+                  profile: bool = False,
                   logger=print) -> dict:
     """Benchmark the fused form of every entry (dicts with ``name``,
     ``config`` and optional ``checkpoint``, ``baseline``, ``paper_miou``).
@@ -290,6 +292,8 @@ def run_benchmark(entries: List[dict],
     ``conv_impl`` (one of :data:`repseg.ops.CONV_IMPLS`) chooses how the
     3x3 convs of every model run; ``compare_conv_impl`` also times each
     fused model with PyTorch's native convs (label ``native``).
+    ``profile`` adds ``{label}_profile`` to every row: one forward's time
+    by layer kind and by part (:func:`repseg.layer_profile.profile_layers`).
 
     Returns ``{'env': ..., 'rows': [...]}``; see the README for the fields.
     """
@@ -323,6 +327,9 @@ def run_benchmark(entries: List[dict],
             dev, tdtype)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if profile and (compile or backend == 'onnxruntime'):
+        raise UsageError('--profile times the layers of the eager PyTorch '
+                         'model; drop --compile / --backend onnxruntime')
     if compare_conv_impl and conv_impl == 'native':
         raise UsageError('--compare-conv-impl times NNPACK convs against '
                          "native ones; it needs --conv-impl 'nnpack' (or "
@@ -424,6 +431,13 @@ def run_benchmark(entries: List[dict],
                 times[(id(row), label)].append(time.perf_counter() - t)
         logger(f'round {r + 1}/{repeat} done')
 
+    if profile:
+        for row, label, fn in runs:
+            with autocast():
+                row[f'{label}_profile'] = profile_layers(
+                    fn, x, sync=lambda: _sync(dev))
+        logger('profiled every model by layer kind')
+
     for row, label, _ in runs:
         ts = times[(id(row), label)]
         per_img = sorted(t / batch_size for t in ts)
@@ -520,9 +534,83 @@ def markdown_table(result: dict) -> str:
     return '\n'.join(lines)
 
 
+def _profiles(result: dict) -> List[tuple]:
+    """(row name, form label, profile) of every profiled run."""
+    return [(r['name'], key[:-len('_profile')], r[key])
+            for r in result['rows'] for key in r
+            if key.endswith('_profile') and isinstance(r[key], dict)]
+
+
+def _profile_columns(profiles: List[tuple], min_ms: float = 1.0
+                     ) -> List[str]:
+    """Layer kinds worth a column (at least ``min_ms`` somewhere), most
+    time first; :data:`FUNCTIONAL` last."""
+    total = {}
+    for _, _, prof in profiles:
+        for kind, ms in prof['kinds'].items():
+            if kind != FUNCTIONAL:
+                total[kind] = max(total.get(kind, 0.0), ms)
+    cols = sorted((k for k, v in total.items() if v >= min_ms),
+                  key=lambda k: -total[k])
+    return cols + ['other layers', FUNCTIONAL]
+
+
+def _profile_cells(prof: dict, cols: List[str]) -> List[float]:
+    named = set(cols)
+    other = sum(ms for k, ms in prof['kinds'].items() if k not in named)
+    return [other if c == 'other layers' else prof['kinds'].get(c, 0.0)
+            for c in cols]
+
+
+def profile_table(result: dict) -> Optional[str]:
+    """Markdown table of the ``--profile`` results (ms of one forward by
+    model part and by layer kind), or None if nothing was profiled."""
+    profiles = _profiles(result)
+    if not profiles:
+        return None
+    parts = [p for p in ('backbone', 'neck', 'decode_head', 'rest')
+             if any(p in prof['parts'] for _, _, prof in profiles)]
+    cols = _profile_columns(profiles)
+    head = ['model', 'form', 'total ms'] + [f'{p} ms' for p in parts] + cols
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for name, label, prof in profiles:
+        cells = [name, label, f"{prof['total_ms']:.0f}"]
+        cells += [_fmt(prof['parts'].get(p), '.0f') for p in parts]
+        cells += [f'{ms:.0f}' for ms in _profile_cells(prof, cols)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', 'ms of one forward after the timed rounds, by part and by '
+              'layer kind (leaf modules timed with forward hooks; '
+              f'"{FUNCTIONAL}" is the time outside them).']
+    return '\n'.join(lines)
+
+
+def _save_profile_png(result: dict, path: str) -> None:
+    import matplotlib.pyplot as plt
+    profiles = _profiles(result)
+    cols = _profile_columns(profiles)
+    labels = [f'{name} {label}' for name, label, _ in profiles]
+    # tall enough for the bars and for the legend (one line per kind)
+    fig, ax = plt.subplots(figsize=(11, max(1.2 + 0.45 * len(profiles),
+                                            0.6 + 0.2 * len(cols))))
+    left = [0.0] * len(profiles)
+    cmap = plt.get_cmap('tab20')
+    for j, col in enumerate(cols):
+        widths = [_profile_cells(prof, cols)[j] for _, _, prof in profiles]
+        ax.barh(labels, widths, left=left, color=cmap(j % 20), label=col)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.invert_yaxis()
+    ax.set_xlabel('ms per forward (one forward, hooks on leaf modules)')
+    ax.set_title('Where the time goes, by layer kind')
+    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     """Write ``benchmark.json`` and ``benchmark.png`` (speed bars, and mIoU
-    vs speed where the paper's mIoU is known) into ``out_dir``."""
+    vs speed where the paper's mIoU is known) into ``out_dir``, and
+    ``profile.png`` (time by layer kind) when the runs were profiled."""
     os.makedirs(out_dir, exist_ok=True)
     json_path = osp.join(out_dir, 'benchmark.json')
     with open(json_path, 'w') as f:
@@ -568,11 +656,15 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     png_path = osp.join(out_dir, 'benchmark.png')
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
-    return dict(json=json_path, png=png_path)
+    files = dict(json=json_path, png=png_path)
+    if _profiles(result):
+        files['profile_png'] = osp.join(out_dir, 'profile.png')
+        _save_profile_png(result, files['profile_png'])
+    return files
 
 
 __all__ = [
     'BenchmarkError', 'LINEUP', 'lineup', 'assert_fused', 'check_shape',
     'SegForward', 'build_for_benchmark', 'run_benchmark', 'markdown_table',
-    'save_outputs', 'peak_forward_memory', 'count_gflops'
+    'profile_table', 'save_outputs', 'peak_forward_memory', 'count_gflops'
 ]

@@ -23,7 +23,8 @@ def test_tool_writes_json_table_and_png(tmp_path):
     proc = subprocess.run(
         [sys.executable, TOOL, DEMO_CONFIG, '--shape', '65', '65',
          '--warmup', '1', '--iters', '2', '--repeat', '2',
-         '--compare-unfused', '--compare-conv-impl', '--out', str(out)],
+         '--compare-unfused', '--compare-conv-impl', '--profile',
+         '--out', str(out)],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '| model | dilation | img/s |' in proc.stdout
@@ -50,6 +51,24 @@ def test_tool_writes_json_table_and_png(tmp_path):
     assert row['fused_peak_mem_mib'] >= 0
     assert row['max_abs_diff'] <= 1e-4 * row['max_abs_logit']
     png = (out / 'benchmark.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
+    # --profile: time by part and layer kind of every timed form
+    assert '| model | form | total ms | backbone ms |' in proc.stdout
+    fused, unfused, native = (row[f'{k}_profile']
+                              for k in ('fused', 'unfused', 'native'))
+    for prof in (fused, unfused, native):
+        assert prof['total_ms'] > 0
+        assert set(prof['parts']) == {'backbone', 'decode_head', 'rest'}
+        assert prof['parts']['backbone'] > 0
+    # fused: BNs folded, 3x3 stride-1 convs on NNPACK; unfused: BNs, 1x1
+    # branches; native: PyTorch's convs
+    assert 'batchnorm' not in fused['kinds']
+    assert fused['kinds']['conv3x3 [nnpack]'] > 0
+    assert unfused['kinds']['batchnorm'] > 0
+    assert unfused['kinds']['conv1x1'] > 0
+    assert native['kinds']['conv3x3'] > 0
+    assert not any('[nnpack]' in k for k in native['kinds'])
+    png = (out / 'profile.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
 
 
@@ -119,6 +138,8 @@ def test_conv_impl_choices():
     with pytest.raises(UsageError, match='needs --conv-impl'):
         run_benchmark(entry, shape=(64, 64), conv_impl='native',
                       compare_conv_impl=True)
+    with pytest.raises(UsageError, match='--profile times the layers'):
+        run_benchmark(entry, shape=(64, 64), profile=True, compile=True)
     with pytest.raises(UsageError, match="use 'auto' or 'native'"):
         run_benchmark(entry, shape=(64, 64), conv_impl='nnpack',
                       dtype='bf16')

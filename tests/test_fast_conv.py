@@ -11,8 +11,10 @@ from repseg import reparameterize_model
 from repseg.models import RepVGG
 from repseg.ops import (NNPACKConv2d, _nnpack, count_fast_convs,
                         is_nnpack_eligible, kernel_transform_bytes,
-                        nnpack_available, nnpack_conv3x3, resolve_conv_impl,
-                        transform_kernels, use_fast_convs)
+                        nnpack_available, nnpack_conv3x3, nnpack_pays_off,
+                        resolve_conv_impl, transform_kernels, use_fast_convs)
+from repseg.ops.fast_conv import (MIN_MOSAIC_GROUP_CHANNELS,
+                                  MIN_MOSAIC_PIXELS, MIN_PIXELS)
 from repseg.testing import max_rel_diff, randomize_bn_
 
 pytestmark = pytest.mark.skipif(not nnpack_available(),
@@ -20,6 +22,13 @@ pytestmark = pytest.mark.skipif(not nnpack_available(),
 
 # Winograd F(6x6,3x3) in fp32 vs direct convolution: relative to max |out|.
 RTOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _nnpack_at_every_size(monkeypatch):
+    """These tests run NNPACK on small inputs on purpose (fast, and the
+    mosaic edge cases are small); the size policy is tested on its own."""
+    monkeypatch.setattr(NNPACKConv2d, 'skip_small', False)
 
 
 @pytest.mark.parametrize('n,d,g,size', [
@@ -208,3 +217,40 @@ def test_thread_count_change():
                 assert _nnpack.binding()._pool_threads == n
     finally:
         torch.set_num_threads(threads)
+
+
+def test_small_inputs_run_pytorchs_conv(monkeypatch):
+    """Where NNPACK's per-call costs outweigh Winograd (small maps, or a
+    mosaic of few channels per group), the module runs nn.Conv2d's
+    forward: bit-identical to it, no NNPACK call."""
+    monkeypatch.setattr(NNPACKConv2d, 'skip_small', True)
+    side = int(MIN_PIXELS ** 0.5)
+    assert nnpack_pays_off((1, 8, side, side), 1, 8)
+    assert not nnpack_pays_off((1, 8, side - 1, side), 1, 8)
+    mside = int(MIN_MOSAIC_PIXELS ** 0.5)
+    cg = MIN_MOSAIC_GROUP_CHANNELS
+    assert nnpack_pays_off((1, cg, mside, mside), 2, cg)
+    assert nnpack_pays_off((4, cg, mside // 2, mside // 2), 1, cg)
+    assert not nnpack_pays_off((1, cg, mside, mside - 1), 2, cg)
+    assert not nnpack_pays_off((1, 2 * cg, mside, mside), 2, cg // 2)
+
+    calls = _counting(monkeypatch)
+    c = 8
+    plain = nn.Conv2d(c, 8, 3, padding=1)
+    fast = use_fast_convs(plain, 'nnpack')
+    small, big = torch.randn(1, c, side - 1, side), torch.randn(
+        1, c, side, side)
+    with torch.no_grad():
+        assert torch.equal(fast(small), plain(small)) and calls == []
+        assert max_rel_diff(fast(big), plain(big)) < RTOL
+        assert len(calls) == 1
+        calls.clear()
+        dilated = nn.Conv2d(2 * cg, 2 * cg, 3, padding=2, dilation=2,
+                            groups=2)
+        fast = use_fast_convs(dilated, 'nnpack')
+        x = torch.randn(1, 2 * cg, mside, mside)
+        assert max_rel_diff(fast(x), dilated(x)) < RTOL
+        assert len(calls) == 2                      # one per group
+        calls.clear()
+        x = torch.randn(1, 2 * cg, mside // 2, mside)     # too small
+        assert torch.equal(fast(x), dilated(x)) and calls == []

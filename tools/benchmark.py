@@ -57,6 +57,10 @@ def parse_args(argv=None):
                    '(default)')
     p.add_argument('--compare-conv-impl', action='store_true',
                    help='also time each fused model with native convs')
+    p.add_argument('--profile', action='store_true',
+                   help='also time one forward of every model by layer kind '
+                   '(dilated/plain/grouped 3x3, 1x1, BN, ...) and by part '
+                   '(backbone, decode head); table + profile.png')
     p.add_argument('--no-flops', action='store_true',
                    help='skip the GFLOPs count')
     p.add_argument('--out', default='work_dirs/benchmark',
@@ -69,7 +73,8 @@ def main(argv=None):
     args = parse_args(argv)
     from repseg.apis import UsageError
     from repseg.benchmark import (BenchmarkError, lineup, markdown_table,
-                                  run_benchmark, save_outputs)
+                                  profile_table, run_benchmark,
+                                  save_outputs)
     from repseg.engine import CheckpointError
     if args.config:
         name = osp.splitext(osp.basename(args.config))[0]
@@ -86,13 +91,17 @@ def main(argv=None):
             channels_last=args.channels_last, compile=args.compile,
             compare_unfused=args.compare_unfused, flops=not args.no_flops,
             fast=args.fast, backend=args.backend, conv_impl=args.conv_impl,
-            compare_conv_impl=args.compare_conv_impl)
+            compare_conv_impl=args.compare_conv_impl, profile=args.profile)
     except (UsageError, BenchmarkError, CheckpointError) as e:
         sys.exit(f'error: {e}')
     print()
     print(markdown_table(result))
+    profiled = profile_table(result)
+    if profiled:
+        print()
+        print(profiled)
     files = save_outputs(result, args.out)
-    print(f"\nwrote {files['json']} and {files['png']}")
+    print(f"\nwrote {', '.join(files.values())}")
 
 
 if __name__ == '__main__':

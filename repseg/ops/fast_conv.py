@@ -43,7 +43,8 @@ from . import _nnpack
 __all__ = [
     'CONV_IMPLS', 'NNPACKConv2d', 'nnpack_available', 'nnpack_conv3x3',
     'is_nnpack', 'is_nnpack_eligible', 'use_fast_convs', 'resolve_conv_impl',
-    'count_fast_convs', 'kernel_transform_bytes', 'transform_kernels'
+    'count_fast_convs', 'kernel_transform_bytes', 'transform_kernels',
+    'nnpack_pays_off'
 ]
 
 #: values of the ``conv_impl`` options of the tools and hooks:
@@ -56,6 +57,29 @@ CONV_IMPLS = ('auto', 'nnpack', 'nnpack-precomputed', 'native')
 # NNPACKConv2d -> (weight key, transformed kernels). Outside the module so
 # that deepcopy / pickling / state_dict never carry the transforms.
 _KERNEL_CACHE: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
+
+
+#: Below these sizes NNPACK's fixed costs per call (the kernel transform,
+#: unless kept, and the mosaic layout) make it slower than PyTorch's conv,
+#: so :class:`NNPACKConv2d` runs PyTorch's conv there. Measured on a 2-core
+#: AVX2 CPU: 512->512 at 24x24 is 0.97x native, at 48x48 2.3x; 96 ch at
+#: 33x33 0.9x, at 65x65 1.6x; 32 ch at 90x90 0.9x, at 357x357 1.5x;
+#: dilation 2 at 48x48 is 0.8x (256 ch) - 1.3x (512 ch); 64-channel groups
+#: in a mosaic are slower at every size. The 713x713 PSPNets (90x90 maps) are far above.
+MIN_PIXELS = 48 * 48                  # N*H*W of an undilated batch-1 conv
+MIN_MOSAIC_PIXELS = 64 * 64           # N*H*W of a batched or dilated conv
+MIN_MOSAIC_GROUP_CHANNELS = 128       # input channels per group, mosaic
+
+
+def nnpack_pays_off(shape: Tuple[int, ...], dilation: int,
+                    in_channels_per_group: int) -> bool:
+    """Whether NNPACK is expected to beat PyTorch's conv for an input of
+    ``shape`` (N, C, H, W) (see :data:`MIN_PIXELS`)."""
+    n, _, h, w = shape
+    if n == 1 and dilation == 1:
+        return h * w >= MIN_PIXELS
+    return (n * h * w >= MIN_MOSAIC_PIXELS
+            and in_channels_per_group >= MIN_MOSAIC_GROUP_CHANNELS)
 
 
 def is_nnpack(conv_impl: str) -> bool:
@@ -196,11 +220,16 @@ class NNPACKConv2d(nn.Conv2d):
 
     Made by :func:`use_fast_convs`, which switches the class of existing
     ``nn.Conv2d`` modules (see :meth:`convert_`); parameters, ``state_dict``,
-    ``.to()``, training and export behave as ``nn.Conv2d``.
+    ``.to()``, training and export behave as ``nn.Conv2d``. Inputs too small
+    for Winograd to pay off (:func:`nnpack_pays_off`) run ``nn.Conv2d``'s
+    forward.
     """
 
     #: keep the Winograd transforms of the kernel between calls
     precompute: bool = False
+    #: run PyTorch's conv on inputs too small for NNPACK to pay off
+    #: (:func:`nnpack_pays_off`); False: NNPACK for every eligible input
+    skip_small: bool = True
 
     @classmethod
     def convert_(cls, conv: nn.Conv2d,
@@ -237,6 +266,9 @@ class NNPACKConv2d(nn.Conv2d):
             return False
         if torch.jit.is_scripting() or torch.jit.is_tracing() or \
                 torch.onnx.is_in_onnx_export() or _compiling():
+            return False
+        if self.skip_small and not nnpack_pays_off(
+                x.shape, self.dilation[0], self.in_channels // self.groups):
             return False
         return x.is_contiguous()
 
