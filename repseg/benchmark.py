@@ -579,7 +579,7 @@ def profile_table(result: dict) -> Optional[str]:
         cells += [f'{ms:.0f}' for ms in _profile_cells(prof, cols)]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', 'ms of one forward after the timed rounds, by part and by '
-              'layer kind (leaf modules timed with forward hooks; '
+              'layer kind (the forward of every leaf module timed; '
               f'"{FUNCTIONAL}" is the time outside them).']
     return '\n'.join(lines)
 
@@ -599,7 +599,7 @@ def _save_profile_png(result: dict, path: str) -> None:
         ax.barh(labels, widths, left=left, color=cmap(j % 20), label=col)
         left = [a + b for a, b in zip(left, widths)]
     ax.invert_yaxis()
-    ax.set_xlabel('ms per forward (one forward, hooks on leaf modules)')
+    ax.set_xlabel('ms per forward (one forward, leaf modules timed)')
     ax.set_title('Where the time goes, by layer kind')
     ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
