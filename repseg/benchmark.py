@@ -545,13 +545,13 @@ def _profile_columns(profiles: List[tuple], min_ms: float = 1.0
                      ) -> List[str]:
     """Layer kinds worth a column (at least ``min_ms`` somewhere), most
     time first; :data:`FUNCTIONAL` last."""
-    total = {}
+    peak = {}
     for _, _, prof in profiles:
         for kind, ms in prof['kinds'].items():
             if kind != FUNCTIONAL:
-                total[kind] = max(total.get(kind, 0.0), ms)
-    cols = sorted((k for k, v in total.items() if v >= min_ms),
-                  key=lambda k: -total[k])
+                peak[kind] = max(peak.get(kind, 0.0), ms)
+    cols = sorted((k for k, v in peak.items() if v >= min_ms),
+                  key=lambda k: -peak[k])
     return cols + ['other layers', FUNCTIONAL]
 
 
@@ -592,10 +592,11 @@ def _save_profile_png(result: dict, path: str) -> None:
     # tall enough for the bars and for the legend (one line per kind)
     fig, ax = plt.subplots(figsize=(11, max(1.2 + 0.45 * len(profiles),
                                             0.6 + 0.2 * len(cols))))
+    cells = [_profile_cells(prof, cols) for _, _, prof in profiles]
     left = [0.0] * len(profiles)
     cmap = plt.get_cmap('tab20')
     for j, col in enumerate(cols):
-        widths = [_profile_cells(prof, cols)[j] for _, _, prof in profiles]
+        widths = [row[j] for row in cells]
         ax.barh(labels, widths, left=left, color=cmap(j % 20), label=col)
         left = [a + b for a, b in zip(left, widths)]
     ax.invert_yaxis()

@@ -42,8 +42,8 @@ class FusedEvalHook(Hook):
             (Winograd on the CPU, :func:`repseg.ops.use_fast_convs`),
             ``'nnpack-precomputed'`` (the same, keeping the kernel
             transforms), ``'native'`` (PyTorch's default) or ``'auto'``
-            (``'nnpack'``
-            when the model is fp32 on the CPU and NNPACK is available).
+            (``'nnpack'`` when the model is fp32 on the CPU and NNPACK is
+            available).
             Default: 'auto'.
 
     Attributes:

@@ -65,7 +65,8 @@ _KERNEL_CACHE: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
 #: AVX2 CPU: 512->512 at 24x24 is 0.97x native, at 48x48 2.3x; 96 ch at
 #: 33x33 0.9x, at 65x65 1.6x; 32 ch at 90x90 0.9x, at 357x357 1.5x;
 #: dilation 2 at 48x48 is 0.8x (256 ch) - 1.3x (512 ch); 64-channel groups
-#: in a mosaic are slower at every size. The 713x713 PSPNets (90x90 maps) are far above.
+#: in a mosaic are slower at every size. The 713x713 PSPNets (90x90 maps)
+#: are far above these sizes.
 MIN_PIXELS = 48 * 48                  # N*H*W of an undilated batch-1 conv
 MIN_MOSAIC_PIXELS = 64 * 64           # N*H*W of a batched or dilated conv
 MIN_MOSAIC_GROUP_CHANNELS = 128       # input channels per group, mosaic
