@@ -55,6 +55,13 @@ MIN_SIDE = 32
 DTYPES = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)
 
 
+# decode head class -> the model's usual name, for the charts
+_DECODER_NAMES = dict(PSPHead='PSPNet', UPerHead='UPerNet',
+                      DepthwiseSeparableASPPHead='DeepLabV3+',
+                      ASPPHead='DeepLabV3', FCNHead='FCN', FPNHead='FPN',
+                      SegformerHead='SegFormer head')
+
+
 class BenchmarkError(RuntimeError):
     """The model to benchmark is not in the state the benchmark requires."""
 
@@ -355,6 +362,12 @@ def run_benchmark(entries: List[dict],
         unfused = build_for_benchmark(entry['config'],
                                       entry.get('checkpoint'), fast,
                                       entry.get('cfg_options'))
+        if compare_unfused and not find_unfused(unfused):
+            raise UsageError(
+                f"{entry['name']}: the config builds an already fused "
+                '(deploy) model, so there is no unfused form to compare '
+                'with. Benchmark the training config (with its training '
+                'checkpoint) to compare fused and unfused.')
         fused = reparameterize_model(unfused, inplace=not compare_unfused)
         assert_fused(fused)
         backbone = getattr(fused, 'backbone', None)
@@ -364,6 +377,7 @@ def run_benchmark(entries: List[dict],
             paper_miou=entry.get('paper_miou'),
             paper_speed=entry.get('paper_speed'),
             dilation_mode=getattr(backbone, 'dilation_mode', None),
+            decoder=type(getattr(fused, 'decode_head', fused)).__name__,
             params_m=sum(p.numel() for p in fused.parameters()) / 1e6)
         if flops:
             row['gflops'] = count_gflops(SegForward(fused), x32[:1].to(dev))
@@ -638,7 +652,10 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     e = result['env']
     ax.set_xlabel(f"images / second ({e['device']}, batch {e['batch']}, "
                   f"{e['shape'][0]}x{e['shape'][1]}, {e['dtype']})")
-    ax.set_title('PSPNet inference speed (fused)')
+    decoders = sorted({_DECODER_NAMES.get(r.get('decoder'), r.get('decoder'))
+                       for r in rows if r.get('decoder')})
+    ax.set_title(f"{' / '.join(decoders) or 'Segmentor'} inference speed "
+                 '(fused)')
     for i, s in enumerate(speeds):
         ax.text(s, i, f' {s:.3g}', va='center')
     if known:

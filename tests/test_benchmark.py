@@ -174,3 +174,14 @@ def test_tools_offer_every_conv_impl(tool):
         assert args.conv_impl == impl
     with pytest.raises(SystemExit):
         mod.parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', 'winograd'])
+
+
+def test_compare_unfused_of_a_fused_config_is_refused():
+    from repseg.apis import UsageError
+    from repseg.benchmark import run_benchmark
+    entry = dict(name='deployed', config=DEMO_CONFIG, cfg_options={
+        'model.backbone.deploy': True, 'model.decode_head.norm_cfg': None,
+        'model.auxiliary_head.norm_cfg': None})
+    with pytest.raises(UsageError, match='already fused'):
+        run_benchmark([entry], shape=(64, 64), compare_unfused=True,
+                      flops=False, repeat=1, iters=1, warmup=0)

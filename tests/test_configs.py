@@ -11,7 +11,7 @@ from mmengine.runner import Runner
 from mmseg.registry import MODELS
 from repseg.apis import load_cfg, replace_syncbn
 
-from .conftest import CONFIG_DIR, small_cfg
+from .conftest import CONFIG_DIR, DEMO_CONFIG, small_cfg
 
 CONFIGS = sorted(
     osp.basename(p) for p in glob.glob(osp.join(CONFIG_DIR, '*.py')))
@@ -104,3 +104,13 @@ def test_one_training_iteration(name, synthetic_root, tmp_path):
     assert changed, 'one SGD step changed no weight'
     assert runner.iter == 1
     assert osp.isfile(osp.join(tmp_path, 'iter_1.pth'))
+
+
+def test_poly_schedule_follows_an_overridden_max_iters():
+    from repseg.apis import load_cfg
+    cfg = load_cfg(DEMO_CONFIG, cfg_options={'train_cfg.max_iters': 10})
+    assert cfg.param_scheduler[0].end == 10
+    # an explicit end wins
+    cfg = load_cfg(DEMO_CONFIG, cfg_options={'train_cfg.max_iters': 10,
+                                             'param_scheduler.0.end': 7})
+    assert cfg.param_scheduler[0].end == 7

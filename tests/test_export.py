@@ -77,3 +77,81 @@ def test_benchmark_onnxruntime_backend(checkpoint, tmp_path):
     assert row['onnxruntime_vs_pytorch'] > 0
     assert row['onnxruntime_max_abs_diff'] <= \
         1e-4 * row['onnxruntime_max_abs_logit']
+
+
+@pytest.mark.parametrize('shape', [(129, 129), (128, 256)])
+def test_export_at_sizes_adaptive_pooling_does_not_divide(checkpoint,
+                                                          tmp_path, shape):
+    """PSP's adaptive pooling over a feature map that is not a multiple of
+    every pool scale: exported exactly, equal to onnxruntime."""
+    cfg = load_cfg(DEMO_CONFIG)
+    out = str(tmp_path / 'm.onnx')
+    r = export_onnx(cfg, checkpoint, out, shape)
+    assert r['max_abs_diff'] <= 1e-4 * r['max_abs']
+    assert r['argmax_agreement'] == 1.0
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert 'AveragePool' not in ops or 'MatMul' in ops
+    spec = json.loads(open(r['spec']).read())
+    assert spec['input']['height_width'] == list(shape)
+    assert spec['input']['channel_order'] == 'RGB'
+    assert spec['input']['mean'] == [123.675, 116.28, 103.53]
+    assert spec['input']['std'] == [58.395, 57.12, 57.375]
+    assert spec['output']['classes'][0] == 'road'
+
+
+def test_fixed_adaptive_pool_equals_adaptive_pool():
+    from repseg.apis.export import FixedAdaptiveAvgPool2d
+    x = torch.randn(2, 3, 17, 23)
+    for size in (1, 2, 3, 6, (4, 5), (None, 3)):
+        ref = torch.nn.AdaptiveAvgPool2d(size)(x)
+        got = FixedAdaptiveAvgPool2d(size)(x)
+        assert got.shape == ref.shape
+        assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_dynamic_shape_with_pyramid_pooling_is_refused_before_export(
+        checkpoint, tmp_path):
+    cfg = load_cfg(DEMO_CONFIG)
+    out = tmp_path / 'm.onnx'
+    with pytest.raises(UsageError, match='dynamic H/W cannot be exported'):
+        export_onnx(cfg, checkpoint, str(out), (128, 128),
+                    dynamic_shape=True)
+    assert not out.exists()
+
+
+def test_dynamic_shape_without_pyramid_works(tmp_path):
+    """FCN (no adaptive pooling): dynamic H/W exports and runs at another
+    size in onnxruntime."""
+    import onnxruntime as ort
+    cfg = load_cfg(osp.join(ROOT, 'configs', 'fcn_repvgg_b2.py'),
+                   cfg_options={'model.backbone.arch': 'A0',
+                                'model.backbone.init_cfg': None,
+                                'model.decode_head.in_channels': 1280,
+                                'model.decode_head.channels': 16,
+                                'model.auxiliary_head.in_channels': 192,
+                                'model.auxiliary_head.channels': 16})
+    out = str(tmp_path / 'fcn.onnx')
+    r = export_onnx(cfg, None, out, (64, 64), dynamic_shape=True)
+    assert r['max_abs_diff'] <= 1e-4 * r['max_abs']
+    sess = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
+    got = sess.run(None, {'image': torch.randn(1, 3, 72, 104).numpy()})[0]
+    assert got.shape == (1, 19, 72, 104)
+    assert json.loads(open(r['spec']).read())['input'][
+        'height_width'] == 'any'
+
+
+def test_export_failure_is_one_line_with_a_log(tmp_path):
+    """An exporter failure: a short message, the details in OUT.log."""
+    from repseg.apis.export import to_onnx
+
+    class Bad(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.eig(x[0, 0])[0].real   # not exportable
+
+    out = str(tmp_path / 'bad.onnx')
+    with pytest.raises(UsageError) as e:
+        to_onnx(Bad(), torch.randn(1, 3, 8, 8), out)
+    assert len(str(e.value).splitlines()) == 1
+    assert len(str(e.value)) < 700
+    assert osp.isfile(out + '.log')
+    assert not osp.exists(out)

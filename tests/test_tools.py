@@ -126,6 +126,10 @@ def test_test_tool_on_training_and_fused_checkpoints(trained, tmp_path):
     assert 'Loaded a FUSED checkpoint' in out
     assert 'already fused' in out
     assert 'run NNPACK Winograd' in out       # --conv-impl auto on the CPU
+    # ... and what ran: at 128x64 no conv passes the size policy
+    ran = re.search(r'NNPACK ran in (\d+) of (\d+) eligible convs', out)
+    assert ran and int(ran.group(2)) > 0 and int(ran.group(1)) == 0, out
+    assert 'Training continues' not in out
     assert _miou(out) == pytest.approx(miou_training, abs=0.02)
     # ... and with PyTorch's own convs
     proc = run_tool('test.py', deploy_cfg, fused, '--work-dir',
@@ -142,3 +146,137 @@ def test_test_tool_missing_checkpoint(small_config, tmp_path):
     assert proc.returncode != 0
     assert 'does not exist' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_dist_test_two_processes_equals_one(trained, tmp_path):
+    """tools/dist_test.sh with 2 gloo processes, for a training and a fused
+    checkpoint: the same mIoU as single-process tools/test.py."""
+    path, work, ckpt = trained
+    fused = str(tmp_path / 'fused.pth')
+    run_tool('convert.py', path, ckpt, fused, '--shape', '64', '64')
+    deploy_cfg = str(tmp_path / 'fused.py')
+    single = _miou(run_tool('test.py', path, ckpt, '--work-dir',
+                            str(tmp_path / 's')).stdout)
+    for i, (cfg, weights) in enumerate(((path, ckpt), (deploy_cfg, fused))):
+        env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1',
+                   PYTHON=sys.executable)
+        proc = subprocess.run(
+            ['bash', osp.join(TOOLS, 'dist_test.sh'), cfg, weights, '2',
+             '--work-dir', str(tmp_path / f'd{i}')], capture_output=True,
+            text=True, cwd=ROOT, env=env, timeout=600)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        assert 'GPU number: 2' in out            # two ranks really ran
+        assert _miou(out) == pytest.approx(single, abs=1e-6), out[-3000:]
+
+
+@pytest.mark.parametrize('options,message', [
+    (['model.backbone.arch=B9'], "Unknown RepVGG arch 'B9'"),
+    (['model.backbone.dilation_mode=fats'], "Unknown dilation_mode 'fats'"),
+    (['model.decode_head.in_channels=2048'], 'expects 2048 channels'),
+])
+def test_config_typos_are_one_error_line(small_config, tmp_path, options,
+                                         message):
+    path, _ = small_config
+    proc = run_tool('train.py', path, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', *options, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+    assert 'Traceback' not in proc.stderr
+    # no config dump, no log flood before the message
+    assert len((proc.stdout + proc.stderr).splitlines()) < 15, proc.stdout
+
+
+def test_amp_on_cpu_is_refused(small_config, tmp_path):
+    path, _ = small_config
+    proc = run_tool('train.py', path, '--work-dir', str(tmp_path / 'w'),
+                    '--amp', check=False)
+    assert proc.returncode != 0
+    assert 'error: automatic mixed precision (--amp) needs a CUDA GPU' in \
+        proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_resume_without_a_run_is_refused(small_config, tmp_path):
+    path, _ = small_config
+    for work in (tmp_path / 'missing', tmp_path):   # absent, and empty
+        proc = run_tool('train.py', path, '--work-dir', str(work),
+                        '--resume', check=False)
+        assert proc.returncode != 0
+        assert 'error: nothing to resume' in proc.stderr
+        assert str(work) in proc.stderr
+        assert 'Traceback' not in proc.stderr
+    assert not list(tmp_path.glob('**/*.pth'))
+
+
+def test_relative_data_root_names_the_current_folder(small_config, tmp_path):
+    path, _ = small_config
+    proc = subprocess.run(
+        [sys.executable, osp.join(TOOLS, 'train.py'), path, '--work-dir',
+         str(tmp_path / 'w'), '--cfg-options',
+         'train_dataloader.dataset.data_root=data/synthetic_cityscapes'],
+        capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode != 0
+    assert f'relative to the current folder {tmp_path}' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_ctrl_c_says_how_to_resume(small_config, tmp_path):
+    import signal
+    path, _ = small_config
+    work = tmp_path / 'w'
+    proc = subprocess.Popen(
+        [sys.executable, osp.join(TOOLS, 'train.py'), path, '--work-dir',
+         str(work), '--cfg-options', 'train_cfg.max_iters=500',
+         'default_hooks.checkpoint.interval=1'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        for line in proc.stdout:
+            if 'Iter(train) [  2/500]' in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert 'error: training interrupted at iteration' in err, err[-3000:]
+    assert f'--work-dir {work} --resume' in err
+    assert 'Traceback' not in err
+    assert list(work.glob('iter_*.pth'))
+
+
+def test_demo_offers_the_resume_it_suggests():
+    proc = run_tool('demo.py', '--help')
+    assert '--resume' in proc.stdout
+
+
+def test_corrupt_image_outside_the_checked_sample(tmp_path, synthetic_root):
+    """A corrupt image that the pre-flight check did not read (it samples
+    large datasets; here it is skipped): training stops with the file's
+    name and the command that checks every file, not a DataLoader
+    traceback."""
+    import shutil
+
+    from repseg.apis import train
+    from repseg.datasets import DatasetError
+    root = tmp_path / 'data'
+    shutil.copytree(synthetic_root, root)
+    imgs = sorted(root.glob('leftImg8bit/train/*/*.png'))
+    for img in imgs:
+        img.write_bytes(b'not a png')
+    cfg = small_cfg(DEMO_CONFIG, str(root), tmp_path / 'w', crop=64,
+                    iters=2)
+    with pytest.raises(DatasetError) as e:
+        train(cfg, check=False)
+    msg = str(e.value)
+    assert re.search(r'cannot decode the image \S+leftImg8bit/train/\S+png',
+                     msg), msg
+    assert f'tools/check_dataset.py {root} --all' in msg

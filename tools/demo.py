@@ -2,7 +2,7 @@
 """The main job on the embedded default (no download needed): generate a
 small synthetic dataset in the Cityscapes layout, train PSPNet-RepVGG-A0 on
 the CPU for a few minutes, evaluate the FUSED model and write prediction
-overlays.  python tools/demo.py [--iters N] [--work-dir DIR]"""
+overlays.  python tools/demo.py [--iters N] [--work-dir DIR [--resume]]"""
 import argparse
 import sys
 
@@ -14,6 +14,9 @@ def main(argv=None):
     parser.add_argument('--data-root', default='data/synthetic_cityscapes',
                         help='where the synthetic dataset is (or is made)')
     parser.add_argument('--work-dir', help='default: work_dirs/demo/<time>')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue the run in --work-dir from its newest '
+                        'checkpoint')
     parser.add_argument('--iters', type=int,
                         help='training iterations (default: the config)')
     parser.add_argument('--overlays', type=int, default=4,
@@ -24,10 +27,12 @@ def main(argv=None):
     from repseg.apis import UsageError
     from repseg.apis.demo import run_demo
     from repseg.datasets import DatasetError
+    from repseg.engine import CheckpointError
     try:
         s = run_demo(args.data_root, args.work_dir, max_iters=args.iters,
-                     num_overlays=args.overlays, cfg_options=args.cfg_options)
-    except (UsageError, DatasetError) as e:
+                     num_overlays=args.overlays, cfg_options=args.cfg_options,
+                     resume=args.resume)
+    except (UsageError, DatasetError, CheckpointError) as e:
         sys.exit(f'error: {e}')
     m = s['metrics']
     print('\n' + '=' * 72)

@@ -34,7 +34,7 @@ def main(argv=None):
     except (UsageError, CheckpointError, BenchmarkError) as e:
         sys.exit(f'error: {e}')
     print(f"wrote {r['out']} ({r['bytes'] / 2**20:.1f} MiB), checked with "
-          'onnx.checker')
+          f"onnx.checker; its input and output are described in {r['spec']}")
     print(f"onnxruntime vs PyTorch on a {r['shape'][0]}x{r['shape'][1]} "
           f"input: max |difference| = {r['max_abs_diff']:.3g} (max |logit| "
           f"{r['max_abs']:.3g}), argmax agreement "

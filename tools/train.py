@@ -23,6 +23,10 @@ def parse_args(argv=None):
         help='scale the learning rate linearly with the actual global batch '
         '(base: 16)')
     parser.add_argument(
+        '--unsafe-load', action='store_true',
+        help='allow full unpickling of a load_from checkpoint that needs it '
+        '(it can run code from the file: only for files you trust)')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value '
         '(e.g. model.backbone.init_cfg=None)')
@@ -39,12 +43,13 @@ def main(argv=None):
     args = parse_args(argv)
     from repseg.apis import UsageError, load_cfg, train
     from repseg.datasets import DatasetError
+    from repseg.engine import CheckpointError
     try:
         cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher, args.amp, args.resume,
                        args.auto_scale_lr)
-        train(cfg)
-    except (UsageError, DatasetError) as e:
+        train(cfg, allow_unsafe=args.unsafe_load)
+    except (UsageError, DatasetError, CheckpointError) as e:
         sys.exit(f'error: {e}')
 
 

@@ -12,16 +12,22 @@ from mmengine.logging import print_log
 
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
-from ..reparam import find_unfused, reparameterize_model
-from .runner import (UsageError, adapt_to_device, load_any_checkpoint,
-                     without_pretrained)
+from ..engine.checkpoint import CheckpointError
+from ..reparam import find_conv_bn_pairs, find_unfused, reparameterize_model
+from .runner import (UsageError, adapt_to_device, check_channels,
+                     load_any_checkpoint, without_pretrained)
+
+# the top-level parts of an mmseg segmentor whose conv-BN pairs are folded
+PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
 
 
 def build_segmentor(cfg: Config) -> torch.nn.Module:
     """Build ``cfg.model`` without any pretrained initialization (weights
     come from a checkpoint)."""
     register_all_modules(init_default_scope=True)
-    return MODELS.build(without_pretrained(copy.deepcopy(cfg.model)))
+    model = MODELS.build(without_pretrained(copy.deepcopy(cfg.model)))
+    check_channels(model)
+    return model
 
 
 @torch.no_grad()
@@ -43,6 +49,88 @@ def compare_outputs(ref_model, fused_model, shape: Sequence[int] = (713, 713),
         max_abs=ref.abs().max().item(),
         argmax_agreement=(ref.argmax(1) == out.argmax(1)).float().mean()
         .item())
+
+
+def _takes_argument(type_name, arg: str) -> bool:
+    """Whether the registered model class ``type_name`` has an ``arg``
+    parameter (e.g. a backbone that builds its fused form with
+    ``deploy=True``)."""
+    import inspect
+    cls = type_name if inspect.isclass(type_name) else MODELS.get(type_name)
+    if cls is None:
+        return False
+    return arg in inspect.signature(cls.__init__).parameters
+
+
+def _part_cfgs(model_cfg, part: str) -> list:
+    """The config dict(s) of one part (``auxiliary_head`` may be a list)."""
+    node = model_cfg.get(part)
+    if not node:
+        return []
+    return list(node) if isinstance(node, (list, tuple)) else [node]
+
+
+def _part_modules(model: torch.nn.Module, part: str) -> list:
+    module = getattr(model, part, None)
+    if module is None:
+        return []
+    return list(module) if isinstance(module, torch.nn.ModuleList) else [
+        module
+    ]
+
+
+def deploy_model_cfg(model_cfg, unfused: torch.nn.Module):
+    """The model config that builds exactly the structure
+    :func:`repseg.reparameterize_model` makes of ``unfused`` (built from
+    ``model_cfg``), with stock mmseg.
+
+    - a backbone that can build its fused form itself (a ``deploy``
+      argument, e.g. RepVGG) gets ``deploy=True``;
+    - another backbone whose conv-BN pairs are folded (mmseg's ResNets)
+      gets ``conv_cfg=dict(type='ConvWithBias')`` and
+      ``norm_cfg=dict(type='FoldedNorm')`` (see :mod:`repseg.models.folded`);
+    - a neck or head whose conv-BN pairs are folded gets ``norm_cfg=None``:
+      its ConvModules are then built without BN and with a bias.
+
+    :func:`check_deploy_cfg` verifies the result against the fused model.
+    """
+    cfg = without_pretrained(copy.deepcopy(model_cfg))
+    for part in PARTS:
+        for node, module in zip(_part_cfgs(cfg, part),
+                                _part_modules(unfused, part)):
+            if part == 'backbone' and _takes_argument(node['type'],
+                                                      'deploy'):
+                node['deploy'] = True
+            elif not find_conv_bn_pairs(module):
+                continue
+            elif part == 'backbone':
+                node['conv_cfg'] = dict(type='ConvWithBias')
+                node['norm_cfg'] = dict(type='FoldedNorm')
+            else:
+                node['norm_cfg'] = None
+    return cfg
+
+
+def check_deploy_cfg(deploy_model: torch.nn.Module,
+                     fused: torch.nn.Module) -> None:
+    """Raise :class:`~repseg.engine.CheckpointError` naming the keys unless
+    the model built from the deploy config has exactly the weights (names
+    and shapes) of the fused model."""
+    own = deploy_model.state_dict()
+    ref = fused.state_dict()
+    missing = sorted(set(ref) - set(own))
+    unexpected = sorted(set(own) - set(ref))
+    resized = sorted(k for k in set(own) & set(ref)
+                     if own[k].shape != ref[k].shape)
+    if missing or unexpected or resized:
+        raise CheckpointError(
+            'the deploy config cannot describe the fused model of this '
+            'config exactly, so stock mmseg would load the fused checkpoint '
+            f'wrongly: weights of the fused model the deploy config lacks: '
+            f'{missing[:5]}; weights it has that the fused model lacks: '
+            f'{unexpected[:5]}; other shapes: {resized[:5]}. Nothing was '
+            'written. Evaluate the training checkpoint with tools/test.py '
+            '(it fuses the model) instead.')
 
 
 def convert_checkpoint(cfg: Config,
@@ -72,6 +160,14 @@ def convert_checkpoint(cfg: Config,
     fused = reparameterize_model(model)
     assert not find_unfused(fused)
     check = compare_outputs(model, fused, verify_shape)
+    # the deploy config must build exactly the fused model: checked by
+    # building it (stock mmseg) and loading the fused weights strictly
+    deploy_cfg = copy.deepcopy(cfg)
+    deploy_cfg.model = deploy_model_cfg(cfg.model, model)
+    deploy_model = build_segmentor(deploy_cfg)
+    check_deploy_cfg(deploy_model, fused)
+    deploy_model.load_state_dict(fused.state_dict(), strict=True)
+    deploy_check = compare_outputs(fused, deploy_model, verify_shape)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     tmp = out + '.tmp'
     torch.save(
@@ -79,14 +175,16 @@ def convert_checkpoint(cfg: Config,
              meta=dict(repseg_fused=True, source=osp.abspath(checkpoint))),
         tmp)
     os.replace(tmp, out)
-    deploy_cfg = copy.deepcopy(cfg)
-    if deploy_cfg.model.get('backbone', {}).get('type') == 'RepVGG':
-        deploy_cfg.model.backbone.deploy = True
-    without_pretrained(deploy_cfg.model)
     deploy_cfg.load_from = out
+    # its own runs (tools/test.py, training) write elsewhere than the
+    # training run's work dir
+    deploy_cfg.work_dir = osp.join(
+        './work_dirs', osp.splitext(osp.basename(cfg_path))[0])
     deploy_cfg.dump(cfg_path)
     result = dict(
         check,
+        deploy_cfg_max_abs_diff=deploy_check['max_abs_diff'],
+        deploy_cfg_argmax_agreement=deploy_check['argmax_agreement'],
         source_bytes=osp.getsize(checkpoint),
         fused_bytes=osp.getsize(out),
         deploy_config=cfg_path,

@@ -60,7 +60,8 @@ def run_demo(data_root: str = 'data/synthetic_cityscapes',
              config: str = DEFAULT_CONFIG,
              max_iters: Optional[int] = None,
              num_overlays: int = 4,
-             cfg_options: Optional[dict] = None) -> dict:
+             cfg_options: Optional[dict] = None,
+             resume: bool = False) -> dict:
     """Train, evaluate the fused model, write overlays; returns a summary
     dict (mIoU etc. of the fused model, files, seconds)."""
     start = time.time()
@@ -80,7 +81,8 @@ def run_demo(data_root: str = 'data/synthetic_cityscapes',
             'param_scheduler.0.end': max_iters,
         })
     options.update(cfg_options or {})
-    cfg = load_cfg(config, work_dir=work_dir, cfg_options=options)
+    cfg = load_cfg(config, work_dir=work_dir, cfg_options=options,
+                   resume=resume)
     runner = train(cfg)
     metrics = {
         k: runner.message_hub.get_scalar(f'val/{k}').current()

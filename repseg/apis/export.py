@@ -2,8 +2,11 @@
 """ONNX export of the fused segmentor, checked with onnx's checker and run
 with onnxruntime against PyTorch (onnx/onnxruntime are optional extras:
 ``pip install repseg[onnx]``)."""
+import copy
+import json
 import os
 import os.path as osp
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -39,33 +42,145 @@ def build_fused(cfg: Config, checkpoint: Optional[str]) -> torch.nn.Module:
     return fused.eval()
 
 
+def _pool_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
+    """(out, size) matrix whose row i averages the input bin
+    [floor(i * size / out), ceil((i + 1) * size / out)) of adaptive average
+    pooling."""
+    m = torch.zeros(out, size, dtype=like.dtype, device=like.device)
+    for i in range(out):
+        start = (i * size) // out
+        end = -((-(i + 1) * size) // out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+class FixedAdaptiveAvgPool2d(torch.nn.Module):
+    """``nn.AdaptiveAvgPool2d`` computed as ``P_h @ x @ P_w^T`` with the
+    bin-averaging matrices of the input size: the same bins and values, but
+    exportable to ONNX at ANY fixed input size (ONNX's pooling operators
+    have one kernel size, adaptive bins of unequal sizes have several, so
+    torch exports adaptive pooling only when every output size divides the
+    input size). Used for export only: the matrices are built from the
+    traced input size, so the exported graph has a fixed H and W."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        oh, ow = ((self.output_size, ) * 2 if isinstance(
+            self.output_size, int) else tuple(self.output_size))
+        oh, ow = oh or h, ow or w
+        return torch.matmul(torch.matmul(_pool_matrix(h, oh, x), x),
+                            _pool_matrix(w, ow, x).t())
+
+
+def _adaptive_pools(module: torch.nn.Module) -> list:
+    """(parent, name, pool) of every adaptive average pooling whose output
+    is larger than 1x1 (1x1 exports as GlobalAveragePool at any size)."""
+    found = []
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.AdaptiveAvgPool2d):
+                size = child.output_size
+                sizes = (size, ) * 2 if isinstance(size, int) else size
+                if any(s != 1 for s in sizes):
+                    found.append((parent, name, child))
+    return found
+
+
+def exportable(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` in which adaptive average pooling is replaced by
+    :class:`FixedAdaptiveAvgPool2d` (same outputs), for a fixed-size ONNX
+    export; ``module`` itself when it has none."""
+    if not _adaptive_pools(module):
+        return module
+    module = copy.deepcopy(module)
+    for parent, name, pool in _adaptive_pools(module):
+        setattr(parent, name, FixedAdaptiveAvgPool2d(pool.output_size))
+    return module
+
+
 def to_onnx(module: torch.nn.Module, x: torch.Tensor, out: str,
             opset: int = 17, dynamic_shape: bool = False) -> str:
     """``torch.onnx.export`` of ``module(x)`` (input 'image', output
     'logits', dynamic batch; dynamic H/W with ``dynamic_shape``), written
-    atomically to ``out``."""
+    atomically to ``out``.
+
+    Adaptive average pooling (PSPNet's pyramid) is exported exactly for the
+    size of ``x`` (:func:`exportable`); with it, ``dynamic_shape`` is
+    refused before anything is exported. The exporter's messages go to
+    ``out + '.log'``, not to the screen.
+    """
     axes = {0: 'batch'}
     if dynamic_shape:
+        pools = _adaptive_pools(module)
+        if pools:
+            raise UsageError(
+                'a dynamic H/W cannot be exported for this model: its '
+                f'adaptive average pooling to {pools[0][2].output_size} (and '
+                f'{len(pools) - 1} more) has bins whose size depends on the '
+                'input size, which ONNX pooling cannot express. Export one '
+                'file per input size instead (any size works without '
+                'dynamic H/W).')
         axes.update({2: 'height', 3: 'width'})
+    module = exportable(module)
     os.makedirs(osp.dirname(osp.abspath(out)) or '.', exist_ok=True)
-    tmp = out + '.tmp'
+    tmp, log = out + '.tmp', out + '.log'
     try:
-        torch.onnx.export(
-            module, (x, ), tmp, input_names=['image'],
-            output_names=['logits'], opset_version=opset,
-            dynamic_axes={'image': axes, 'logits': dict(axes)},
-            do_constant_folding=True, dynamo=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            torch.onnx.export(
+                module, (x, ), tmp, input_names=['image'],
+                output_names=['logits'], opset_version=opset,
+                dynamic_axes={'image': axes, 'logits': dict(axes)},
+                do_constant_folding=True, dynamo=False)
     except Exception as e:  # noqa: B902
         if osp.exists(tmp):
             os.remove(tmp)
+        with open(log, 'w') as f:
+            f.write(f'{type(e).__name__}: {e}\n')
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
         raise UsageError(
             f'ONNX export failed for input size {tuple(x.shape[-2:])}'
-            f"{' with dynamic H/W' if dynamic_shape else ''}: {e}. PSPNet's "
-            'adaptive pooling exports only when the feature size is a '
-            'multiple of every pool scale; use a fixed size such as 713x713 '
-            'or 512x1024.') from e
+            f"{' with dynamic H/W' if dynamic_shape else ''}: "
+            f'{type(e).__name__}: {first[:300]} (the exporter\'s full '
+            f'message is in {log}).') from None
+    with open(log, 'w') as f:
+        f.writelines(f'{w.category.__name__}: {w.message}\n' for w in caught)
     os.replace(tmp, out)
     return out
+
+
+def input_spec(cfg: Config, shape: Sequence[int],
+               dynamic_shape: bool = False) -> dict:
+    """What the exported model expects and returns, from the config's data
+    preprocessor and dataset (written next to the .onnx file)."""
+    pre = cfg.model.get('data_preprocessor') or {}
+    rgb = bool(pre.get('bgr_to_rgb', False) or pre.get('rgb_to_bgr', False))
+    classes = None
+    ds = (cfg.get('test_dataloader') or {}).get('dataset', {})
+    try:
+        from mmseg.registry import DATASETS
+        classes = list(DATASETS.get(ds.get('type')).METAINFO['classes'])
+    except Exception:  # noqa: B902  (no dataset in the config)
+        pass
+    size = 'any' if dynamic_shape else [int(s) for s in shape]
+    return dict(
+        input=dict(
+            name='image', dtype='float32', layout='NCHW',
+            channel_order='RGB' if rgb else 'BGR',
+            height_width=size, batch='any',
+            normalization='(pixel - mean) / std per channel, pixels in '
+            '0..255 in the channel order above',
+            mean=[float(v) for v in pre.get('mean', [0, 0, 0])],
+            std=[float(v) for v in pre.get('std', [1, 1, 1])]),
+        output=dict(
+            name='logits', dtype='float32', layout='NCHW',
+            shape=['N', 'num_classes', 'H', 'W'],
+            meaning='per-class scores at input resolution; argmax over '
+            'axis 1 is the label map', classes=classes))
 
 
 def export_onnx(cfg: Config,
@@ -85,16 +200,19 @@ def export_onnx(cfg: Config,
     """
     onnx = _require('onnx')
     shape = check_shape(shape)
-    if osp.exists(out) and not force:
-        raise UsageError(f'{out!r} exists; pass --force to overwrite it')
+    spec_path = osp.splitext(out)[0] + '.json'
+    for path in (out, spec_path):
+        if osp.exists(path) and not force:
+            raise UsageError(
+                f'{path!r} exists; pass --force to overwrite it')
     model = SegForward(build_fused(cfg, checkpoint))
     x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
-    axes = {0: 'batch'}
-    if dynamic_shape:
-        axes.update({2: 'height', 3: 'width'})
     to_onnx(model, x, out, opset, dynamic_shape)
     onnx.checker.check_model(onnx.load(out))
-    result = dict(out=out, bytes=osp.getsize(out), shape=list(shape))
+    with open(spec_path, 'w') as f:
+        json.dump(input_spec(cfg, shape, dynamic_shape), f, indent=2)
+    result = dict(out=out, bytes=osp.getsize(out), shape=list(shape),
+                  spec=spec_path)
     if verify:
         ort = _require('onnxruntime')
         sess = ort.InferenceSession(out, providers=['CPUExecutionProvider'])

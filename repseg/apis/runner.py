@@ -5,11 +5,13 @@ import copy
 import glob
 import logging
 import os.path as osp
+import re
 from typing import Optional, Sequence
 
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import load_state_dict
 
@@ -75,6 +77,28 @@ def adapt_to_device(cfg: Config) -> Config:
     return cfg
 
 
+def follow_max_iters(cfg: Config, old_iters: Optional[int],
+                     cfg_options: dict) -> None:
+    """When ``train_cfg.max_iters`` was overridden, move the end of every
+    parameter scheduler that ended at the old ``max_iters`` (poly LR) to the
+    new one, unless the override set that end itself; say what was done."""
+    new_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    if old_iters is None or new_iters in (None, old_iters):
+        return
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    for i, sched in enumerate(schedulers):
+        own = any(k.startswith(f'param_scheduler.{i}.') or k ==
+                  'param_scheduler' for k in cfg_options)
+        if sched.get('end') == old_iters and not own:
+            sched['end'] = new_iters
+            print_log(
+                f"train_cfg.max_iters is {new_iters} (the config says "
+                f"{old_iters}): the {sched.get('type')} schedule now ends at "
+                f'iteration {new_iters} too.', logger='current')
+
+
 def load_cfg(config: str,
              work_dir: Optional[str] = None,
              cfg_options: Optional[dict] = None,
@@ -87,14 +111,21 @@ def load_cfg(config: str,
         raise UsageError(f'config file {config!r} does not exist')
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
+    old_iters = (cfg.get('train_cfg') or {}).get('max_iters')
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+        follow_max_iters(cfg, old_iters, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
     if amp:
+        if not torch.cuda.is_available():
+            raise UsageError(
+                'automatic mixed precision (--amp) needs a CUDA GPU: '
+                "mmengine's AmpOptimWrapper scales fp16 gradients on CUDA. "
+                'On the CPU train in fp32 (without --amp).')
         if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
             print_log('AMP training is already enabled in your config.',
                       logger='current', level=logging.WARNING)
@@ -166,7 +197,19 @@ def without_pretrained(model_cfg) -> dict:
 
 
 def check_work_dir(cfg: Config) -> None:
-    """Never overwrite the checkpoints of an earlier run silently."""
+    """Never overwrite the checkpoints of an earlier run silently; never
+    'resume' a run that is not there (mmengine would start from scratch)."""
+    if cfg.get('resume') and cfg.get('load_from') is None:
+        found = glob.glob(osp.join(cfg.work_dir, '*.pth'))
+        if not found:
+            raise UsageError(
+                f'nothing to resume: the work dir {cfg.work_dir!r} '
+                + ('holds no checkpoint' if osp.isdir(cfg.work_dir) else
+                   'does not exist')
+                + '. Check the work dir (--work-dir; by default '
+                'work_dirs/<config name>), or start a new run without '
+                '--resume.')
+        return
     if cfg.get('resume') or not osp.isdir(cfg.work_dir):
         return
     old = glob.glob(osp.join(cfg.work_dir, '*.pth'))
@@ -177,15 +220,160 @@ def check_work_dir(cfg: Config) -> None:
             '--work-dir to start a new one elsewhere.')
 
 
-def train(cfg: Config, check: bool = True) -> Runner:
+def _head_inputs(head) -> list:
+    """(in_index, in_channels) pairs a decode head reads (DeepLabV3+'s
+    low-level features: ``inputs[0]`` with ``c1_in_channels``)."""
+    idx, ch = head.in_index, head.in_channels
+    if isinstance(idx, int):
+        pairs = [(idx, ch)]
+    else:
+        pairs = list(zip(idx, ch if isinstance(ch, (list, tuple)) else
+                         [ch] * len(idx)))
+    c1 = getattr(head, 'c1_bottleneck', None)
+    if c1 is not None and hasattr(c1, 'conv'):
+        pairs.append((0, c1.conv.in_channels))
+    return pairs
+
+
+def _heads(model) -> list:
+    """(config path, head) of every decode and auxiliary head."""
+    found = []
+    for part in ('decode_head', 'auxiliary_head'):
+        head = getattr(model, part, None)
+        if isinstance(head, torch.nn.ModuleList):
+            found += [(f'{part}[{i}]', h) for i, h in enumerate(head)]
+        elif head is not None:
+            found.append((part, head))
+    return [(p, h) for p, h in found if hasattr(h, 'in_index')]
+
+
+def check_channels(model: torch.nn.Module) -> None:
+    """Refuse a segmentor whose heads (or neck) expect other channel numbers
+    than its backbone gives, before the first forward fails deep inside a
+    conv. Checks backbones that state their per-stage ``out_channels`` and
+    ``out_indices`` (RepVGG); others are left to the forward."""
+    if is_model_wrapper(model):
+        model = model.module
+    backbone = getattr(model, 'backbone', None)
+    widths = getattr(backbone, 'out_channels', None)
+    indices = getattr(backbone, 'out_indices', None)
+    if not isinstance(widths, (list, tuple)) or indices is None:
+        return
+    feats = [widths[i] for i in indices]
+    name = type(backbone).__name__
+    arch = getattr(backbone, 'arch', {})
+    if isinstance(arch, dict) and arch.get('name'):
+        name += '-' + arch['name']
+    where = (f'the backbone {name} gives {feats} channels (its outputs = '
+             f'stages {tuple(indices)})')
+    neck = getattr(model, 'neck', None)
+    if neck is not None:
+        want = getattr(neck, 'in_channels', None)
+        if isinstance(want, (list, tuple)) and list(want) != feats[:len(
+                want)]:
+            raise UsageError(
+                f'model.neck.in_channels is {list(want)} but {where}. Set '
+                f'model.neck.in_channels={feats}.')
+        return
+    for part, head in _heads(model):
+        bad = [(i, c) for i, c in _head_inputs(head)
+               if not -len(feats) <= i < len(feats) or feats[i] != c]
+        if bad:
+            i, c = bad[0]
+            got = feats[i] if -len(feats) <= i < len(feats) else 'nothing'
+            raise UsageError(
+                f'model.{part} expects {c} channels at backbone output '
+                f'{i} (in_index {head.in_index}, in_channels '
+                f'{head.in_channels}'
+                + (', c1_in_channels for output 0'
+                   if hasattr(head, 'c1_bottleneck') else '')
+                + f') but {where}, so output {i} has {got}. Fix the '
+                f'channels of model.{part} (README.md, "Plugging RepVGG '
+                'into any mmseg model", has the channels of every arch).')
+
+
+def check_model(cfg: Config) -> None:
+    """Build the model of ``cfg`` once before the Runner does (and dumps the
+    whole config): a typo (an unknown arch or dilation mode, a ResNet
+    argument left in a RepVGG backbone) or channels that do not match
+    become one clear :class:`UsageError` instead of a traceback."""
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    try:
+        model = MODELS.build(without_pretrained(copy.deepcopy(cfg.model)))
+    except (ValueError, TypeError, KeyError) as e:
+        raise UsageError(f'the model of this config cannot be built: '
+                         f'{_innermost(e)}') from None
+    check_channels(model)
+
+
+def _innermost(e: Exception) -> str:
+    """The message of a registry build error without mmengine's chain of
+    'class `X` in module: ' prefixes."""
+    msg = str(e).strip()
+    while True:
+        m = re.match(r'^class `(\w+)` in [\w./\\-]+: (.*)$', msg, re.S)
+        if not m:
+            return msg
+        msg = f'{m.group(1)}: {m.group(2)}' if not m.group(2).startswith(
+            'class `') else m.group(2)
+
+
+def strict_load_from(runner: Runner, allow_unsafe: bool = False) -> None:
+    """Make ``load_from`` (fine-tuning from a local checkpoint) load like
+    every other repseg path: safely, into the unwrapped model, with
+    ``strict=True`` and an error that names mismatching keys. mmengine's
+    own ``load_from`` loads non-strictly and only warns."""
+    def load_checkpoint(filename, *args, **kwargs):
+        if not osp.isfile(str(filename)):   # URLs etc.: mmengine's loader
+            return Runner.load_checkpoint(runner, filename, *args, **kwargs)
+        model = runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        kind = load_any_checkpoint(model, filename, runner.logger,
+                                   allow_unsafe)
+        print_log(f'load_from: loaded the {kind} checkpoint {filename} '
+                  '(strict: every weight matched).', logger='current')
+    runner.load_checkpoint = load_checkpoint
+
+
+def train(cfg: Config, check: bool = True,
+          allow_unsafe: bool = False) -> Runner:
     """Train with mmengine's Runner after the pre-flight checks; returns the
-    runner."""
+    runner. Ctrl-C stops with a :class:`UsageError` that says how to
+    resume."""
     if check:
         check_data(cfg)
         check_pretrained(cfg)
         check_work_dir(cfg)
+        check_model(cfg)
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    strict_load_from(runner, allow_unsafe)
+    try:
+        runner.train()
+    except Exception as e:  # noqa: B902  (only unreadable files are mapped)
+        bad = re.search(r'failed to load image: (\S+)', str(e))
+        if bad is None:
+            raise
+        roots = sorted({r for r, _ in _dataset_roots(cfg, (
+            'train_dataloader', 'val_dataloader'))}) or ['DATA_ROOT']
+        raise DatasetError(
+            f'cannot decode the image {bad.group(1)} (iteration '
+            f'{runner.iter}): it is corrupt or not an image. Replace or '
+            'remove it, and check every file of the dataset with: python '
+            f'tools/check_dataset.py {roots[0]} --all (training only checks '
+            'a sample before it starts).') from None
+    except KeyboardInterrupt:
+        saved = sorted(glob.glob(osp.join(cfg.work_dir, '*.pth')),
+                       key=osp.getmtime)
+        raise UsageError(
+            f'training interrupted at iteration {runner.iter}. '
+            + (f'The newest checkpoint is {saved[-1]}; continue with: '
+               f'python tools/train.py CONFIG --work-dir {cfg.work_dir} '
+               '--resume' if saved else
+               'No checkpoint was written yet; start again to train.')
+        ) from None
     return runner
 
 
@@ -259,6 +447,7 @@ def test(cfg: Config,
         hook['conv_impl'] = conv_impl
     if check:
         check_data(cfg, loaders=('test_dataloader', ))
+        check_model(cfg)
     cfg.load_from = None
     cfg.resume = False
     without_pretrained(cfg.model)   # the weights come from the checkpoint
@@ -272,7 +461,13 @@ def test(cfg: Config,
         cfg.test_evaluator.output_dir = out
         cfg.test_evaluator.keep_results = True
     runner = Runner.from_cfg(cfg)
-    kind = load_any_checkpoint(runner.model, checkpoint, runner.logger,
+    # with several processes the Runner has wrapped the model in DDP
+    # (keys prefixed 'module.'): the checkpoint is the inner model's
+    model = runner.model
+    if is_model_wrapper(model):
+        model = model.module
+    check_channels(model)
+    kind = load_any_checkpoint(model, checkpoint, runner.logger,
                                allow_unsafe)
     print_log(
         f'Loaded a {kind.upper()} checkpoint from {checkpoint}: ' +
@@ -285,6 +480,6 @@ def test(cfg: Config,
 
 __all__ = [
     'UsageError', 'DatasetError', 'replace_syncbn', 'adapt_to_device',
-    'load_cfg', 'check_data', 'check_pretrained', 'check_work_dir', 'train',
+    'load_cfg', 'check_data', 'check_channels', 'check_pretrained', 'check_work_dir', 'train',
     'test', 'load_any_checkpoint'
 ]

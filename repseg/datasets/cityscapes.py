@@ -3,6 +3,7 @@
 runs before training (a missing or unconverted dataset gets a clear message
 pointing to data/README.md instead of a stack trace)."""
 import glob
+import os
 import os.path as osp
 from typing import Dict, Optional, Sequence
 
@@ -98,10 +99,14 @@ def check_cityscapes(root: str,
         DatasetError: with what is wrong and what to do.
     """
     if not osp.isdir(root):
+        relative = ('' if osp.isabs(root) else
+                    f' (a relative path: relative to the current folder '
+                    f'{os.getcwd()}; run from the project root or give an '
+                    'absolute data_root)')
         raise DatasetError(
-            f'Cityscapes data root {root!r} does not exist. {README_HINT} '
-            '(For a quick try without Cityscapes, `make demo` trains on a '
-            'generated synthetic dataset.)')
+            f'Cityscapes data root {root!r} does not exist{relative}. '
+            f'{README_HINT} (For a quick try without Cityscapes, `make demo` '
+            'trains on a generated synthetic dataset.)')
     counts = {}
     for split in splits:
         img_dir = osp.join(root, 'leftImg8bit', split)

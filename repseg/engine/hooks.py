@@ -9,8 +9,9 @@ from mmengine.model import is_model_wrapper
 
 from mmseg.registry import HOOKS
 
-from ..ops.fast_conv import (CONV_IMPLS, count_fast_convs, is_nnpack,
-                             resolve_conv_impl, use_fast_convs)
+from ..ops.fast_conv import (CONV_IMPLS, count_fast_convs,
+                             count_nnpack_runs, is_nnpack, resolve_conv_impl,
+                             use_fast_convs)
 from ..reparam import find_unfused, reparameterize_model
 
 
@@ -52,6 +53,9 @@ class FusedEvalHook(Hook):
         last_fused_model: the fused model used by the last evaluation (kept
             for inspection until the next one; None when the model was
             already fused).
+        last_nnpack_runs (dict | None): what ran NNPACK in the last
+            evaluation: ``convs`` (modules that ran it at least once),
+            ``nnpack_calls`` and ``native_calls``.
     """
 
     priority = 'LOW'   # after e.g. EMAHook has swapped in its weights
@@ -66,6 +70,7 @@ class FusedEvalHook(Hook):
         self.last_max_diff: Optional[float] = None
         self.last_max_abs: Optional[float] = None
         self.last_fused_model = None
+        self.last_nnpack_runs: Optional[dict] = None
         self._live = None
         self._pending_check = False
 
@@ -101,19 +106,34 @@ class FusedEvalHook(Hook):
         runner.model = fused
         self._pending_check = self.check_equivalence
         if is_nnpack(impl):
+            count_nnpack_runs(fused, reset=True)
             n_fast, n_all = count_fast_convs(fused)
-            convs = (f' {n_fast} of its {n_all} convs run NNPACK Winograd '
-                     f'(conv_impl={impl!r}).')
+            convs = (f' {n_fast} of its {n_all} convs can run NNPACK '
+                     f'Winograd (conv_impl={impl!r}) where the input is large '
+                     'enough to pay off.')
         else:
             convs = ''
+        training = (' Training continues on the unfused model.'
+                    if phase == 'validation' else '')
         what = (f'evaluating the FUSED model (repseg.reparameterize_model; '
                 f'{len(todo)} multi-branch blocks and conv-BN pairs folded '
-                'into plain convs). Training continues on the unfused model.'
+                f'into plain convs).{training}'
                 if todo else 'the model is already fused (deploy form).')
         print_log(f'[FusedEvalHook] {phase}: {what}{convs}',
                   logger='current')
 
-    def _swap_out(self, runner) -> None:
+    def _swap_out(self, runner, phase: str) -> None:
+        fused = self.last_fused_model
+        if fused is not None and count_fast_convs(fused)[0]:
+            ran, calls, native = count_nnpack_runs(fused)
+            self.last_nnpack_runs = dict(convs=ran, nnpack_calls=calls,
+                                         native_calls=native)
+            print_log(
+                f'[FusedEvalHook] {phase}: NNPACK ran in {ran} of '
+                f'{count_fast_convs(fused)[0]} eligible convs ({calls} calls);'
+                f' {native} conv calls ran PyTorch\'s conv (inputs below the '
+                'size where NNPACK pays off, see repseg.ops.nnpack_pays_off).',
+                logger='current')
         if self._live is not None:
             runner.model = self._live
             self._live = None
@@ -149,7 +169,7 @@ class FusedEvalHook(Hook):
         self._check(runner, data_batch)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        self._swap_out(runner)
+        self._swap_out(runner, 'validation')
 
     def before_test_epoch(self, runner) -> None:
         self._swap_in(runner, 'test')
@@ -158,4 +178,4 @@ class FusedEvalHook(Hook):
         self._check(runner, data_batch)
 
     def after_test_epoch(self, runner, metrics=None) -> None:
-        self._swap_out(runner)
+        self._swap_out(runner, 'test')

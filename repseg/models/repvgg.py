@@ -211,6 +211,11 @@ class RepVGG(BaseModule):
         deploy (bool): Build every block in its fused single-conv form, so a
             checkpoint converted by :func:`repseg.reparameterize_model` loads
             with ``strict=True``. Default: False.
+        pretrained (str, optional): mmseg's older convention, which
+            ``EncoderDecoder`` passes on from ``model.pretrained``: the same
+            as ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
+            A ResNet checkpoint name is refused with what to set instead.
+            Default: None.
         init_cfg (dict | list[dict], optional): Initialization config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH)``.
 
@@ -274,7 +279,17 @@ class RepVGG(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  deploy: bool = False,
-                 init_cfg=None):
+                 pretrained: Optional[str] = None,
+                 init_cfg=None,
+                 **kwargs):
+        if kwargs:
+            raise TypeError(
+                f'RepVGG got arguments it does not have: {sorted(kwargs)}. '
+                'When a config inherits a ResNet backbone (e.g. mmseg\'s '
+                '_base_/models/*_r50*.py), replace the whole backbone dict: '
+                "backbone=dict(_delete_=True, type='RepVGG', arch=..., ...). "
+                'See README.md, "Plugging RepVGG into any mmseg model".')
+        init_cfg = self._pretrained_to_init_cfg(pretrained, init_cfg)
         super().__init__(init_cfg)
         self.arch = self._parse_arch(arch)
         if dilation_mode not in self.dilation_presets:
@@ -355,6 +370,31 @@ class RepVGG(BaseModule):
             self.add_module(self.stage_names[stage],
                             blocks[0] if stage == 0 else nn.Sequential(*blocks))
         self._freeze_stages()
+
+    @staticmethod
+    def _pretrained_to_init_cfg(pretrained: Optional[str], init_cfg):
+        """mmseg's ``model.pretrained=PATH`` convention (EncoderDecoder hands
+        it to the backbone) as ``init_cfg=dict(type='Pretrained', ...)``."""
+        if pretrained is None:
+            return init_cfg
+        if not isinstance(pretrained, str):
+            raise TypeError(f'pretrained must be a path (str) or None, got '
+                            f'{type(pretrained).__name__}')
+        low = pretrained.lower()
+        if 'resnet' in low or low.startswith(('open-mmlab://',
+                                              'torchvision://')):
+            raise ValueError(
+                f'model.pretrained={pretrained!r} names ResNet weights (set '
+                "by mmseg's ResNet base configs), which do not fit a RepVGG "
+                'backbone. Set model.pretrained=None and, for ImageNet '
+                'RepVGG weights, model.backbone.init_cfg=dict('
+                "type='Pretrained', checkpoint='checkpoints/RepVGG-B2-"
+                "train.pth') (see README.md, \"Pretrained backbones\").")
+        if init_cfg is not None:
+            raise ValueError(
+                'give either pretrained or init_cfg to RepVGG, not both '
+                f'(pretrained={pretrained!r}, init_cfg={init_cfg!r})')
+        return dict(type='Pretrained', checkpoint=pretrained)
 
     @staticmethod
     def _signature(arch: dict) -> Tuple[tuple, tuple, dict]:

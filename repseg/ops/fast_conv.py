@@ -44,7 +44,7 @@ __all__ = [
     'CONV_IMPLS', 'NNPACKConv2d', 'nnpack_available', 'nnpack_conv3x3',
     'is_nnpack', 'is_nnpack_eligible', 'use_fast_convs', 'resolve_conv_impl',
     'count_fast_convs', 'kernel_transform_bytes', 'transform_kernels',
-    'nnpack_pays_off'
+    'nnpack_pays_off', 'count_nnpack_runs'
 ]
 
 #: values of the ``conv_impl`` options of the tools and hooks:
@@ -231,6 +231,10 @@ class NNPACKConv2d(nn.Conv2d):
     #: run PyTorch's conv on inputs too small for NNPACK to pay off
     #: (:func:`nnpack_pays_off`); False: NNPACK for every eligible input
     skip_small: bool = True
+    #: forwards of this module that ran NNPACK / PyTorch's conv (see
+    #: :func:`count_nnpack_runs`)
+    nnpack_calls: int = 0
+    native_calls: int = 0
 
     @classmethod
     def convert_(cls, conv: nn.Conv2d,
@@ -275,9 +279,11 @@ class NNPACKConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_nnpack(x):
+            self.nnpack_calls += 1
             return nnpack_conv3x3(
                 x, self.weight, self.bias, self.dilation[0], self.groups,
                 self._kernels() if self.precompute else None)
+        self.native_calls += 1
         return super().forward(x)
 
 
@@ -350,6 +356,23 @@ def kernel_transform_bytes(model: nn.Module) -> int:
         if entry is not None and entry[1] is not None:
             total += sum(t.numel() * t.element_size() for t in entry[1])
     return total
+
+
+def count_nnpack_runs(model: nn.Module, reset: bool = False
+                      ) -> Tuple[int, int, int]:
+    """What actually ran in the :class:`NNPACKConv2d` modules of ``model``
+    since they were made (or last reset): (modules that ran NNPACK at least
+    once, NNPACK calls, calls that ran PyTorch's conv because the input was
+    too small, see :func:`nnpack_pays_off`, or not eligible).
+    ``reset`` sets the counts back to zero afterwards."""
+    convs = [m for m in model.modules() if isinstance(m, NNPACKConv2d)]
+    result = (sum(m.nnpack_calls > 0 for m in convs),
+              sum(m.nnpack_calls for m in convs),
+              sum(m.native_calls for m in convs))
+    if reset:
+        for m in convs:
+            m.nnpack_calls = m.native_calls = 0
+    return result
 
 
 def count_fast_convs(model: nn.Module) -> Tuple[int, int]:
