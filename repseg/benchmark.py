@@ -503,7 +503,8 @@ def markdown_table(result: dict) -> str:
     if nat:
         head += ['native-conv img/s', 'nnpack/native']
     if ort:
-        head += ['onnxruntime img/s', 'ort/pytorch', 'max abs(ort-pytorch)']
+        head += ['onnxruntime img/s', 'ort/pytorch',
+                 'max abs(ort-pytorch) / max abs(logit)']
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     for r in rows:
@@ -527,7 +528,10 @@ def markdown_table(result: dict) -> str:
         if ort:
             cells += [_fmt(r.get('onnxruntime_img_per_s'), '.3f'),
                       _fmt(r.get('onnxruntime_vs_pytorch')) + 'x',
-                      _fmt(r.get('onnxruntime_max_abs_diff'), '.1e')]
+                      _fmt(r['onnxruntime_max_abs_diff'] /
+                           max(r['onnxruntime_max_abs_logit'], 1e-12)
+                           if r.get('onnxruntime_max_abs_diff') is not None
+                           else None, '.1e')]
         lines.append('| ' + ' | '.join(cells) + ' |')
     e = result['env']
     lines.append('')
@@ -633,6 +637,7 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
     rows = result['rows']
     known = [r for r in rows if r.get('paper_miou')]
     fig, axes = plt.subplots(1, 2 if known else 1,
@@ -642,12 +647,19 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     speeds = [r['fused_img_per_s'] for r in rows]
     colors = ['tab:orange' if r['name'].startswith('ResNet') else 'tab:blue'
               for r in rows]
+    unfused = [r.get('unfused_img_per_s') for r in rows]
     ax = axes[0]
-    ax.barh(names, speeds, color=colors, label='fused')
-    if any('unfused_img_per_s' in r for r in rows):
-        ax.barh(names, [r.get('unfused_img_per_s', 0) for r in rows],
-                color='none', edgecolor='k', hatch='//', label='unfused')
-        ax.legend()
+    ax.barh(names, speeds, color=colors)
+    handles = [Patch(color='tab:blue', label='RepVGG (fused)')]
+    if any(n.startswith('ResNet') for n in names):
+        handles.append(Patch(color='tab:orange',
+                             label='ResNet (conv-BN folded)'))
+    if any(u is not None for u in unfused):
+        ax.barh(names, [u or 0 for u in unfused], color='none',
+                edgecolor='k', hatch='//')
+        handles.append(Patch(facecolor='none', edgecolor='k', hatch='//',
+                             label='unfused (training form)'))
+    ax.legend(handles=handles, fontsize=8, loc='lower right')
     ax.invert_yaxis()
     e = result['env']
     ax.set_xlabel(f"images / second ({e['device']}, batch {e['batch']}, "
@@ -656,8 +668,11 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
                        for r in rows if r.get('decoder')})
     ax.set_title(f"{' / '.join(decoders) or 'Segmentor'} inference speed "
                  '(fused)')
-    for i, s in enumerate(speeds):
-        ax.text(s, i, f' {s:.3g}', va='center')
+    for i, (s, u) in enumerate(zip(speeds, unfused)):
+        label = f' {s:.3g}' + (f' (unfused {u:.3g})' if u else '')
+        ax.text(s, i, label, va='center', fontsize=8)
+    # room for the value labels right of the longest bar
+    ax.set_xlim(0, 1.45 * max(speeds + [u or 0 for u in unfused]))
     if known:
         ax = axes[1]
         for r in known:

@@ -81,6 +81,22 @@ def find_unfused(model: nn.Module) -> List[str]:
     return found
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` of a model that shares, rather than copies, the
+    process groups its modules hold (mmcv's MMSyncBN keeps one, and process
+    groups cannot be copied)."""
+    memo = {}
+    try:
+        from torch.distributed import ProcessGroup
+    except ImportError:   # pragma: no cover - torch without distributed
+        ProcessGroup = ()
+    for module in model.modules():
+        for value in vars(module).values():
+            if ProcessGroup and isinstance(value, ProcessGroup):
+                memo[id(value)] = value
+    return copy.deepcopy(model, memo)
+
+
 def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Convert a trained model to its fast inference form.
 
@@ -106,7 +122,7 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
         mode.
     """
     if not inplace:
-        model = copy.deepcopy(model)
+        model = copy_model(model)
     for module in list(model.modules()):
         if isinstance(module, (RepVGG, RepVGGBlock)):
             module.switch_to_deploy()

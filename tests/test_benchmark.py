@@ -51,6 +51,17 @@ def test_tool_writes_json_table_and_png(tmp_path):
     assert row['fused_peak_mem_mib'] is not None
     assert row['fused_peak_mem_mib'] >= 0
     assert row['max_abs_diff'] <= 1e-4 * row['max_abs_logit']
+    # every printed ratio is the ratio of the timings in the JSON, in the
+    # right direction (speed-up = unfused time / fused time)
+    assert row['fused_speedup'] == pytest.approx(
+        row['unfused_latency_ms'] / row['fused_latency_ms'], rel=1e-9)
+    assert row['conv_impl_speedup'] == pytest.approx(
+        row['native_latency_ms'] / row['fused_latency_ms'], rel=1e-9)
+    line = [ln for ln in proc.stdout.splitlines()
+            if ln.startswith(f"| {row['name']} |")][0]
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    assert f"{row['fused_speedup']:.2f}x" == cells[9]
+    assert f"{row['conv_impl_speedup']:.2f}x" == cells[12]
     png = (out / 'benchmark.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
     # --profile: time by part and layer kind of every timed form
@@ -185,3 +196,59 @@ def test_compare_unfused_of_a_fused_config_is_refused():
     with pytest.raises(UsageError, match='already fused'):
         run_benchmark([entry], shape=(64, 64), compare_unfused=True,
                       flops=False, repeat=1, iters=1, warmup=0)
+
+
+def test_speed_vs_baseline_direction():
+    """vs-baseline = the baseline's time / the model's time (> 1: faster
+    than the baseline), checked against the timings of the same run."""
+    from repseg.benchmark import markdown_table, run_benchmark
+    small = {'model.decode_head.channels': 8,
+             'model.auxiliary_head.channels': 8}
+    entries = [dict(name='small', config=DEMO_CONFIG, baseline='big',
+                    cfg_options=small),
+               dict(name='big', config=DEMO_CONFIG)]
+    result = run_benchmark(entries, shape=(64, 64), flops=False, repeat=1,
+                           iters=2, warmup=0, logger=lambda *a: None)
+    rows = {r['name']: r for r in result['rows']}
+    ratio = rows['small']['speed_vs_baseline']
+    assert ratio == pytest.approx(rows['big']['fused_latency_ms'] /
+                                  rows['small']['fused_latency_ms'],
+                                  rel=1e-9)
+    assert rows['big']['speed_vs_baseline'] is None
+    assert f'{ratio:.2f}x big' in markdown_table(result)
+
+
+def test_gflops_and_params_by_hand():
+    """fvcore's convention (one multiply-add = one FLOP), on a module whose
+    count is known: two 3x3 convs and a 1x1."""
+    from repseg.benchmark import count_gflops
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+                                torch.nn.Conv2d(8, 16, 3, padding=2,
+                                                dilation=2),
+                                torch.nn.Conv2d(16, 4, 1))
+    macs = 32 * 40 * (8 * 3 * 9 + 16 * 8 * 9 + 4 * 16)
+    assert count_gflops(model, torch.randn(1, 3, 32, 40)) == \
+        pytest.approx(macs / 1e9, rel=1e-9)
+    # params of the fused demo model: every fused RepVGG layer is one 3x3
+    # conv with bias, computed from the layer table
+    model = reparameterize_model(build_for_benchmark(DEMO_CONFIG))
+    bb = model.backbone
+    widths, cin, expected = bb.out_channels, 3, 0
+    for stage, _, _, groups in bb.layer_layout:
+        cout = widths[stage]
+        expected += cout * cin // groups * 9 + cout
+        cin = cout
+    assert sum(p.numel() for p in bb.parameters()) == expected
+
+
+def test_fast_through_the_tool(tmp_path):
+    out = tmp_path / 'bench'
+    proc = subprocess.run(
+        [sys.executable, TOOL, osp.join(CONFIG_DIR, 'pspnet_repvgg_b1g2.py'),
+         '--fast', '--shape', '64', '--warmup', '0', '--iters', '1',
+         '--repeat', '1', '--no-flops', '--out', str(out)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row, ) = json.loads((out / 'benchmark.json').read_text())['rows']
+    assert row['dilation_mode'] == 'fast'
+    assert '| fast |' in proc.stdout

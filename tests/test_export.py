@@ -88,9 +88,11 @@ def test_export_at_sizes_adaptive_pooling_does_not_divide(checkpoint,
     out = str(tmp_path / 'm.onnx')
     r = export_onnx(cfg, checkpoint, out, shape)
     assert r['max_abs_diff'] <= 1e-4 * r['max_abs']
-    assert r['argmax_agreement'] == 1.0
+    # random weights give near-ties: a flipped pixel needs a logit gap
+    # below float rounding, so allow 1 in 10^4
+    assert r['argmax_agreement'] >= 0.9999
     ops = {n.op_type for n in onnx.load(out).graph.node}
-    assert 'AveragePool' not in ops or 'MatMul' in ops
+    assert 'MatMul' in ops     # the pyramid's bins as matrix products
     spec = json.loads(open(r['spec']).read())
     assert spec['input']['height_width'] == list(shape)
     assert spec['input']['channel_order'] == 'RGB'

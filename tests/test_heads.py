@@ -6,6 +6,7 @@ import torch
 
 from mmseg.registry import MODELS
 from repseg import find_unfused, reparameterize_model
+from repseg.fusion import is_batchnorm
 from repseg.testing import max_rel_diff, randomize_bn_
 
 from .conftest import REL_TOL
@@ -76,6 +77,10 @@ def test_heads_forward_and_fuse(head, mode):
     assert ref_seg.shape == out_seg.shape == (1, 19, 64, 64)
     assert find_unfused(fused) == []
     assert find_unfused(model) != []
+    # folded by numbers, not by the pair finder: no BatchNorm is left
+    # anywhere (heads included) and the outputs still match
+    assert not [n for n, m in fused.named_modules() if is_batchnorm(m)]
+    assert any(is_batchnorm(m) for m in model.decode_head.modules())
     assert max_rel_diff(ref, out) <= REL_TOL
     assert max_rel_diff(ref_seg, out_seg) <= REL_TOL
 
@@ -96,6 +101,7 @@ def test_fpn_neck_multilevel():
         out = _outputs(fused, x)
     assert ref[0].shape == (1, 19, 16, 24)
     assert find_unfused(fused) == []
+    assert not [n for n, m in fused.named_modules() if is_batchnorm(m)]
     assert max_rel_diff(ref, out) <= REL_TOL
 
 
@@ -129,3 +135,45 @@ def test_reparameterize_inplace():
     assert same is model
     assert not model.training
     assert find_unfused(model) == []
+
+
+@pytest.fixture
+def one_process_group():
+    """mmcv's MMSyncBN needs a process group to be built: one gloo rank."""
+    import socket
+
+    import torch.distributed as dist
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('norm', ['SyncBN', 'MMSyncBN'])
+def test_syncbn_heads_fold_numerically(norm, one_process_group):
+    """torch's SyncBatchNorm and mmcv's MMSyncBN (eval mode runs on the
+    CPU): folded, none left, and the outputs match with random
+    statistics."""
+    sync = dict(type=norm, requires_grad=True)
+    model = MODELS.build(dict(
+        type='EncoderDecoder',
+        backbone=dict(type='RepVGG', arch='A0', dilation_mode='fast',
+                      out_indices=(1, 2, 3, 4), norm_cfg=sync),
+        decode_head=dict(HEADS['PSPHead'], num_classes=19, norm_cfg=sync),
+        auxiliary_head=dict(
+            type='FCNHead', in_channels=A0_CH[3], in_index=-2, channels=16,
+            num_convs=1, concat_input=False, num_classes=19, norm_cfg=sync),
+        train_cfg=dict(), test_cfg=dict(mode='whole')))
+    kinds = {type(m).__name__ for m in model.modules() if is_batchnorm(m)}
+    assert kinds == {'SyncBatchNorm'}
+    randomize_bn_(model, seed=9).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = _outputs(model, x)
+        fused = reparameterize_model(model)
+        out = _outputs(fused, x)
+    assert not [n for n, m in fused.named_modules() if is_batchnorm(m)]
+    assert max_rel_diff(ref, out) <= REL_TOL

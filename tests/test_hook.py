@@ -102,3 +102,92 @@ def test_hook_passes_already_fused_model(trained_runner):
 def test_bad_conv_impl():
     with pytest.raises(ValueError, match='conv_impl must be one of'):
         FusedEvalHook(conv_impl='winograd')
+
+
+def _count_calls(model, name='test_step'):
+    calls = []
+    original = getattr(model, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    setattr(model, name, counted)
+    return calls
+
+
+def test_hook_compares_against_the_live_unfused_model(trained_runner,
+                                                      monkeypatch):
+    """A fused copy that differs from the live model (a planted, non-fusable
+    difference: +0.5 on one class's logit) is reported as it is: the
+    reference logits come from the live unfused model."""
+    from repseg.engine import hooks as hooks_module
+    real = hooks_module.reparameterize_model
+
+    def perturbed(model, inplace=False):
+        fused = real(model, inplace=inplace)
+        with torch.no_grad():
+            fused.decode_head.conv_seg.bias[0] += 0.5
+        return fused
+
+    monkeypatch.setattr(hooks_module, 'reparameterize_model', perturbed)
+    hook = _hook(trained_runner)
+    trained_runner.val_loop.run()
+    assert hook.last_max_diff == pytest.approx(0.5, abs=1e-3)
+
+
+def test_the_loop_evaluates_the_fused_copy(trained_runner, monkeypatch):
+    """Every validation batch runs through the fused copy; the live model
+    runs once (the equivalence check's reference)."""
+    from repseg.engine import hooks as hooks_module
+    real = hooks_module.reparameterize_model
+    counts = {}
+
+    def counting(model, inplace=False):
+        fused = real(model, inplace=inplace)
+        # the copy carries the live model's counting wrapper: drop it
+        vars(fused).pop('test_step', None)
+        vars(fused).pop('val_step', None)
+        counts['fused_check'] = _count_calls(fused)
+        counts['fused_loop'] = _count_calls(fused, 'val_step')
+        return fused
+
+    monkeypatch.setattr(hooks_module, 'reparameterize_model', counting)
+    runner = trained_runner
+    live_check = _count_calls(runner.model)
+    live_loop = _count_calls(runner.model, 'val_step')
+    try:
+        runner.val_loop.run()
+    finally:
+        del runner.model.test_step      # back to the class methods
+        del runner.model.val_step
+    assert len(counts['fused_loop']) == len(runner.val_dataloader) > 0
+    assert len(live_loop) == 0
+    # the equivalence check: one forward of each
+    assert len(counts['fused_check']) == len(live_check) == 1
+
+
+def test_hook_counts_what_ran_nnpack(trained_runner, monkeypatch):
+    """At a size where the size policy sends convs to NNPACK (whole
+    512x256 images: stage 1 runs at 128x64), the hook's count equals
+    the NNPACK calls that really happened (counted at the NNPACK call)."""
+    from repseg.ops import fast_conv
+    if not nnpack_available():
+        pytest.fail('NNPACK is not available in this torch build')
+    calls = []
+    real = fast_conv.nnpack_conv3x3
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast_conv, 'nnpack_conv3x3', counted)
+    runner = trained_runner
+    for t in runner.val_dataloader.dataset.pipeline.transforms:
+        if type(t).__name__ == 'Resize':
+            monkeypatch.setattr(t, 'scale', (512, 256))
+    hook = _hook(runner)
+    runner.val_loop.run()
+    runs = hook.last_nnpack_runs
+    assert runs['nnpack_calls'] == len(calls) > 0
+    assert 0 < runs['convs'] <= count_fast_convs(hook.last_fused_model)[0]

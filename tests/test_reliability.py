@@ -38,9 +38,15 @@ def _last_checkpoint(work_dir):
 
 def test_sigkill_then_resume_matches_uninterrupted(synthetic_root, tmp_path):
     iters = 8
+    # no dropout: the resumed run does not replay the killed run's torch RNG
+    # draws (the data order and augmentations it does replay)
     cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path / 'x', crop=64,
                     iters=iters, val_interval=1000,
-                    cfg_options={'default_hooks.checkpoint.interval': 2})
+                    cfg_options={'default_hooks.checkpoint.interval': 2,
+                                 'default_hooks.checkpoint.max_keep_ckpts':
+                                 -1,
+                                 'model.decode_head.dropout_ratio': 0.0,
+                                 'model.auxiliary_head.dropout_ratio': 0.0})
     path = _dump(cfg, tmp_path / 'cfg.py')
 
     ref_dir = str(tmp_path / 'ref')
@@ -82,6 +88,29 @@ def test_sigkill_then_resume_matches_uninterrupted(synthetic_root, tmp_path):
     it_run, lr_run = _final_state(run_dir, iters)
     assert it_run == it_ref == iters
     assert lr_run == pytest.approx(lr_ref, rel=1e-12, abs=1e-15)
+    # at an intermediate iteration after the resume (poly LR not yet 0):
+    # the same iteration, LR, weights and SGD momentum buffers as the
+    # uninterrupted run
+    mid = done + 2
+    assert mid < iters
+    ref = torch.load(osp.join(ref_dir, f'iter_{mid}.pth'), weights_only=True)
+    run = torch.load(osp.join(run_dir, f'iter_{mid}.pth'), weights_only=True)
+    assert run['meta']['iter'] == ref['meta']['iter'] == mid
+    lr = ref['optimizer']['param_groups'][0]['lr']
+    assert lr > 0
+    assert run['optimizer']['param_groups'][0]['lr'] == pytest.approx(
+        lr, rel=1e-12)
+    for k, v in ref['state_dict'].items():
+        if v.dtype.is_floating_point:
+            assert torch.allclose(run['state_dict'][k], v, rtol=1e-4,
+                                  atol=1e-6), k
+    ref_state = ref['optimizer']['state']
+    run_state = run['optimizer']['state']
+    assert ref_state and ref_state.keys() == run_state.keys()
+    for i in ref_state:
+        assert torch.allclose(run_state[i]['momentum_buffer'],
+                              ref_state[i]['momentum_buffer'], rtol=1e-4,
+                              atol=1e-6), i
 
 
 def _miou(text):

@@ -101,9 +101,16 @@ def test_test_tool_on_training_and_fused_checkpoints(trained, tmp_path):
     assert 'evaluating the FUSED model' in out
     assert 'max |fused - unfused|' in out
     miou_training = _miou(out)
-    pngs = [f for _, _, fs in os.walk(tmp_path / 'vis') for f in fs
-            if f.endswith('.png')]
+    pngs = [osp.join(d, f) for d, _, fs in os.walk(tmp_path / 'vis')
+            for f in fs if f.endswith('.png')]
     assert pngs, 'no overlays written by --show-dir'
+    # annotated: every class colour of the legend is in the image
+    import cv2
+    from mmseg.datasets import CityscapesDataset
+    colours = {tuple(c) for c in cv2.imread(pngs[0])[..., ::-1].reshape(
+        -1, 3)}
+    assert all(tuple(c) in colours
+               for c in CityscapesDataset.METAINFO['palette'])
 
     # 2. convert it to a fused deploy checkpoint (+ deploy config)
     fused = str(tmp_path / 'fused.pth')
@@ -280,3 +287,69 @@ def test_corrupt_image_outside_the_checked_sample(tmp_path, synthetic_root):
     assert re.search(r'cannot decode the image \S+leftImg8bit/train/\S+png',
                      msg), msg
     assert f'tools/check_dataset.py {root} --all' in msg
+
+
+class _Payload:
+    """Unpickling this runs a shell command (what a malicious checkpoint
+    does): it creates the file named in ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))
+
+
+@pytest.fixture
+def evil_checkpoint(trained, tmp_path):
+    """A real training checkpoint plus an object whose unpickling runs
+    code."""
+    _, _, ckpt = trained
+    marker = tmp_path / 'PAYLOAD_RAN'
+    data = torch.load(ckpt, weights_only=True)
+    data['meta']['evil'] = _Payload(str(marker))
+    path = str(tmp_path / 'evil.pth')
+    torch.save(data, path)
+    return path, marker
+
+
+def _refused(proc, marker):
+    assert proc.returncode != 0
+    assert 'unpickling can run arbitrary code' in proc.stderr, \
+        proc.stderr[-3000:]
+    assert '--unsafe-load' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert not marker.exists(), 'the payload ran'
+
+
+def test_unsafe_checkpoint_refused_on_every_path(trained, evil_checkpoint,
+                                                 tmp_path):
+    path, work, ckpt = trained
+    evil, marker = evil_checkpoint
+    _refused(run_tool('test.py', path, evil, '--work-dir',
+                      str(tmp_path / 't'), check=False), marker)
+    _refused(run_tool('convert.py', path, evil, str(tmp_path / 'f.pth'),
+                      check=False), marker)
+    _refused(run_tool('export_onnx.py', path, evil,
+                      str(tmp_path / 'f.onnx'), check=False), marker)
+    _refused(run_tool('train.py', path, '--work-dir', str(tmp_path / 'l'),
+                      '--cfg-options', f'load_from={evil}', check=False),
+             marker)
+    # --resume of a work dir whose newest checkpoint is the evil one
+    resume_dir = tmp_path / 'r'
+    resume_dir.mkdir()
+    import shutil
+    shutil.copy(evil, resume_dir / 'iter_2.pth')
+    (resume_dir / 'last_checkpoint').write_text(str(resume_dir /
+                                                    'iter_2.pth'))
+    _refused(run_tool('train.py', path, '--work-dir', str(resume_dir),
+                      '--resume', check=False), marker)
+    # the pretrained backbone
+    _refused(run_tool('train.py', path, '--work-dir', str(tmp_path / 'p'),
+                      '--cfg-options', f'model.backbone.pretrained={evil}',
+                      check=False), marker)
+    # with --unsafe-load the user takes responsibility: it loads
+    proc = run_tool('test.py', path, evil, '--work-dir', str(tmp_path / 'u'),
+                    '--unsafe-load', check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert marker.exists()

@@ -24,8 +24,9 @@ def parse_args(argv=None):
         '(base: 16)')
     parser.add_argument(
         '--unsafe-load', action='store_true',
-        help='allow full unpickling of a load_from checkpoint that needs it '
-        '(it can run code from the file: only for files you trust)')
+        help='allow full unpickling of a checkpoint (load_from or --resume) '
+        'that needs it (it can run code from the file: only for '
+        'files you trust)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value '

@@ -13,6 +13,7 @@ from mmengine.logging import print_log
 
 from ..datasets import CLASSES, check_cityscapes, generate_synthetic_cityscapes
 from ..reparam import reparameterize_model
+from ..visualization import annotate_overlay
 from .runner import load_cfg, train
 
 DEFAULT_CONFIG = osp.join(
@@ -49,6 +50,8 @@ def write_overlays(model, runner, out_dir: str, num: int = 4) -> list:
             visualizer.add_datasample(
                 name, img, sample, draw_gt=True, draw_pred=True, show=False,
                 wait_time=0, out_file=out_file, with_labels=False)
+            meta = visualizer.dataset_meta
+            annotate_overlay(out_file, meta['classes'], meta['palette'])
             files.append(out_file)
             if len(files) >= num:
                 return files

@@ -4,8 +4,10 @@ mmengine's Runner (what tools/train.py and tools/test.py call)."""
 import copy
 import glob
 import logging
+import os
 import os.path as osp
 import re
+import time
 from typing import Optional, Sequence
 
 import torch
@@ -22,6 +24,7 @@ from ..engine.dist import init_cpu_distributed
 from ..engine.hooks import FusedEvalHook
 from ..models.repvgg import RepVGG
 from ..reparam import reparameterize_model
+from ..visualization import annotate_overlays, new_pngs
 
 
 class UsageError(RuntimeError):
@@ -113,7 +116,14 @@ def load_cfg(config: str,
     cfg.launcher = launcher
     old_iters = (cfg.get('train_cfg') or {}).get('max_iters')
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (TypeError, KeyError, ValueError) as e:
+            raise UsageError(
+                f'the overrides {cfg_options} do not fit the config '
+                f'{config}: {e}. (A key below a setting that is None needs '
+                'the whole dict, e.g. model.backbone.init_cfg=None or a new '
+                'value for the parent key.)') from None
         follow_max_iters(cfg, old_iters, cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -324,7 +334,9 @@ def strict_load_from(runner: Runner, allow_unsafe: bool = False) -> None:
     """Make ``load_from`` (fine-tuning from a local checkpoint) load like
     every other repseg path: safely, into the unwrapped model, with
     ``strict=True`` and an error that names mismatching keys. mmengine's
-    own ``load_from`` loads non-strictly and only warns."""
+    own ``load_from`` loads non-strictly and only warns. (Not for resuming:
+    ``Runner.resume`` reads the optimizer and loop state through the same
+    method.)"""
     def load_checkpoint(filename, *args, **kwargs):
         if not osp.isfile(str(filename)):   # URLs etc.: mmengine's loader
             return Runner.load_checkpoint(runner, filename, *args, **kwargs)
@@ -338,6 +350,23 @@ def strict_load_from(runner: Runner, allow_unsafe: bool = False) -> None:
     runner.load_checkpoint = load_checkpoint
 
 
+def check_resume_checkpoint(cfg: Config, allow_unsafe: bool = False) -> None:
+    """Read the checkpoint ``--resume`` will continue from with the safe
+    loader first: one whose unpickling would run code is refused with the
+    clear error (mmengine's resume would stop in a traceback), unless
+    ``allow_unsafe``, which then lets torch unpickle it fully."""
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+    path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+    if not path or not osp.isfile(path):
+        return
+    try:
+        load_state_dict_file(path)
+    except CheckpointError as e:
+        if not (allow_unsafe and 'full unpickling' in str(e)):
+            raise
+        os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
+
+
 def train(cfg: Config, check: bool = True,
           allow_unsafe: bool = False) -> Runner:
     """Train with mmengine's Runner after the pre-flight checks; returns the
@@ -348,8 +377,11 @@ def train(cfg: Config, check: bool = True,
         check_pretrained(cfg)
         check_work_dir(cfg)
         check_model(cfg)
+    if cfg.get('resume'):
+        check_resume_checkpoint(cfg, allow_unsafe)
     runner = Runner.from_cfg(cfg)
-    strict_load_from(runner, allow_unsafe)
+    if cfg.get('load_from') and not cfg.get('resume'):
+        strict_load_from(runner, allow_unsafe)
     try:
         runner.train()
     except Exception as e:  # noqa: B902  (only unreadable files are mapped)
@@ -475,7 +507,13 @@ def test(cfg: Config,
          if kind == 'training' else
          'the model was built in its fused (deploy) form to match it.'),
         logger='current')
-    return runner.test()
+    start = time.time()
+    metrics = runner.test()
+    if show_dir:
+        meta = runner.test_dataloader.dataset.metainfo
+        annotate_overlays(new_pngs(show_dir, start - 1), meta['classes'],
+                          meta['palette'])
+    return metrics
 
 
 __all__ = [
