@@ -47,9 +47,9 @@ def test_tool_writes_json_table_and_png(tmp_path):
     assert 0 < row['fast_convs'] < row['convs']
     assert row['native_max_abs_diff'] <= 1e-4 * row['max_abs_logit']
     assert 'nnpack/native' in proc.stdout
-    assert row['fused_latency_iqr_ms'] >= 0
+    assert row['fused_latency_min_ms'] <= row['fused_latency_ms']
     assert row['fused_peak_mem_mib'] is not None
-    assert row['fused_peak_mem_mib'] >= 0
+    assert row['fused_peak_mem_mib'] > 0      # a forward allocates
     assert row['max_abs_diff'] <= 1e-4 * row['max_abs_logit']
     # every printed ratio is the ratio of the timings in the JSON, in the
     # right direction (speed-up = unfused time / fused time)

@@ -119,8 +119,10 @@ def test_one_training_iteration(name, synthetic_root, tmp_path):
     runner.train()
     params = dict(runner.model.named_parameters())
     moved = [n for n in snapshot if not torch.equal(snapshot[n], params[n])]
-    # the SGD step moved (nearly) every trainable parameter
-    assert len(moved) >= 0.9 * len(snapshot), (len(moved), len(snapshot))
+    # the SGD step moved most trainable parameters (mmseg's ResNets start
+    # each block's last BN at gamma 0, so the conv before it gets no
+    # gradient in the first step; lr 0 moves none)
+    assert len(moved) >= 0.75 * len(snapshot), (len(moved), len(snapshot))
     assert runner.iter == 1
     assert osp.isfile(osp.join(tmp_path, 'iter_1.pth'))
 

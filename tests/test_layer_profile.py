@@ -72,7 +72,7 @@ def test_time_goes_to_the_right_kind_and_part():
     # each figure is a mean over 2 runs, in ms; sleeps are lower bounds
     assert kinds['Sleep'] >= 60 - 1          # 40 ms + 20 ms leaves
     assert kinds[FUNCTIONAL] >= 30 - 1       # the sleep outside leaves
-    assert kinds['activation'] >= 0
+    assert 'activation' in kinds            # timed, however short
     assert parts['backbone'] >= 70 - 1 and parts['decode_head'] >= 20 - 1
     assert parts['backbone'] < prof['total_ms']
     total = sum(kinds.values())

@@ -122,6 +122,8 @@ def _miou(text):
 def test_two_process_training_and_evaluation(synthetic_root, tmp_path):
     cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path / 'x', crop=64,
                     iters=4, val_interval=4)
+    cfg.custom_imports.imports.append('tests.dist_helpers')
+    cfg.custom_hooks.append(dict(type='SaveRankWeightsHook'))
     path = _dump(cfg, tmp_path / 'cfg.py')
     work = str(tmp_path / 'dist')
     env = dict(os.environ, PORT=str(29500 + os.getpid() % 1000),
@@ -136,6 +138,16 @@ def test_two_process_training_and_evaluation(synthetic_root, tmp_path):
     # both ranks stepped (DDP all-reduces every step) and rank 0 alone
     # wrote the checkpoint and the logs
     assert sorted(os.listdir(work)).count('iter_4.pth') == 1
+    # both ranks stepped and hold the same weights afterwards (DDP averaged
+    # the gradients of their different batches)
+    ranks = [torch.load(osp.join(work, f'rank{r}_weights.pt'),
+                        weights_only=True) for r in (0, 1)]
+    assert ranks[0]['iter'] == ranks[1]['iter'] == 4
+    for name, after in ranks[0]['after'].items():
+        assert torch.equal(after, ranks[1]['after'][name]), name
+    moved = [n for n, p in ranks[1]['after'].items()
+             if not torch.equal(p, ranks[1]['before'][n])]
+    assert len(moved) >= 0.9 * len(ranks[1]['after'])
     logs = glob.glob(osp.join(work, '*', '*.log'))
     assert len(logs) == 1, logs
     dist_miou = _miou(out)

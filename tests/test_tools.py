@@ -353,3 +353,31 @@ def test_unsafe_checkpoint_refused_on_every_path(trained, evil_checkpoint,
                     '--unsafe-load', check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert marker.exists()
+
+
+def test_pretrained_download_without_network(small_config, tmp_path,
+                                             synthetic_root, monkeypatch):
+    """mmseg's ResNet configs download 'open-mmlab://resnet50_v1c'; without
+    network: one UsageError that says what to do."""
+    from urllib.error import URLError
+
+    import mmengine.runner.checkpoint as ckpt_module
+
+    from repseg.apis import UsageError, train
+
+    def offline(*args, **kwargs):
+        raise URLError('[Errno -3] Temporary failure in name resolution')
+
+    monkeypatch.setattr(ckpt_module, 'load_url', offline)
+    cfg = small_cfg(osp.join(ROOT, 'configs', 'pspnet_r50-d8.py'),
+                    synthetic_root, tmp_path / 'w', crop=64, iters=1,
+                    cfg_options={'model.backbone.depth': 18,
+                                 'model.decode_head.in_channels': 512,
+                                 'model.decode_head.channels': 16,
+                                 'model.auxiliary_head.in_channels': 256,
+                                 'model.auxiliary_head.channels': 16})
+    cfg.model.pretrained = 'open-mmlab://resnet18_v1c'
+    with pytest.raises(UsageError) as e:
+        train(cfg)
+    assert 'downloading pretrained weights failed' in str(e.value)
+    assert 'model.pretrained=None' in str(e.value)

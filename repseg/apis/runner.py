@@ -9,6 +9,7 @@ import os.path as osp
 import re
 import time
 from typing import Optional, Sequence
+from urllib.error import URLError
 
 import torch
 from mmengine.config import Config
@@ -384,7 +385,16 @@ def train(cfg: Config, check: bool = True,
         strict_load_from(runner, allow_unsafe)
     try:
         runner.train()
-    except Exception as e:  # noqa: B902  (only unreadable files are mapped)
+    except Exception as e:  # noqa: B902  (only the cases below are mapped)
+        if isinstance(e, URLError):
+            raise UsageError(
+                f'downloading pretrained weights failed ({e.reason}): this '
+                'config asks for weights from the internet (e.g. mmseg\'s '
+                "ResNet bases: model.pretrained='open-mmlab://resnet50_v1c')"
+                '. Without network access, put the file into torch\'s hub '
+                f'cache ({osp.join(torch.hub.get_dir(), "checkpoints")}), '
+                'point the config at a local file, or train from scratch '
+                'with --cfg-options model.pretrained=None.') from None
         bad = re.search(r'failed to load image: (\S+)', str(e))
         if bad is None:
             raise
