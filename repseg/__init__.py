@@ -8,6 +8,7 @@ Importing ``repseg`` registers its modules in mmsegmentation's registries
 from . import engine  # noqa: F401  (registers FusedEvalHook)
 from .engine.checkpoint import register_safe_globals
 from .models import RepVGG, RepVGGBlock
+from .errors import RepsegError
 from .reparam import find_unfused, reparameterize_model
 from .version import __version__
 
@@ -15,5 +16,5 @@ register_safe_globals()
 
 __all__ = [
     'RepVGG', 'RepVGGBlock', 'reparameterize_model', 'find_unfused',
-    '__version__'
+    'RepsegError', '__version__'
 ]

@@ -10,8 +10,10 @@ import torch
 
 from repseg import reparameterize_model
 from repseg.apis import UsageError
-from repseg.benchmark import (BenchmarkError, assert_fused,
-                              build_for_benchmark, check_shape, lineup)
+from repseg.benchmark import build_for_benchmark, lineup
+from repseg.deploy.build import check_shape
+from repseg.errors import NotFusedError as BenchmarkError
+from repseg.reparam import assert_fused
 from repseg.ops import NNPACKConv2d
 
 from .conftest import CONFIG_DIR, DEMO_CONFIG, ROOT

@@ -4,7 +4,8 @@ import argparse
 import pytest
 import torch
 
-from repseg.engine import CheckpointError, checkpoint_kind, load_state_dict_file
+from repseg.engine import CheckpointError, load_state_dict_file
+from repseg.models import checkpoint_kind
 
 
 def _good(path, **extra):

@@ -14,9 +14,8 @@ from repseg import RepVGG, find_unfused
 from repseg.apis import UsageError, load_cfg
 from repseg.apis import test as run_test
 from repseg.apis import train
-from repseg.apis.convert import build_segmentor, convert_checkpoint
-from repseg.apis.runner import check_model
-from repseg.fusion import is_batchnorm
+from repseg.deploy import build_segmentor, check_model, convert_checkpoint
+from repseg.reparam.fusion import is_batchnorm
 from repseg.testing import randomize_bn_
 
 from .conftest import CONFIG_DIR, DEMO_CONFIG, REL_TOL, small_cfg
@@ -136,7 +135,7 @@ def _strict_stock_mmseg_check(cfg, ckpt, tmp_path):
     # no missing or unexpected key: strict=True raises on any
     load_checkpoint(stock, out, strict=True, map_location='cpu')
     assert not any(is_batchnorm(m) for m in stock.modules())
-    from repseg.apis.export import build_fused
+    from repseg.deploy import build_fused
     fused = build_fused(cfg, ckpt)
     stock.eval()
     x = torch.randn(1, 3, 72, 88)

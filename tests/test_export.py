@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from repseg.apis import UsageError, load_cfg
-from repseg.apis.convert import build_segmentor
-from repseg.apis.export import export_onnx
+from repseg.deploy import build_segmentor, export_onnx
 from repseg.testing import randomize_bn_
 
 from .conftest import DEMO_CONFIG, ROOT
@@ -102,7 +101,7 @@ def test_export_at_sizes_adaptive_pooling_does_not_divide(checkpoint,
 
 
 def test_fixed_adaptive_pool_equals_adaptive_pool():
-    from repseg.apis.export import FixedAdaptiveAvgPool2d
+    from repseg.deploy.onnx import FixedAdaptiveAvgPool2d
     x = torch.randn(2, 3, 17, 23)
     for size in (1, 2, 3, 6, (4, 5), (None, 3)):
         ref = torch.nn.AdaptiveAvgPool2d(size)(x)
@@ -144,7 +143,7 @@ def test_dynamic_shape_without_pyramid_works(tmp_path):
 
 def test_export_failure_is_one_line_with_a_log(tmp_path):
     """An exporter failure: a short message, the details in OUT.log."""
-    from repseg.apis.export import to_onnx
+    from repseg.deploy.onnx import to_onnx
 
     class Bad(torch.nn.Module):
         def forward(self, x):

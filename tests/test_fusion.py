@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from repseg.fusion import (bn_scale_shift, fold_conv_bn_, fuse_branches,
+from repseg.reparam.fusion import (bn_scale_shift, fold_conv_bn_, fuse_branches,
                            fuse_kernel_bn, identity_kernel, pad_kernel)
 from repseg.testing import max_rel_diff, randomize_bn_
 

@@ -6,7 +6,7 @@ import torch
 
 from mmseg.registry import MODELS
 from repseg import find_unfused, reparameterize_model
-from repseg.fusion import is_batchnorm
+from repseg.reparam.fusion import is_batchnorm
 from repseg.testing import max_rel_diff, randomize_bn_
 
 from .conftest import REL_TOL

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from repseg.layer_profile import FUNCTIONAL, layer_kind, profile_layers
+from repseg.benchmark.profile import FUNCTIONAL, layer_kind, profile_layers
 from repseg.ops import NNPACKConv2d, nnpack_available
 
 

@@ -71,11 +71,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from repseg.apis import UsageError
-    from repseg.benchmark import (BenchmarkError, lineup, markdown_table,
-                                  profile_table, run_benchmark,
-                                  save_outputs)
-    from repseg.engine import CheckpointError
+    import dataclasses
+
+    from repseg.benchmark import (BenchmarkSettings, lineup, markdown_table,
+                                  profile_table, run_benchmark, save_outputs)
+    from repseg.errors import RepsegError
     if args.config:
         name = osp.splitext(osp.basename(args.config))[0]
         entries = [dict(name=name + ('-fast' if args.fast else ''),
@@ -84,15 +84,12 @@ def main(argv=None):
     else:
         entries = lineup(args.fast)
     try:
-        result = run_benchmark(
-            entries, device=args.device, batch_size=args.batch_size,
-            shape=args.shape, warmup=args.warmup, iters=args.iters,
-            repeat=args.repeat, dtype=args.dtype, amp=args.amp,
-            channels_last=args.channels_last, compile=args.compile,
-            compare_unfused=args.compare_unfused, flops=not args.no_flops,
-            fast=args.fast, backend=args.backend, conv_impl=args.conv_impl,
-            compare_conv_impl=args.compare_conv_impl, profile=args.profile)
-    except (UsageError, BenchmarkError, CheckpointError) as e:
+        settings = BenchmarkSettings(flops=not args.no_flops, **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(BenchmarkSettings)
+            if hasattr(args, f.name)})
+        result = run_benchmark(entries, settings)
+    except RepsegError as e:
         sys.exit(f'error: {e}')
     print()
     print(markdown_table(result))

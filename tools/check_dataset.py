@@ -11,12 +11,13 @@ def main(argv=None):
     parser.add_argument('--all', action='store_true',
                         help='decode every file (default: 50 per split)')
     args = parser.parse_args(argv)
-    from repseg.datasets import DatasetError, check_cityscapes
+    from repseg.datasets import check_cityscapes
     from repseg.datasets.cityscapes import OFFICIAL_COUNTS
+    from repseg.errors import RepsegError
     try:
         counts = check_cityscapes(args.root,
                                   max_files=None if args.all else 50)
-    except DatasetError as e:
+    except RepsegError as e:
         sys.exit(f'error: {e}')
     for split, n in counts.items():
         note = '' if n == OFFICIAL_COUNTS[split] else \

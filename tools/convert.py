@@ -24,14 +24,14 @@ def main(argv=None):
         'run code from the file: only for files you trust)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
-    from repseg.apis import UsageError, load_cfg
-    from repseg.apis.convert import convert_checkpoint
-    from repseg.engine import CheckpointError
+    from repseg.deploy import convert_checkpoint
+    from repseg.engine import load_cfg
+    from repseg.errors import RepsegError
     try:
         cfg = load_cfg(args.config, cfg_options=args.cfg_options)
         r = convert_checkpoint(cfg, args.checkpoint, args.out, args.force,
                                args.shape, args.unsafe_load)
-    except (UsageError, CheckpointError) as e:
+    except RepsegError as e:
         sys.exit(f'error: {e}')
     print(f"wrote {r['out']} ({r['fused_bytes'] / 2**20:.1f} MiB; training "
           f"checkpoint {r['source_bytes'] / 2**20:.1f} MiB) and "

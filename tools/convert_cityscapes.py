@@ -13,13 +13,14 @@ def main(argv=None):
     parser.add_argument('--overwrite', action='store_true',
                         help='rewrite existing labelTrainIds files')
     args = parser.parse_args(argv)
-    from repseg.datasets import DatasetError, check_cityscapes
+    from repseg.datasets import check_cityscapes
     from repseg.datasets.cityscapes import convert_label_ids
+    from repseg.errors import RepsegError
     try:
         n = convert_label_ids(args.root, args.nproc, args.overwrite)
         print(f'\nwrote {n} labelTrainIds files')
         print(f'dataset check: {check_cityscapes(args.root)} images, OK')
-    except DatasetError as e:
+    except RepsegError as e:
         sys.exit(f'error: {e}')
 
 

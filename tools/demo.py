@@ -24,15 +24,13 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
 
-    from repseg.apis import UsageError
     from repseg.apis.demo import run_demo
-    from repseg.datasets import DatasetError
-    from repseg.engine import CheckpointError
+    from repseg.errors import RepsegError
     try:
         s = run_demo(args.data_root, args.work_dir, max_iters=args.iters,
                      num_overlays=args.overlays, cfg_options=args.cfg_options,
                      resume=args.resume)
-    except (UsageError, DatasetError, CheckpointError) as e:
+    except RepsegError as e:
         sys.exit(f'error: {e}')
     m = s['metrics']
     print('\n' + '=' * 72)

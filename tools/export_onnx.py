@@ -23,15 +23,14 @@ def main(argv=None):
                         help='overwrite OUT')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
-    from repseg.apis import UsageError, load_cfg
-    from repseg.apis.export import export_onnx
-    from repseg.benchmark import BenchmarkError
-    from repseg.engine import CheckpointError
+    from repseg.deploy import export_onnx
+    from repseg.engine import load_cfg
+    from repseg.errors import RepsegError
     try:
         cfg = load_cfg(args.config, cfg_options=args.cfg_options)
         r = export_onnx(cfg, args.checkpoint, args.out, args.shape,
                         args.dynamic_shape, args.opset, args.force)
-    except (UsageError, CheckpointError, BenchmarkError) as e:
+    except RepsegError as e:
         sys.exit(f'error: {e}')
     print(f"wrote {r['out']} ({r['bytes'] / 2**20:.1f} MiB), checked with "
           f"onnx.checker; its input and output are described in {r['spec']}")

@@ -47,15 +47,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from repseg.apis import UsageError, load_cfg, test
-    from repseg.datasets import DatasetError
-    from repseg.engine import CheckpointError
+    from repseg.apis import load_cfg, test
+    from repseg.errors import RepsegError
     try:
         cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher)
         test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir,
              allow_unsafe=args.unsafe_load, conv_impl=args.conv_impl)
-    except (UsageError, DatasetError, CheckpointError) as e:
+    except RepsegError as e:
         sys.exit(f'error: {e}')
 
 

@@ -42,15 +42,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from repseg.apis import UsageError, load_cfg, train
-    from repseg.datasets import DatasetError
-    from repseg.engine import CheckpointError
+    from repseg.apis import load_cfg, train
+    from repseg.errors import RepsegError
     try:
         cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher, args.amp, args.resume,
                        args.auto_scale_lr)
         train(cfg, allow_unsafe=args.unsafe_load)
-    except (UsageError, DatasetError, CheckpointError) as e:
+    except RepsegError as e:
         sys.exit(f'error: {e}')
 
 

@@ -1,10 +1,15 @@
 # Copyright (c) repseg contributors. All rights reserved.
-from .runner import (UsageError, adapt_to_device, check_data,
-                     check_pretrained, check_work_dir, load_any_checkpoint,
-                     load_cfg, replace_syncbn, test, train)
+"""The entry points the tools call: train, test and the demo, with their
+pre-flight checks."""
+from ..engine.checkpoint import load_any_checkpoint
+from ..engine.config import adapt_to_device, load_cfg, replace_syncbn
+from ..errors import DatasetError, RepsegError, UsageError
+from .checks import check_data, check_pretrained, check_work_dir
+from .test import test
+from .train import train
 
 __all__ = [
-    'UsageError', 'adapt_to_device', 'check_data', 'check_pretrained',
-    'check_work_dir', 'load_any_checkpoint', 'load_cfg', 'replace_syncbn',
-    'test', 'train'
+    'RepsegError', 'UsageError', 'DatasetError', 'adapt_to_device',
+    'check_data', 'check_pretrained', 'check_work_dir',
+    'load_any_checkpoint', 'load_cfg', 'replace_syncbn', 'test', 'train'
 ]

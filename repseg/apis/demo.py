@@ -14,7 +14,8 @@ from mmengine.logging import print_log
 from ..datasets import CLASSES, check_cityscapes, generate_synthetic_cityscapes
 from ..reparam import reparameterize_model
 from ..visualization import annotate_overlay
-from .runner import load_cfg, train
+from ..engine.config import load_cfg
+from .train import train
 
 DEFAULT_CONFIG = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from mmengine.utils import track_parallel_progress, track_progress
 
+from ..errors import DatasetError
+
 CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole',
            'traffic light', 'traffic sign', 'vegetation', 'terrain', 'sky',
            'person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle',
@@ -35,9 +37,6 @@ for _id, _tid in _ID_TRAINID.items():
     ID_TO_TRAINID[_id] = _tid
     TRAINID_TO_ID[_tid] = _id
 
-
-class DatasetError(RuntimeError):
-    """The dataset on disk is missing, incomplete or not prepared."""
 
 
 def _convert_one(path: str) -> None:

@@ -13,14 +13,16 @@ import os.path as osp
 import pickle
 import re
 from collections import OrderedDict
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
+from mmengine.runner.checkpoint import load_state_dict
+
+from ..reparam import find_unfused, is_fused_form, reparameterize_model
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable, or of the wrong kind."""
+from ..errors import CheckpointError
 
 
 def _numpy_globals() -> list:
@@ -129,13 +131,58 @@ def unwrap_state_dict(ckpt, path: str = '<checkpoint>'
     return OrderedDict(ckpt)
 
 
-def checkpoint_kind(state_dict: Dict[str, torch.Tensor]) -> str:
-    """'fused' for a re-parameterized (deploy) checkpoint, else 'training'."""
-    keys = list(state_dict)
-    fused = any('.branch_reparam.' in k for k in keys)
-    unfused = any('.branch_3x3.' in k for k in keys)
-    if fused and unfused:
+def _mismatch(own: Dict[str, torch.Tensor],
+              state_dict: Dict[str, torch.Tensor]) -> Optional[tuple]:
+    """(missing, unexpected, other shape) key lists, or None if the keys
+    and shapes fit exactly."""
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    resized = sorted(k for k in set(own) & set(state_dict)
+                     if own[k].shape != state_dict[k].shape)
+    return (missing, unexpected, resized) if (missing or unexpected
+                                              or resized) else None
+
+
+def load_any_checkpoint(model: torch.nn.Module, path: str,
+                        logger='current', allow_unsafe: bool = False) -> str:
+    """Load a training or a fused (deploy) checkpoint into ``model``, always
+    with strict key checking.
+
+    A checkpoint that fits the model as it is loads as it is. One that fits
+    the model's re-parameterized form (:func:`repseg.reparameterize_model`)
+    first turns ``model`` into that form, in place. Anything else is a
+    :class:`~repseg.errors.CheckpointError` that names the mismatch.
+    Returns the kind of weights loaded: 'training' (multi-branch / unfolded)
+    or 'fused'.
+    """
+    state_dict = load_state_dict_file(path, allow_unsafe)
+    own = model.state_dict()
+    bad = _mismatch(own, state_dict)
+    if bad is None:
+        kind = 'training' if find_unfused(model) else 'fused'
+    elif find_unfused(model) and _mismatch(
+            reparameterize_model(model).state_dict(), state_dict) is None:
+        # a fused checkpoint into a training-time config: build the fused
+        # structure first, then the keys match exactly
+        reparameterize_model(model, inplace=True)
+        kind, bad = 'fused', None
+    elif is_fused_form(model) and len(state_dict) > len(own):
         raise CheckpointError(
-            'the checkpoint mixes fused (branch_reparam) and training-time '
-            '(branch_3x3) RepVGG blocks; it was not written by repseg.')
-    return 'fused' if fused else 'training'
+            f'{path!r} does not fit the fused (deploy) model of this config:'
+            f' it holds {len(state_dict)} weights, the model {len(own)}. It '
+            'looks like a TRAINING checkpoint (multi-branch blocks), but the '
+            'config builds a fused deploy model (e.g. '
+            'model.backbone.deploy=True). Use the training config (without '
+            'deploy=True): tools/test.py fuses it; or turn the checkpoint '
+            'into a deploy checkpoint with tools/convert.py.')
+    if bad is not None:
+        missing, unexpected, resized = bad
+        raise CheckpointError(
+            f'{path!r} does not fit the model of this config: '
+            f'{len(missing)} weights missing (e.g. {missing[:2]}), '
+            f'{len(unexpected)} unexpected (e.g. {unexpected[:2]}), '
+            f'{len(resized)} of another shape (e.g. {resized[:2]}). Is it a '
+            'checkpoint of another arch or head? Use the config it was '
+            'trained with.')
+    load_state_dict(model, state_dict, strict=True, logger=logger)
+    return kind

@@ -31,3 +31,12 @@ def init_cpu_distributed(launcher: str) -> bool:
         return False
     dist.init_process_group(backend='gloo')
     return True
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then close the process group: a gloo group left
+    open while the processes exit can abort one of them ('terminate called
+    without an active exception')."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -12,7 +12,8 @@ from mmseg.registry import HOOKS
 from ..ops.fast_conv import (CONV_IMPLS, count_fast_convs,
                              count_nnpack_runs, is_nnpack, resolve_conv_impl,
                              use_fast_convs)
-from ..reparam import find_unfused, reparameterize_model
+from ..reparam import (compare_outputs, describe, find_unfused,
+                       reparameterize_model)
 
 
 def _logits(samples) -> list:
@@ -50,6 +51,8 @@ class FusedEvalHook(Hook):
     Attributes:
         last_max_diff (float | None): max |fused - unfused| of the last check.
         last_max_abs (float | None): max |unfused| on that batch.
+        last_report (dict | None): the whole comparison of the last check
+            (:func:`repseg.reparam.compare_outputs`).
         last_fused_model: the fused model used by the last evaluation (kept
             for inspection until the next one; None when the model was
             already fused).
@@ -71,6 +74,7 @@ class FusedEvalHook(Hook):
         self.last_max_abs: Optional[float] = None
         self.last_fused_model = None
         self.last_nnpack_runs: Optional[dict] = None
+        self.last_report: Optional[dict] = None
         self._live = None
         self._pending_check = False
 
@@ -151,15 +155,13 @@ class FusedEvalHook(Hook):
         finally:
             src.train(was_training)
         out = _logits(runner.model.test_step(data_batch))
-        self.last_max_diff = max(
-            (r - o).abs().max().item() for r, o in zip(ref, out))
-        self.last_max_abs = max(r.abs().max().item() for r in ref)
+        report = compare_outputs(ref, out)
+        self.last_report = report
+        self.last_max_diff = report['max_abs_diff']
+        self.last_max_abs = report['max_abs']
         print_log(
-            '[FusedEvalHook] max |fused - unfused| of the logits on one '
-            f'batch: {self.last_max_diff:.3g} (max |logit| '
-            f'{self.last_max_abs:.3g}, relative '
-            f'{self.last_max_diff / max(self.last_max_abs, 1e-12):.2g}).',
-            logger='current')
+            '[FusedEvalHook] logits on one batch: '
+            f"{describe(report, 'fused - unfused')}.", logger='current')
 
     # -- hook points --------------------------------------------------------
     def before_val_epoch(self, runner) -> None:

@@ -20,8 +20,10 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..engine.checkpoint import CheckpointError, load_state_dict_file
-from ..fusion import is_batchnorm
+from ..engine.checkpoint import load_state_dict_file
+from ..errors import CheckpointError
+from ..reparam.fusion import is_batchnorm
+from .arch import arch_name, checkpoint_kind
 
 Tensor = torch.Tensor
 
@@ -131,12 +133,10 @@ def describe(state_dict: Dict[str, Tensor]) -> Tuple[tuple, tuple, dict]:
 def arch_name_of(state_dict: Dict[str, Tensor]) -> str:
     """The RepVGG arch name a repseg-layout state dict matches, or a
     description of it."""
-    from .repvgg import RepVGG
     num_blocks, widths, groups = describe(state_dict)
-    for name in RepVGG.arch_settings:
-        probe = RepVGG._expected_layout(name)
-        if probe == (num_blocks, widths, groups):
-            return name
+    name = arch_name((num_blocks, widths, groups))
+    if name is not None:
+        return name
     return (f'an unknown RepVGG (blocks {num_blocks}, widths {widths}, '
             f'groups {groups or "none"})')
 
@@ -189,7 +189,6 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
     from mmengine.logging import print_log
     from mmengine.runner.checkpoint import load_state_dict
 
-    from .repvgg import RepVGG
     raw = _load_raw(path)
     layout = detect_layout(raw)
     sd = to_repseg_layout(raw, layout)
@@ -200,7 +199,7 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
             f'{path!r} holds {found} weights, but the backbone is RepVGG '
             f"{expected!r}: set the backbone's arch to match the file or "
             'use the file of the right arch.')
-    fused_file = any('.branch_reparam.' in k for k in sd)
+    fused_file = checkpoint_kind(sd) == 'fused'
     model_sd = backbone.state_dict()
     if fused_file and not backbone.deploy:
         blocks = sorted({k.rsplit('.branch_reparam.', 1)[0] for k in sd})
@@ -213,8 +212,10 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
         sd = converted
         how = 'deploy weights placed in the 3x3 branches (neutral others)'
     elif not fused_file and backbone.deploy:
-        tmp = RepVGG(backbone.arch if backbone.arch['name'] == 'custom'
-                     else backbone.arch['name'], deploy=False)
+        # the training form of the same backbone class, fused after loading
+        tmp = type(backbone)(backbone.arch if backbone.arch['name'] ==
+                             'custom' else backbone.arch['name'],
+                             deploy=False)
         load_state_dict(tmp, sd, strict=True, logger=logger)
         tmp.switch_to_deploy()
         sd = tmp.state_dict()

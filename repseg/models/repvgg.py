@@ -2,7 +2,7 @@
 """RepVGG backbone (Ding et al., "RepVGG: Making VGG-style ConvNets Great
 Again", CVPR 2021) for mmsegmentation, with output-stride control for dense
 prediction."""
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -15,7 +15,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
 
-from ..fusion import fuse_branches
+from ..reparam.fusion import fuse_branches
+from .arch import (ARCH_SETTINGS, DILATION_PRESETS, NUM_STAGES, Signature,
+                   signature)
+from .pretrained import load_pretrained
 
 
 class RepVGGBlock(BaseModule):
@@ -151,16 +154,6 @@ class RepVGGBlock(BaseModule):
         self.deploy = True
 
 
-def _alternate_groups(groups: int, last_layer: int = 27) -> Dict[int, int]:
-    """The paper's groupwise layout: ``groups`` on the 3rd, 5th, ... layer
-    (1-based, the stem being the 1st layer)."""
-    return {layer: groups for layer in range(3, last_layer + 1, 2)}
-
-
-_A = dict(num_blocks=(2, 4, 14, 1))
-_B = dict(num_blocks=(4, 6, 16, 1))
-
-
 @MODELS.register_module()
 class RepVGG(BaseModule):
     """RepVGG backbone for semantic segmentation.
@@ -234,35 +227,9 @@ class RepVGG(BaseModule):
          torch.Size([1, 192, 8, 8]), torch.Size([1, 1280, 8, 8])]
     """
 
-    arch_settings = {
-        'A0': dict(**_A, width_factor=(0.75, 0.75, 0.75, 2.5)),
-        'A1': dict(**_A, width_factor=(1, 1, 1, 2.5)),
-        'A2': dict(**_A, width_factor=(1.5, 1.5, 1.5, 2.75)),
-        'B0': dict(**_B, width_factor=(1, 1, 1, 2.5)),
-        'B1': dict(**_B, width_factor=(2, 2, 2, 4)),
-        'B1g2': dict(**_B, width_factor=(2, 2, 2, 4),
-                     group_layers=_alternate_groups(2)),
-        'B1g4': dict(**_B, width_factor=(2, 2, 2, 4),
-                     group_layers=_alternate_groups(4)),
-        'B2': dict(**_B, width_factor=(2.5, 2.5, 2.5, 5)),
-        'B2g2': dict(**_B, width_factor=(2.5, 2.5, 2.5, 5),
-                     group_layers=_alternate_groups(2)),
-        'B2g4': dict(**_B, width_factor=(2.5, 2.5, 2.5, 5),
-                     group_layers=_alternate_groups(4)),
-        'B3': dict(**_B, width_factor=(3, 3, 3, 5)),
-        'B3g2': dict(**_B, width_factor=(3, 3, 3, 5),
-                     group_layers=_alternate_groups(2)),
-        'B3g4': dict(**_B, width_factor=(3, 3, 3, 5),
-                     group_layers=_alternate_groups(4)),
-    }
-
-    dilation_presets = {
-        'none': ((2, 2, 2, 2, 2), (1, 1, 1, 1, 1)),
-        'full': ((2, 2, 2, 1, 1), (1, 1, 1, 2, 4)),
-        'fast': ((2, 2, 2, 1, 1), (1, 1, 1, 2, 4)),
-    }
-
-    num_stages = 5
+    arch_settings = ARCH_SETTINGS
+    dilation_presets = DILATION_PRESETS
+    num_stages = NUM_STAGES
 
     def __init__(self,
                  arch: Union[str, dict] = 'A0',
@@ -324,7 +291,7 @@ class RepVGG(BaseModule):
         self.deploy = deploy
 
         num_blocks = (1, ) + tuple(self.arch['num_blocks'])
-        _, widths, _ = self._signature(self.arch)
+        _, widths, _ = signature(self.arch)
         self.out_channels = widths
         group_layers = self.arch.get('group_layers') or {}
 
@@ -396,28 +363,8 @@ class RepVGG(BaseModule):
                 f'(pretrained={pretrained!r}, init_cfg={init_cfg!r})')
         return dict(type='Pretrained', checkpoint=pretrained)
 
-    @staticmethod
-    def _signature(arch: dict) -> Tuple[tuple, tuple, dict]:
-        """(num_blocks, widths of the 5 stages, groupwise layers that
-        exist) of an arch setting: what a checkpoint must match."""
-        num_blocks = tuple(arch['num_blocks'])
-        a = arch['width_factor']
-        widths = (min(64, int(64 * a[0])), int(64 * a[0]), int(128 * a[1]),
-                  int(256 * a[2]), int(512 * a[3]))
-        total = 1 + sum(num_blocks)
-        groups = {
-            k: g
-            for k, g in (arch.get('group_layers') or {}).items()
-            if k <= total and g > 1
-        }
-        return num_blocks, widths, groups
-
-    @classmethod
-    def _expected_layout(cls, name: str) -> Tuple[tuple, tuple, dict]:
-        return cls._signature(cls.arch_settings[name])
-
-    def _layout_signature(self) -> Tuple[tuple, tuple, dict]:
-        return self._signature(self.arch)
+    def _layout_signature(self) -> Signature:
+        return signature(self.arch)
 
     def init_weights(self) -> None:
         """With ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` load
@@ -427,7 +374,6 @@ class RepVGG(BaseModule):
         usual mmengine initialization."""
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from .pretrained import load_pretrained
             load_pretrained(self, cfg['checkpoint'])
             self._is_init = True
             return
@@ -507,3 +453,4 @@ class RepVGG(BaseModule):
             if isinstance(m, RepVGGBlock):
                 m.switch_to_deploy()
         self.deploy = True
+

@@ -28,6 +28,8 @@ from typing import Optional
 
 import torch
 
+from ..errors import BackendError
+
 #: enum values of nnpack.h
 _WT8X8 = 3                      # nnp_convolution_algorithm_wt8x8
 _COMPUTE, _PRECOMPUTE, _REUSE = 1, 2, 3   # nnp_convolution_transform_strategy
@@ -60,7 +62,7 @@ _NO_SUBSAMPLING = _Size(1, 1)
 _PAD1 = _Padding(1, 1, 1, 1)
 
 
-class NNPACKError(RuntimeError):
+class NNPACKError(BackendError):
     """An NNPACK call returned an error status."""
 
 

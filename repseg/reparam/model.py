@@ -1,13 +1,16 @@
 # Copyright (c) repseg contributors. All rights reserved.
-"""Whole-model structural re-parameterization."""
+"""Whole-model structural re-parameterization, by protocol: any module that
+offers ``switch_to_deploy()`` (and a ``deploy`` flag) is fused by calling
+it, and every BatchNorm that directly follows a conv is folded into it.
+Nothing here knows a particular block type."""
 import copy
 from typing import List, Tuple
 
 import torch.nn as nn
 from mmcv.cnn import ConvModule
 
+from ..errors import NotFusedError
 from .fusion import fold_conv_bn_, is_batchnorm
-from .models.repvgg import RepVGG, RepVGGBlock
 
 # (conv, module owning the BN, attribute name of the BN in that module)
 ConvBNPair = Tuple[nn.Conv2d, nn.Module, str]
@@ -65,15 +68,41 @@ def find_conv_bn_pairs(model: nn.Module) -> List[ConvBNPair]:
     return pairs
 
 
+def is_reparameterizable(module: nn.Module) -> bool:
+    """Whether ``module`` follows the re-parameterization protocol: a
+    ``switch_to_deploy()`` method that turns it into its fused form."""
+    return callable(getattr(module, 'switch_to_deploy', None))
+
+
+def multi_branch_blocks(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """(name, module) of the innermost re-parameterizable modules of
+    ``model`` (the blocks, not the backbones that contain them) that are
+    still in their training form (``deploy`` false)."""
+    found = []
+    for name, module in model.named_modules():
+        if not is_reparameterizable(module) or getattr(module, 'deploy',
+                                                       False):
+            continue
+        inner = any(is_reparameterizable(m)
+                    for m in list(module.modules())[1:])
+        if not inner:
+            found.append((name, module))
+    return found
+
+
+def is_fused_form(model: nn.Module) -> bool:
+    """Whether ``model`` has re-parameterizable parts and all of them are in
+    their fused form (e.g. built from a deploy config)."""
+    parts = [m for m in model.modules() if is_reparameterizable(m)]
+    return bool(parts) and not multi_branch_blocks(model)
+
+
 def find_unfused(model: nn.Module) -> List[str]:
     """Names of the modules that re-parameterization would still change:
-    multi-branch RepVGG blocks and foldable conv-BN pairs. Empty for a fully
+    multi-branch blocks and foldable conv-BN pairs. Empty for a fully
     fused model."""
     names = {id(m): n for n, m in model.named_modules()}
-    found = [
-        names[id(m)] for m in model.modules()
-        if isinstance(m, RepVGGBlock) and not m.deploy
-    ]
+    found = [name for name, _ in multi_branch_blocks(model)]
     found += [
         f'{names[id(owner)]}.{bn_name}'.lstrip('.')
         for _, owner, bn_name in find_conv_bn_pairs(model)
@@ -100,8 +129,9 @@ def copy_model(model: nn.Module) -> nn.Module:
 def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Convert a trained model to its fast inference form.
 
-    Every :class:`~repseg.models.RepVGGBlock` is fused into a single 3x3
-    conv with bias, and every BatchNorm (BN, SyncBN) that directly follows a
+    Every module with a ``switch_to_deploy()`` method (e.g.
+    :class:`~repseg.models.RepVGGBlock`: one 3x3 conv with bias) is switched
+    to its fused form, and every BatchNorm (BN, SyncBN) that directly follows a
     conv (see :func:`find_conv_bn_pairs`) is folded into that conv and
     replaced by ``nn.Identity``. Works on any module: a backbone, a whole
     mmseg segmentor (decode and auxiliary heads included), or the ResNet
@@ -124,10 +154,21 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     if not inplace:
         model = copy_model(model)
     for module in list(model.modules()):
-        if isinstance(module, (RepVGG, RepVGGBlock)):
+        if is_reparameterizable(module):
             module.switch_to_deploy()
     for conv, owner, bn_name in find_conv_bn_pairs(model):
         fold_conv_bn_(conv, getattr(owner, bn_name))
         setattr(owner, bn_name, nn.Identity())
     model.eval()
     return model
+
+
+def assert_fused(model: nn.Module) -> None:
+    """Raise :class:`~repseg.errors.NotFusedError` if a multi-branch block
+    or a foldable conv-BN pair is left in ``model``."""
+    left = find_unfused(model)
+    if left:
+        raise NotFusedError(
+            f'the model is not fully fused: {len(left)} multi-branch blocks '
+            f'or foldable BatchNorms remain (e.g. {left[:3]}); run '
+            'repseg.reparameterize_model on it first')

@@ -11,44 +11,26 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from mmseg.registry import MODELS
-from mmseg.utils import register_all_modules
-from ..engine.checkpoint import CheckpointError
-from ..reparam import find_conv_bn_pairs, find_unfused, reparameterize_model
-from .runner import (UsageError, adapt_to_device, check_channels,
-                     load_any_checkpoint, without_pretrained)
+from ..engine.checkpoint import load_any_checkpoint
+from ..engine.config import adapt_to_device, without_pretrained
+from ..errors import CheckpointError, UsageError
+from ..reparam import (assert_fused, compare_outputs, describe,
+                       find_conv_bn_pairs, reparameterize_model)
+from .build import SegForward, build_segmentor
 
 # the top-level parts of an mmseg segmentor whose conv-BN pairs are folded
 PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
 
 
-def build_segmentor(cfg: Config) -> torch.nn.Module:
-    """Build ``cfg.model`` without any pretrained initialization (weights
-    come from a checkpoint)."""
-    register_all_modules(init_default_scope=True)
-    model = MODELS.build(without_pretrained(copy.deepcopy(cfg.model)))
-    check_channels(model)
-    return model
-
-
 @torch.no_grad()
-def compare_outputs(ref_model, fused_model, shape: Sequence[int] = (713, 713),
-                    seed: int = 0) -> dict:
+def compare_models(ref_model, fused_model,
+                   shape: Sequence[int] = (713, 713), seed: int = 0) -> dict:
     """Run both models (eval mode) on one random normalized image of
-    ``shape`` and compare the logits at input resolution: max |difference|
-    and the fraction of pixels whose argmax class agrees."""
+    ``shape`` and compare the logits at input resolution
+    (:func:`repseg.reparam.compare_outputs`)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, *shape, generator=gen)
-    meta = [dict(img_shape=tuple(shape), ori_shape=tuple(shape),
-                 pad_shape=tuple(shape))]
-    ref_model.eval()
-    fused_model.eval()
-    ref = ref_model.encode_decode(x, meta)
-    out = fused_model.encode_decode(x, meta)
-    return dict(
-        max_abs_diff=(ref - out).abs().max().item(),
-        max_abs=ref.abs().max().item(),
-        argmax_agreement=(ref.argmax(1) == out.argmax(1)).float().mean()
-        .item())
+    return compare_outputs(SegForward(ref_model)(x), SegForward(fused_model)(x))
 
 
 def _takes_argument(type_name, arg: str) -> bool:
@@ -142,9 +124,9 @@ def convert_checkpoint(cfg: Config,
     """Fuse a training checkpoint into a deploy checkpoint.
 
     Writes ``out`` (``{'state_dict', 'meta'}``) and, next to it, the deploy
-    config ``<out without .pth>.py`` (the config with
-    ``model.backbone.deploy=True``). Refuses to overwrite either unless
-    ``force``. Returns sizes and the verification figures.
+    config ``<out without .pth>.py`` (:func:`deploy_model_cfg`, verified
+    with :func:`check_deploy_cfg` and a forward). Refuses to overwrite
+    either unless ``force``. Returns sizes and the verification figures.
     """
     cfg_path = osp.splitext(out)[0] + '.py'
     for path in (out, cfg_path):
@@ -158,8 +140,8 @@ def convert_checkpoint(cfg: Config,
         raise UsageError(f'{checkpoint!r} is already a fused checkpoint')
     model.eval()
     fused = reparameterize_model(model)
-    assert not find_unfused(fused)
-    check = compare_outputs(model, fused, verify_shape)
+    assert_fused(fused)
+    check = compare_models(model, fused, verify_shape)
     # the deploy config must build exactly the fused model: checked by
     # building it (stock mmseg) and loading the fused weights strictly
     deploy_cfg = copy.deepcopy(cfg)
@@ -167,7 +149,7 @@ def convert_checkpoint(cfg: Config,
     deploy_model = build_segmentor(deploy_cfg)
     check_deploy_cfg(deploy_model, fused)
     deploy_model.load_state_dict(fused.state_dict(), strict=True)
-    deploy_check = compare_outputs(fused, deploy_model, verify_shape)
+    deploy_check = compare_models(fused, deploy_model, verify_shape)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     tmp = out + '.tmp'
     torch.save(
@@ -192,9 +174,8 @@ def convert_checkpoint(cfg: Config,
     print_log(
         f"fused checkpoint {out}: {result['fused_bytes'] / 2**20:.1f} MiB "
         f"(training checkpoint {result['source_bytes'] / 2**20:.1f} MiB); "
-        f"max |fused - unfused| {check['max_abs_diff']:.3g} (max |logit| "
-        f"{check['max_abs']:.3g}); argmax agreement "
-        f"{100 * check['argmax_agreement']:.4f}% on a "
+        f"{describe(check, 'fused - unfused')} on a "
         f'{verify_shape[0]}x{verify_shape[1]} input; deploy config '
-        f'{cfg_path}', logger='current')
+        f'{cfg_path} (checked: builds the fused model exactly)',
+        logger='current')
     return result

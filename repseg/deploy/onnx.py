@@ -9,37 +9,22 @@ import os.path as osp
 import warnings
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from mmengine.config import Config
 
-from ..benchmark import SegForward, assert_fused, check_shape
-from ..reparam import reparameterize_model
-from .convert import build_segmentor
-from .runner import UsageError, adapt_to_device, load_any_checkpoint
+from ..errors import BackendError, UsageError
+from ..reparam import compare_outputs
+from .build import SegForward, build_fused, check_shape
 
 
-def _require(name: str):
+def require(name: str):
+    """Import an optional package of the ONNX path (onnx, onnxruntime)."""
     try:
         return __import__(name)
     except ImportError as e:
-        raise UsageError(
+        raise BackendError(
             f'ONNX export needs the optional package {name!r}: pip install '
             f'"repseg[onnx]" (or pip install onnx onnxruntime)') from e
-
-
-def build_fused(cfg: Config, checkpoint: Optional[str]) -> torch.nn.Module:
-    """The fused segmentor of ``cfg`` with the weights of ``checkpoint``
-    (training or fused), in eval mode."""
-    cfg = adapt_to_device(cfg)
-    model = build_segmentor(cfg)
-    if checkpoint is not None:
-        if not osp.isfile(checkpoint):
-            raise UsageError(f'checkpoint {checkpoint!r} does not exist')
-        load_any_checkpoint(model, checkpoint)
-    fused = reparameterize_model(model, inplace=True)
-    assert_fused(fused)
-    return fused.eval()
 
 
 def _pool_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
@@ -198,7 +183,7 @@ def export_onnx(cfg: Config,
     dynamic. Returns a dict with the max |onnxruntime - PyTorch| on a random
     input of ``shape`` (when ``verify``).
     """
-    onnx = _require('onnx')
+    onnx = require('onnx')
     shape = check_shape(shape)
     spec_path = osp.splitext(out)[0] + '.json'
     for path in (out, spec_path):
@@ -214,13 +199,10 @@ def export_onnx(cfg: Config,
     result = dict(out=out, bytes=osp.getsize(out), shape=list(shape),
                   spec=spec_path)
     if verify:
-        ort = _require('onnxruntime')
+        ort = require('onnxruntime')
         sess = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
         with torch.no_grad():
             ref = model(x).numpy()
         got = sess.run(None, {'image': x.numpy()})[0]
-        result.update(
-            max_abs_diff=float(np.abs(ref - got).max()),
-            max_abs=float(np.abs(ref).max()),
-            argmax_agreement=float((ref.argmax(1) == got.argmax(1)).mean()))
+        result.update(compare_outputs(ref, got))
     return result

@@ -1,0 +1,230 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""The benchmark's outputs: Markdown tables (speed, profile), the JSON file
+and the charts (speed bars, mIoU vs speed, time by layer kind)."""
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional
+
+from ..ops.fast_conv import is_nnpack
+from .profile import FUNCTIONAL
+
+# decode head class -> the model's usual name, for the charts
+_DECODER_NAMES = dict(PSPHead='PSPNet', UPerHead='UPerNet',
+                      DepthwiseSeparableASPPHead='DeepLabV3+',
+                      ASPPHead='DeepLabV3', FCNHead='FCN', FPNHead='FPN',
+                      SegformerHead='SegFormer head')
+
+
+def _fmt(v, spec='.2f'):
+    return '-' if v is None else format(v, spec)
+
+
+def markdown_table(result: dict) -> str:
+    rows = result['rows']
+    unf = any('unfused_img_per_s' in r for r in rows)
+    ort = any('onnxruntime_img_per_s' in r for r in rows)
+    nat = any('native_img_per_s' in r for r in rows)
+    head = ['model', 'dilation', 'img/s', 'latency ms (median ± IQR)',
+            'params M', 'GFLOPs', 'peak fwd mem MiB', 'vs ResNet']
+    if unf:
+        head += ['unfused img/s', 'fused/unfused',
+                 'max abs(fused-unfused) / max abs(logit)']
+    if nat:
+        head += ['native-conv img/s', 'nnpack/native']
+    if ort:
+        head += ['onnxruntime img/s', 'ort/pytorch',
+                 'max abs(ort-pytorch) / max abs(logit)']
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|' + '---|' * len(head)]
+    for r in rows:
+        vs = (f"{r['speed_vs_baseline']:.2f}x {r['baseline']}"
+              if r.get('speed_vs_baseline') else '-')
+        cells = [r['name'], r['dilation_mode'] or '-',
+                 _fmt(r['fused_img_per_s'], '.3f'),
+                 f"{r['fused_latency_ms']:.0f} ± "
+                 f"{r['fused_latency_iqr_ms']:.0f}",
+                 _fmt(r['params_m']), _fmt(r.get('gflops'), '.1f'),
+                 _fmt(r.get('fused_peak_mem_mib'), '.0f'), vs]
+        if unf:
+            cells += [_fmt(r.get('unfused_img_per_s'), '.3f'),
+                      _fmt(r.get('fused_speedup')) + 'x',
+                      _fmt(r['max_abs_diff'] / max(r['max_abs_logit'], 1e-12)
+                           if r.get('max_abs_diff') is not None else None,
+                           '.1e')]
+        if nat:
+            cells += [_fmt(r.get('native_img_per_s'), '.3f'),
+                      _fmt(r.get('conv_impl_speedup')) + 'x']
+        if ort:
+            cells += [_fmt(r.get('onnxruntime_img_per_s'), '.3f'),
+                      _fmt(r.get('onnxruntime_vs_pytorch')) + 'x',
+                      _fmt(r['onnxruntime_max_abs_diff'] /
+                           max(r['onnxruntime_max_abs_logit'], 1e-12)
+                           if r.get('onnxruntime_max_abs_diff') is not None
+                           else None, '.1e')]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    e = result['env']
+    lines.append('')
+    lines.append(
+        f"device {e['device']} ({e['device_name']}), {e['threads']} threads, "
+        f"batch {e['batch']}, input {e['shape'][0]}x{e['shape'][1]}, "
+        f"{e['dtype']}{' +amp' if e['amp'] else ''}"
+        f"{', channels_last' if e['channels_last'] else ''}"
+        f"{', torch.compile' if e['compile'] else ''}, warm-up "
+        f"{e['warmup']}, {e['iters']} timed batches x {e['repeat']} "
+        f"interleaved rounds, cudnn.benchmark={e['cudnn_benchmark']}; "
+        f"CPU vector ISA: {e.get('cpu_isa', 'unknown')}; "
+        f"torch {e['torch']}, mmcv {e['mmcv']}, mmseg {e['mmseg']}. "
+        'All models fused (RepVGG blocks re-parameterized, conv-BN folded); '
+        + ('3x3 stride-1 convs of every model on NNPACK Winograd '
+           f"(--conv-impl {e['conv_impl']})."
+           if is_nnpack(e.get('conv_impl', 'native')) else
+           "PyTorch's native convolutions (--conv-impl native)."))
+    return '\n'.join(lines)
+
+
+def _profiles(result: dict) -> List[tuple]:
+    """(row name, form label, profile) of every profiled run."""
+    return [(r['name'], key[:-len('_profile')], r[key])
+            for r in result['rows'] for key in r
+            if key.endswith('_profile') and isinstance(r[key], dict)]
+
+
+def _profile_columns(profiles: List[tuple], min_ms: float = 1.0
+                     ) -> List[str]:
+    """Layer kinds worth a column (at least ``min_ms`` somewhere), most
+    time first; :data:`FUNCTIONAL` last."""
+    peak = {}
+    for _, _, prof in profiles:
+        for kind, ms in prof['kinds'].items():
+            if kind != FUNCTIONAL:
+                peak[kind] = max(peak.get(kind, 0.0), ms)
+    cols = sorted((k for k, v in peak.items() if v >= min_ms),
+                  key=lambda k: -peak[k])
+    return cols + ['other layers', FUNCTIONAL]
+
+
+def _profile_cells(prof: dict, cols: List[str]) -> List[float]:
+    named = set(cols)
+    other = sum(ms for k, ms in prof['kinds'].items() if k not in named)
+    return [other if c == 'other layers' else prof['kinds'].get(c, 0.0)
+            for c in cols]
+
+
+def profile_table(result: dict) -> Optional[str]:
+    """Markdown table of the ``--profile`` results (ms of one forward by
+    model part and by layer kind), or None if nothing was profiled."""
+    profiles = _profiles(result)
+    if not profiles:
+        return None
+    parts = [p for p in ('backbone', 'neck', 'decode_head', 'rest')
+             if any(p in prof['parts'] for _, _, prof in profiles)]
+    cols = _profile_columns(profiles)
+    head = ['model', 'form', 'total ms'] + [f'{p} ms' for p in parts] + cols
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for name, label, prof in profiles:
+        cells = [name, label, f"{prof['total_ms']:.0f}"]
+        cells += [_fmt(prof['parts'].get(p), '.0f') for p in parts]
+        cells += [f'{ms:.0f}' for ms in _profile_cells(prof, cols)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', 'ms of one forward after the timed rounds, by part and by '
+              'layer kind (the forward of every leaf module timed; '
+              f'"{FUNCTIONAL}" is the time outside them).']
+    return '\n'.join(lines)
+
+
+def _save_profile_png(result: dict, path: str) -> None:
+    import matplotlib.pyplot as plt
+    profiles = _profiles(result)
+    cols = _profile_columns(profiles)
+    labels = [f'{name} {label}' for name, label, _ in profiles]
+    # tall enough for the bars and for the legend (one line per kind)
+    fig, ax = plt.subplots(figsize=(11, max(1.2 + 0.45 * len(profiles),
+                                            0.6 + 0.2 * len(cols))))
+    cells = [_profile_cells(prof, cols) for _, _, prof in profiles]
+    left = [0.0] * len(profiles)
+    cmap = plt.get_cmap('tab20')
+    for j, col in enumerate(cols):
+        widths = [row[j] for row in cells]
+        ax.barh(labels, widths, left=left, color=cmap(j % 20), label=col)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.invert_yaxis()
+    ax.set_xlabel('ms per forward (one forward, leaf modules timed)')
+    ax.set_title('Where the time goes, by layer kind')
+    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
+    """Write ``benchmark.json`` and ``benchmark.png`` (speed bars, and mIoU
+    vs speed where the paper's mIoU is known) into ``out_dir``, and
+    ``profile.png`` (time by layer kind) when the runs were profiled."""
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = osp.join(out_dir, 'benchmark.json')
+    with open(json_path, 'w') as f:
+        json.dump(result, f, indent=2)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    rows = result['rows']
+    known = [r for r in rows if r.get('paper_miou')]
+    fig, axes = plt.subplots(1, 2 if known else 1,
+                             figsize=(13 if known else 7, 4.5))
+    axes = list(axes) if known else [axes]
+    names = [r['name'] for r in rows]
+    speeds = [r['fused_img_per_s'] for r in rows]
+    colors = ['tab:orange' if r['name'].startswith('ResNet') else 'tab:blue'
+              for r in rows]
+    unfused = [r.get('unfused_img_per_s') for r in rows]
+    ax = axes[0]
+    ax.barh(names, speeds, color=colors)
+    handles = [Patch(color='tab:blue', label='RepVGG (fused)')]
+    if any(n.startswith('ResNet') for n in names):
+        handles.append(Patch(color='tab:orange',
+                             label='ResNet (conv-BN folded)'))
+    if any(u is not None for u in unfused):
+        ax.barh(names, [u or 0 for u in unfused], color='none',
+                edgecolor='k', hatch='//')
+        handles.append(Patch(facecolor='none', edgecolor='k', hatch='//',
+                             label='unfused (training form)'))
+    ax.legend(handles=handles, fontsize=8, loc='lower right')
+    ax.invert_yaxis()
+    e = result['env']
+    ax.set_xlabel(f"images / second ({e['device']}, batch {e['batch']}, "
+                  f"{e['shape'][0]}x{e['shape'][1]}, {e['dtype']})")
+    decoders = sorted({_DECODER_NAMES.get(r.get('decoder'), r.get('decoder'))
+                       for r in rows if r.get('decoder')})
+    ax.set_title(f"{' / '.join(decoders) or 'Segmentor'} inference speed "
+                 '(fused)')
+    for i, (s, u) in enumerate(zip(speeds, unfused)):
+        label = f' {s:.3g}' + (f' (unfused {u:.3g})' if u else '')
+        ax.text(s, i, label, va='center', fontsize=8)
+    # room for the value labels right of the longest bar
+    ax.set_xlim(0, 1.45 * max(speeds + [u or 0 for u in unfused]))
+    if known:
+        ax = axes[1]
+        for r in known:
+            c = 'tab:orange' if r['name'].startswith('ResNet') else 'tab:blue'
+            ax.scatter(r['fused_img_per_s'], r['paper_miou'], color=c)
+            ax.annotate(r['name'], (r['fused_img_per_s'], r['paper_miou']),
+                        textcoords='offset points', xytext=(4, 4),
+                        fontsize=8)
+        ax.set_xlabel('images / second (measured here)')
+        ax.set_ylabel('Cityscapes val mIoU (paper, Table 8)')
+        ax.set_title('mIoU vs speed')
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png_path = osp.join(out_dir, 'benchmark.png')
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    files = dict(json=json_path, png=png_path)
+    if _profiles(result):
+        files['profile_png'] = osp.join(out_dir, 'profile.png')
+        _save_profile_png(result, files['profile_png'])
+    return files
+
+
+__all__ = ['markdown_table', 'profile_table', 'save_outputs']

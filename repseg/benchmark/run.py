@@ -1,0 +1,385 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""Speed benchmark of FUSED segmentors (the paper's Table 8 speed test).
+
+Every model is converted with :func:`repseg.reparameterize_model` (RepVGG
+blocks fused, conv-BN pairs of heads and ResNet baselines folded, as the
+paper did for its baselines) and :func:`repseg.reparam.assert_fused` checks
+that nothing foldable is left. Models are timed in interleaved rounds (round
+r times every model once) so that ratios between rows are measured side by
+side, under the same machine conditions.
+
+On the CPU, every eligible 3x3 convolution of EVERY model (RepVGG and ResNet,
+fused and unfused, backbone and head) runs NNPACK's Winograd kernels by
+default (``conv_impl='auto'``, see :mod:`repseg.ops.fast_conv`): the CPU
+counterpart of cuDNN choosing Winograd on the paper's GPU. ``'native'``
+keeps PyTorch's default convolutions (oneDNN).
+"""
+import copy
+import dataclasses
+import os.path as osp
+import shutil
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+from typing import Callable, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..deploy.build import SegForward, build_segmentor, check_shape
+from ..deploy.onnx import require, to_onnx
+from ..engine.checkpoint import load_any_checkpoint
+from ..engine.config import load_cfg
+from ..errors import UsageError
+from ..ops.fast_conv import (count_fast_convs, is_nnpack,
+                             kernel_transform_bytes, resolve_conv_impl,
+                             use_fast_convs)
+from ..reparam import (assert_fused, compare_outputs, find_unfused,
+                       reparameterize_model)
+from .measure import (count_gflops, environment, peak_forward_memory,
+                      sync)
+from .profile import profile_layers
+
+CONFIG_DIR = osp.join(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
+
+# name, config, ResNet baseline, paper Table 8 (mIoU, examples/s on 1080Ti)
+LINEUP = [
+    ('RepVGG-B1g2-fast', 'pspnet_repvgg_b1g2_fast.py', 'ResNet-50-D8',
+     78.88, 10.9),
+    ('ResNet-50-D8', 'pspnet_r50-d8.py', None, 77.17, 10.4),
+    ('RepVGG-B1g2', 'pspnet_repvgg_b1g2.py', 'ResNet-50-D8', 78.70, 8.0),
+    ('RepVGG-B2-fast', 'pspnet_repvgg_b2_fast.py', 'ResNet-101-D8', 79.52,
+     6.9),
+    ('ResNet-101-D8', 'pspnet_r101-d8.py', None, 78.51, 6.7),
+    ('RepVGG-B2', 'pspnet_repvgg_b2.py', 'ResNet-101-D8', 80.57, 4.5),
+]
+DTYPES = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)
+
+
+@dataclasses.dataclass
+class BenchmarkSettings:
+    """How to run the benchmark (one field per option of
+    tools/benchmark.py). ``None`` batch size / warm-up / iterations take the
+    paper's GPU protocol on a GPU (16 / 50 / 50) and 1 / 1 / 2 on a CPU."""
+    device: str = 'cpu'
+    batch_size: Optional[int] = None
+    shape: Sequence[int] = (713, 713)
+    warmup: Optional[int] = None
+    iters: Optional[int] = None
+    repeat: int = 3
+    dtype: str = 'fp32'
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    compare_unfused: bool = False
+    flops: bool = True
+    fast: bool = False
+    backend: str = 'pytorch'
+    conv_impl: str = 'auto'
+    compare_conv_impl: bool = False
+    profile: bool = False
+
+    @property
+    def dev(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def tdtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def resolved(self) -> 'BenchmarkSettings':
+        """A checked copy with the defaults filled in and ``conv_impl``
+        resolved (raises :class:`~repseg.errors.UsageError`)."""
+        s = dataclasses.replace(self)
+        on_gpu = s.dev.type == 'cuda'
+        if on_gpu and not torch.cuda.is_available():
+            raise UsageError('--device cuda was asked for but CUDA is not '
+                             'available; use --device cpu')
+        s.batch_size = s.batch_size or (16 if on_gpu else 1)
+        s.warmup = (50 if on_gpu else 1) if s.warmup is None else s.warmup
+        s.iters = (50 if on_gpu else 2) if s.iters is None else s.iters
+        if s.batch_size < 1 or s.iters < 1 or s.repeat < 1 or s.warmup < 0:
+            raise UsageError('batch size, iterations and repeats must be >= '
+                             '1 and warm-up >= 0')
+        s.shape = check_shape(s.shape)
+        if s.dtype not in DTYPES:
+            raise UsageError(f'--dtype must be one of {sorted(DTYPES)}')
+        s._check_combinations()
+        try:
+            s.conv_impl = resolve_conv_impl(
+                'native' if s.channels_last and s.conv_impl == 'auto' else
+                s.conv_impl, s.dev, s.tdtype)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if s.compare_conv_impl and s.conv_impl == 'native':
+            raise UsageError('--compare-conv-impl times NNPACK convs against '
+                             "native ones; it needs --conv-impl 'nnpack' (or "
+                             "'auto' on a CPU with fp32)")
+        return s
+
+    def _check_combinations(self) -> None:
+        if self.backend not in ('pytorch', 'onnxruntime'):
+            raise UsageError("--backend must be 'pytorch' or 'onnxruntime'")
+        if self.backend == 'onnxruntime' and (
+                self.dev.type != 'cpu' or self.dtype != 'fp32'
+                or self.compile or self.channels_last or self.amp):
+            raise UsageError('--backend onnxruntime times the fp32 model on '
+                             'the CPU (no --compile/--channels-last/--amp)')
+        if self.channels_last and is_nnpack(self.conv_impl):
+            raise UsageError(f'--conv-impl {self.conv_impl} runs NCHW '
+                             'tensors; it cannot be combined with '
+                             '--channels-last')
+        if self.profile and (self.compile or self.backend == 'onnxruntime'):
+            raise UsageError('--profile times the layers of the eager '
+                             'PyTorch model; drop --compile / --backend '
+                             'onnxruntime')
+
+    def autocast(self):
+        """The autocast context of ``amp`` (bf16 on the CPU)."""
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16
+                              if self.dev.type == 'cpu' else torch.float16)
+
+
+def _ort_callable(module, x, tmp_dir, row):
+    """Export ``module`` to ONNX at the benchmark shape and return a callable
+    that runs it with onnxruntime (CPU); records the max difference."""
+    ort = require('onnxruntime')
+    path = osp.join(tmp_dir, f"{row['name']}.onnx")
+    to_onnx(module, x[:1], path)
+    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    with torch.no_grad():
+        ref = module(x[:1]).numpy()
+    check = compare_outputs(ref, sess.run(None, {'image': x[:1].numpy()})[0])
+    row['onnxruntime_max_abs_diff'] = check['max_abs_diff']
+    row['onnxruntime_max_abs_logit'] = check['max_abs']
+
+    def run(inp):
+        return sess.run(None, {'image': inp.numpy()})[0]
+
+    return run
+
+
+def _prepare(model, device, dtype, channels_last):
+    model = model.to(device)
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_for_benchmark(config: str,
+                        checkpoint: Optional[str] = None,
+                        fast: bool = False,
+                        cfg_options: Optional[dict] = None) -> nn.Module:
+    """Build the (unfused) segmentor of ``config`` in eval mode, optionally
+    with 'fast' dilation and weights from ``checkpoint``."""
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        raise UsageError(
+            f'checkpoint {checkpoint!r} does not exist (the benchmark never '
+            'falls back to random weights when a checkpoint is named)')
+    cfg = load_cfg(config, cfg_options=cfg_options)
+    if fast:
+        if cfg.model.backbone.get('type') == 'RepVGG':
+            cfg.model.backbone.dilation_mode = 'fast'
+    model = build_segmentor(cfg)
+    if checkpoint is not None:
+        load_any_checkpoint(model, checkpoint)
+    return model.eval()
+
+
+def lineup(fast: bool = False) -> List[dict]:
+    """The paper's Table 8 rows (only the '-fast' ones and their ResNet
+    baselines with ``fast``)."""
+    rows = [
+        dict(name=n, config=osp.join(CONFIG_DIR, c), baseline=b,
+             paper_miou=m, paper_speed=s) for n, c, b, m, s in LINEUP
+    ]
+    if fast:
+        rows = [r for r in rows
+                if r['name'].endswith('-fast') or r['baseline'] is None]
+    return rows
+
+
+def _compare(a_fwd, b_fwd, x, s: BenchmarkSettings) -> dict:
+    with torch.no_grad(), s.autocast():
+        return compare_outputs(a_fwd(x[:1]).float(), b_fwd(x[:1]).float())
+
+
+def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
+                 tmp_dir: str) -> tuple:
+    """Build, fuse and check one entry; returns its row and its timed runs
+    [(label, callable)]."""
+    unfused = build_for_benchmark(entry['config'], entry.get('checkpoint'),
+                                  s.fast, entry.get('cfg_options'))
+    if s.compare_unfused and not find_unfused(unfused):
+        raise UsageError(
+            f"{entry['name']}: the config builds an already fused "
+            '(deploy) model, so there is no unfused form to compare '
+            'with. Benchmark the training config (with its training '
+            'checkpoint) to compare fused and unfused.')
+    fused = reparameterize_model(unfused, inplace=not s.compare_unfused)
+    assert_fused(fused)
+    backbone = getattr(fused, 'backbone', None)
+    row = dict(
+        name=entry['name'], config=entry['config'],
+        baseline=entry.get('baseline'),
+        paper_miou=entry.get('paper_miou'),
+        paper_speed=entry.get('paper_speed'),
+        dilation_mode=getattr(backbone, 'dilation_mode', None),
+        decoder=type(getattr(fused, 'decode_head', fused)).__name__,
+        params_m=sum(p.numel() for p in fused.parameters()) / 1e6)
+    if s.flops:
+        row['gflops'] = count_gflops(SegForward(fused),
+                                     x[:1].float().to(s.dev))
+
+    def prepared(model):
+        return SegForward(_prepare(model, s.dev, s.tdtype, s.channels_last))
+
+    def timed(fwd):
+        return torch.compile(fwd) if s.compile else fwd
+
+    native_fwd = prepared(copy.deepcopy(fused)) if s.compare_conv_impl \
+        else None
+    fused_fwd = prepared(use_fast_convs(fused, s.conv_impl, inplace=True))
+    row['fast_convs'], row['convs'] = count_fast_convs(fused)
+    runs = [('fused', timed(fused_fwd))]
+    if native_fwd is not None:
+        check = _compare(native_fwd, fused_fwd, x, s)
+        row['native_max_abs_diff'] = check['max_abs_diff']
+        runs.append(('native', timed(native_fwd)))
+    if s.backend == 'onnxruntime':
+        runs.append(('onnxruntime',
+                     _ort_callable(fused_fwd, x, tmp_dir, row)))
+    if s.compare_unfused:
+        unfused_fwd = prepared(use_fast_convs(unfused, s.conv_impl,
+                                              inplace=True))
+        check = _compare(unfused_fwd, fused_fwd, x, s)
+        row['max_abs_diff'] = check['max_abs_diff']
+        row['max_abs_logit'] = check['max_abs']
+        runs.append(('unfused', timed(unfused_fwd)))
+    return row, runs
+
+
+def _time_runs(runs: list, x: torch.Tensor, s: BenchmarkSettings,
+               logger: Callable) -> dict:
+    """Warm up and measure the memory of every run, then time them in
+    interleaved rounds; returns {(id(row), label): [seconds per batch]}."""
+    def call(fn):
+        with torch.no_grad(), s.autocast():
+            out = fn(x)
+        sync(s.dev)
+        return out
+
+    for row, label, fn in runs:
+        for _ in range(s.warmup):
+            call(fn)
+        mem = peak_forward_memory(lambda inp: call(fn), x, s.dev)
+        row[f'{label}_peak_mem_mib'] = None if mem is None else mem / 2**20
+        if s.conv_impl == 'nnpack-precomputed' and isinstance(fn, nn.Module):
+            # held between forwards, like the weights: not in the peak above
+            row[f'{label}_kernel_transforms_mib'] = \
+                kernel_transform_bytes(fn) / 2**20
+    times = {(id(row), label): [] for row, label, _ in runs}
+    for r in range(s.repeat):
+        for row, label, fn in runs:
+            for _ in range(s.iters):
+                sync(s.dev)
+                t = time.perf_counter()
+                call(fn)
+                times[(id(row), label)].append(time.perf_counter() - t)
+        logger(f'round {r + 1}/{s.repeat} done')
+    return times
+
+
+def _summarize(rows: list, runs: list, times: dict,
+               s: BenchmarkSettings) -> None:
+    """Latency statistics per run and the ratios between runs (in place)."""
+    for row, label, _ in runs:
+        per_img = sorted(t / s.batch_size for t in times[(id(row), label)])
+        q = statistics.quantiles(per_img, n=4) if len(per_img) > 1 else \
+            [per_img[0]] * 3
+        med = statistics.median(per_img)
+        row[f'{label}_img_per_s'] = 1.0 / med
+        row[f'{label}_latency_ms'] = med * 1e3
+        row[f'{label}_latency_iqr_ms'] = (q[2] - q[0]) * 1e3
+        row[f'{label}_latency_min_ms'] = per_img[0] * 1e3
+    by_name = {row['name']: row for row in rows}
+    for row in rows:
+        base = by_name.get(row['baseline'])
+        row['speed_vs_baseline'] = (row['fused_img_per_s'] /
+                                    base['fused_img_per_s']) if base else None
+        for key, label in (('fused_speedup', 'unfused'),
+                           ('conv_impl_speedup', 'native')):
+            if f'{label}_img_per_s' in row:
+                row[key] = row['fused_img_per_s'] / row[f'{label}_img_per_s']
+        if 'onnxruntime_img_per_s' in row:
+            row['onnxruntime_vs_pytorch'] = (row['onnxruntime_img_per_s'] /
+                                             row['fused_img_per_s'])
+
+
+def run_benchmark(entries: List[dict],
+                  settings: Optional[BenchmarkSettings] = None,
+                  logger: Callable = print,
+                  **options) -> dict:
+    """Benchmark the fused form of every entry (dicts with ``name``,
+    ``config`` and optional ``checkpoint``, ``baseline``, ``paper_miou``,
+    ``cfg_options``).
+
+    ``settings`` (or its fields as keyword ``options``, see
+    :class:`BenchmarkSettings`): ``conv_impl`` (one of
+    :data:`repseg.ops.CONV_IMPLS`) chooses how the 3x3 convs of every model
+    run; ``compare_conv_impl`` also times each fused model with PyTorch's
+    native convs (label ``native``); ``profile`` adds ``{label}_profile`` to
+    every row (:func:`repseg.benchmark.profile.profile_layers`).
+
+    Returns ``{'env': ..., 'rows': [...]}``; see the README for the fields.
+    """
+    s = (settings or BenchmarkSettings(**options)).resolved()
+    if s.dtype == 'fp16' and s.dev.type != 'cuda':
+        logger('note: fp16 convolutions are slow or unsupported on CPU; '
+               'bf16 is the CPU half-precision option')
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(s.batch_size, 3, *s.shape, generator=gen).to(
+        s.dev, s.tdtype)
+    if s.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    tmp_dir = tempfile.mkdtemp(prefix='repseg_bench_')
+    rows, runs = [], []   # runs: (row, label, callable)
+    try:
+        for entry in entries:
+            t0 = time.time()
+            row, entry_runs = _build_entry(entry, s, x, tmp_dir)
+            rows.append(row)
+            runs += [(row, label, fn) for label, fn in entry_runs]
+            logger(f"built {row['name']} ({row['params_m']:.2f} M params "
+                   f"fused, {row['fast_convs']}/{row['convs']} convs on "
+                   f'NNPACK) in {time.time() - t0:.1f} s')
+        times = _time_runs(runs, x, s, logger)
+        if s.profile:
+            for row, label, fn in runs:
+                with s.autocast():
+                    row[f'{label}_profile'] = profile_layers(
+                        fn, x, sync=lambda: sync(s.dev))
+            logger('profiled every model by layer kind')
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    _summarize(rows, runs, times, s)
+    env = environment(s.dev, s.batch_size, s.dtype, dict(
+        channels_last=s.channels_last, compile=s.compile, amp=s.amp))
+    env.update(shape=list(s.shape), warmup=s.warmup, iters=s.iters,
+               repeat=s.repeat, fast=s.fast, backend=s.backend,
+               conv_impl=s.conv_impl,
+               timing='interleaved rounds; latency = per image, median and '
+               'interquartile range over all timed batches')
+    return dict(env=env, rows=rows)
+
+
+__all__ = [
+    'LINEUP', 'lineup', 'BenchmarkSettings', 'build_for_benchmark',
+    'run_benchmark'
+]

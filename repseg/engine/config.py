@@ -1,0 +1,147 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""Reading a config and making it runnable here: the usual mmseg
+command-line overrides, CPU fallbacks (SyncBN -> BN, NCCL -> gloo, CPU
+DDP), a poly schedule that follows an overridden ``max_iters``."""
+import logging
+import os.path as osp
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+from ..errors import UsageError
+from .dist import init_cpu_distributed
+
+
+def replace_syncbn(cfg, norm_type: str = 'BN'):
+    """Replace every ``SyncBN``/``MMSyncBN`` norm config in ``cfg`` (a
+    Config, dict or list, modified in place) by ``norm_type``. Returns the
+    number of replacements.
+
+    SyncBN needs CUDA and a process group; on CPU (single process or gloo)
+    repseg trains with plain BN instead: this is the one place that swap is
+    done.
+    """
+    count = 0
+    if isinstance(cfg, dict):
+        if cfg.get('type') in ('SyncBN', 'MMSyncBN'):
+            cfg['type'] = norm_type
+            count += 1
+        for v in cfg.values():
+            count += replace_syncbn(v, norm_type)
+    elif isinstance(cfg, (list, tuple)):
+        for v in cfg:
+            count += replace_syncbn(v, norm_type)
+    return count
+
+
+def adapt_to_device(cfg: Config) -> Config:
+    """Make a config runnable on the machine at hand: without CUDA, SyncBN
+    falls back to BN (with a warning), NCCL to gloo, and a multi-process
+    launch ('pytorch' launcher) uses a gloo group and CPU DDP."""
+    if not torch.cuda.is_available():
+        n = replace_syncbn(cfg.model)
+        if n:
+            print_log(
+                f'No CUDA device: SyncBN cannot run here, so the {n} SyncBN '
+                'layer configs of this model fall back to BN (statistics per '
+                'process; identical for a single process).',
+                logger='current', level=logging.WARNING)
+        dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
+        if dist_cfg.get('backend') == 'nccl':
+            dist_cfg['backend'] = 'gloo'
+        if cfg.get('launcher', 'none') != 'none':
+            # several CPU processes: gloo process group + DDP without
+            # device ids (see repseg.engine.dist)
+            init_cpu_distributed(cfg.launcher)
+            cfg.model_wrapper_cfg = dict(
+                type='CPUDistributedDataParallel',
+                broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters',
+                                               False))
+    return cfg
+
+
+def follow_max_iters(cfg: Config, old_iters: Optional[int],
+                     cfg_options: dict) -> None:
+    """When ``train_cfg.max_iters`` was overridden, move the end of every
+    parameter scheduler that ended at the old ``max_iters`` (poly LR) to the
+    new one, unless the override set that end itself; say what was done."""
+    new_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    if old_iters is None or new_iters in (None, old_iters):
+        return
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    for i, sched in enumerate(schedulers):
+        own = any(k.startswith(f'param_scheduler.{i}.') or k ==
+                  'param_scheduler' for k in cfg_options)
+        if sched.get('end') == old_iters and not own:
+            sched['end'] = new_iters
+            print_log(
+                f"train_cfg.max_iters is {new_iters} (the config says "
+                f"{old_iters}): the {sched.get('type')} schedule now ends at "
+                f'iteration {new_iters} too.', logger='current')
+
+
+def load_cfg(config: str,
+             work_dir: Optional[str] = None,
+             cfg_options: Optional[dict] = None,
+             launcher: str = 'none',
+             amp: bool = False,
+             resume: bool = False,
+             auto_scale_lr: bool = False) -> Config:
+    """Read a config and apply the usual mmseg command-line overrides."""
+    if not osp.isfile(config):
+        raise UsageError(f'config file {config!r} does not exist')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    old_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    if cfg_options:
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (TypeError, KeyError, ValueError) as e:
+            raise UsageError(
+                f'the overrides {cfg_options} do not fit the config '
+                f'{config}: {e}. (A key below a setting that is None needs '
+                'the whole dict, e.g. model.backbone.init_cfg=None or a new '
+                'value for the parent key.)') from None
+        follow_max_iters(cfg, old_iters, cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    if amp:
+        if not torch.cuda.is_available():
+            raise UsageError(
+                'automatic mixed precision (--amp) needs a CUDA GPU: '
+                "mmengine's AmpOptimWrapper scales fp16 gradients on CUDA. "
+                'On the CPU train in fp32 (without --amp).')
+        if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in your config.',
+                      logger='current', level=logging.WARNING)
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if auto_scale_lr:
+        cfg.setdefault('auto_scale_lr', dict(base_batch_size=16))
+        cfg.auto_scale_lr.enable = True
+    cfg.resume = resume
+    return adapt_to_device(cfg)
+
+
+def without_pretrained(model_cfg) -> dict:
+    """Drop the pretrained initialization of a model config (in place; the
+    weights come from a checkpoint). Returns ``model_cfg``."""
+    model_cfg.pretrained = None
+    if model_cfg.get('backbone'):
+        model_cfg.backbone.init_cfg = None
+    return model_cfg
+
+
+__all__ = [
+    'replace_syncbn', 'adapt_to_device', 'follow_max_iters', 'load_cfg',
+    'without_pretrained'
+]
