@@ -1,6 +1,7 @@
 # DeepLabV3+, RepVGG-B2 backbone, all 3x3 convs of the last two stages
 # dilated (output stride 8), Cityscapes 713x713, the RepVGG paper's
-# PSPNet recipe. Train: python tools/train.py configs/deeplabv3plus_repvgg_b2.py
+# PSPNet recipe.
+# Train: python tools/train.py configs/deeplabv3plus_repvgg_b2.py
 _base_ = [
     './_base_/models/deeplabv3plus_repvgg.py',
     './_base_/datasets/cityscapes_713x713.py', './_base_/default_runtime.py',

@@ -1,23 +1,12 @@
-# UPerNet, RepVGG-B1g2 backbone (output strides 4..32, no dilation),
-# Cityscapes 713x713, the RepVGG paper's PSPNet recipe (poly LR, 40 epochs).
-# Train: python tools/train.py configs/upernet_repvgg_b1g2.py
-_base_ = [
-    './_base_/models/upernet_repvgg.py',
-    './_base_/datasets/cityscapes_713x713.py', './_base_/default_runtime.py',
-    './_base_/schedules/schedule_40e_cityscapes.py'
-]
-crop_size = (713, 713)
-data_preprocessor = dict(size=crop_size)
+# UPerNet, RepVGG-B1g2 backbone: configs/upernet_repvgg_b2.py with the
+# B1g2 arch and its channels (README.md, "Plugging RepVGG into any mmseg
+# model").
+_base_ = './upernet_repvgg_b2.py'
 model = dict(
-    data_preprocessor=data_preprocessor,
     backbone=dict(
         arch='B1g2',
-        # ImageNet-pretrained RepVGG-B1g2 (training-time weights); see the
-        # README, "Pretrained backbones". To train from scratch:
-        # --cfg-options model.backbone.init_cfg=None
         init_cfg=dict(
             type='Pretrained',
             checkpoint='checkpoints/RepVGG-B1g2-train.pth')),
     decode_head=dict(in_channels=[128, 256, 512, 2048]),
-    auxiliary_head=dict(in_channels=512),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(476, 476)))
+    auxiliary_head=dict(in_channels=512))

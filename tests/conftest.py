@@ -1,14 +1,14 @@
+"""Fixtures of the whole suite; shared helpers are in tests/utils.py."""
 import pytest
 import torch
 
 import repseg  # noqa: F401  (registers the modules)
 from mmseg.utils import register_all_modules
+from repseg.datasets import generate_synthetic_cityscapes
+
+from .utils import ROOT  # noqa: F401  (sets PYTHONPATH for subprocesses)
 
 register_all_modules(init_default_scope=True)
-
-# Tolerance of every fused-vs-unfused comparison:
-# max |fused - unfused| <= REL_TOL * max |unfused|.
-REL_TOL = 1e-4
 
 
 @pytest.fixture(autouse=True)
@@ -17,66 +17,9 @@ def _deterministic():
     yield
 
 
-import os  # noqa: E402
-import os.path as osp  # noqa: E402
-
-from repseg.apis import load_cfg  # noqa: E402
-from repseg.datasets import generate_synthetic_cityscapes  # noqa: E402
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# the tools run in subprocesses import this checkout's repseg, whatever
-# copy is installed
-os.environ['PYTHONPATH'] = os.pathsep.join(
-    p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
-CONFIG_DIR = osp.join(ROOT, 'configs')
-DEMO_CONFIG = osp.join(CONFIG_DIR, 'pspnet_repvgg_a0_synthetic.py')
-
-
 @pytest.fixture(scope='session')
 def synthetic_root(tmp_path_factory):
     """A small synthetic dataset in the Cityscapes layout (made once)."""
     root = str(tmp_path_factory.mktemp('data') / 'synthetic_cityscapes')
     generate_synthetic_cityscapes(root, num_train=8, num_val=4, seed=0)
     return root
-
-
-def small_cfg(config, data_root, work_dir, crop=64, iters=1,
-              val_interval=None, cfg_options=None):
-    """Load a shipped config (through repseg.apis.load_cfg, which makes it
-    CPU-ready: SyncBN -> BN) and shrink its data and schedule for a quick
-    CPU run on the synthetic dataset; the model itself is unchanged except
-    that nothing pretrained is loaded."""
-    options = {
-        'model.pretrained': None,
-        'model.backbone.init_cfg': None,
-        'model.data_preprocessor.size': (crop, crop),
-        'train_cfg.max_iters': iters,
-        'train_cfg.val_interval': val_interval or iters,
-        'param_scheduler.0.end': iters,
-        'default_hooks.checkpoint.interval': iters,
-        'default_hooks.logger.interval': 1,
-        'env_cfg.cudnn_benchmark': False,
-        'randomness.seed': 0,
-    }
-    for split in ('train', 'val', 'test'):
-        options.update({
-            f'{split}_dataloader.dataset.data_root': data_root,
-            f'{split}_dataloader.num_workers': 0,
-            f'{split}_dataloader.persistent_workers': False,
-        })
-    options.update(cfg_options or {})
-    cfg = load_cfg(config, work_dir=str(work_dir), cfg_options=options)
-    cfg.train_dataloader.batch_size = 2
-    for t in cfg.train_dataloader.dataset.pipeline:
-        if t['type'] == 'RandomResize':
-            t['scale'] = (2 * crop, crop)
-        elif t['type'] == 'RandomCrop':
-            t['crop_size'] = (crop, crop)
-    for loader in (cfg.val_dataloader, cfg.test_dataloader):
-        for t in loader.dataset.pipeline:
-            if t['type'] == 'Resize':
-                t['scale'] = (2 * crop, crop)
-    if cfg.model.test_cfg.get('mode') == 'slide':
-        cfg.model.test_cfg.crop_size = (crop, crop)
-        cfg.model.test_cfg.stride = (crop * 2 // 3, crop * 2 // 3)
-    return cfg

@@ -293,32 +293,39 @@ class RepVGG(BaseModule):
         num_blocks = (1, ) + tuple(self.arch['num_blocks'])
         _, widths, _ = signature(self.arch)
         self.out_channels = widths
-        group_layers = self.arch.get('group_layers') or {}
-
         # One entry per layer: (stage, stride, dilation, groups).
+        self.layer_layout = self._layer_layout(num_blocks)
+        self.stage_names = ['stem'] + [
+            f'stage_{i}' for i in range(1, self.num_stages)
+        ]
+        self._make_stages(
+            num_blocks, in_channels,
+            dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                 deploy=deploy, with_cp=with_cp))
+        self._freeze_stages()
+
+    def _layer_layout(self, num_blocks: Tuple[int, ...]) -> list:
+        """(stage, stride, dilation, groups) of every layer, the stem first:
+        the first layer of a stage has its stride; in 'fast' mode only the
+        last ``fast_dilated_layers`` layers keep their stage's dilation."""
+        group_layers = self.arch.get('group_layers') or {}
         total = sum(num_blocks)
-        self.layer_layout = []
-        layer = 0
+        layout, layer = [], 0
         for stage, n in enumerate(num_blocks):
             for j in range(n):
                 layer += 1
                 dilation = self.dilations[stage]
-                if (dilation_mode == 'fast'
-                        and layer <= total - fast_dilated_layers):
+                if (self.dilation_mode == 'fast'
+                        and layer <= total - self.fast_dilated_layers):
                     dilation = 1
-                self.layer_layout.append(
-                    (stage, self.strides[stage] if j == 0 else 1, dilation,
-                     group_layers.get(layer, 1)))
+                layout.append((stage, self.strides[stage] if j == 0 else 1,
+                               dilation, group_layers.get(layer, 1)))
+        return layout
 
-        common = dict(
-            conv_cfg=conv_cfg,
-            norm_cfg=norm_cfg,
-            act_cfg=act_cfg,
-            deploy=deploy,
-            with_cp=with_cp)
-        self.stage_names = ['stem'] + [
-            f'stage_{i}' for i in range(1, self.num_stages)
-        ]
+    def _make_stages(self, num_blocks: Tuple[int, ...], in_channels: int,
+                     common: dict) -> None:
+        """One RepVGGBlock per entry of ``layer_layout``: the stem as a
+        block, stages 1..4 as ``nn.Sequential``."""
         in_ch = in_channels
         layers = iter(self.layer_layout)
         for stage, n in enumerate(num_blocks):
@@ -326,17 +333,12 @@ class RepVGG(BaseModule):
             for _ in range(n):
                 _, stride, dilation, groups = next(layers)
                 blocks.append(
-                    RepVGGBlock(
-                        in_ch,
-                        widths[stage],
-                        stride=stride,
-                        dilation=dilation,
-                        groups=groups,
-                        **common))
-                in_ch = widths[stage]
+                    RepVGGBlock(in_ch, self.out_channels[stage],
+                                stride=stride, dilation=dilation,
+                                groups=groups, **common))
+                in_ch = self.out_channels[stage]
             self.add_module(self.stage_names[stage],
                             blocks[0] if stage == 0 else nn.Sequential(*blocks))
-        self._freeze_stages()
 
     @staticmethod
     def _pretrained_to_init_cfg(pretrained: Optional[str], init_cfg):

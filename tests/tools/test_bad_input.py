@@ -10,7 +10,7 @@ from mmengine.runner import Runner
 from repseg.apis import load_cfg
 from repseg.datasets import check_cityscapes, generate_synthetic_cityscapes
 
-from .conftest import CONFIG_DIR, DEMO_CONFIG, small_cfg
+from tests.utils import CONFIG_DIR, DEMO_CONFIG, small_cfg
 
 
 @pytest.mark.parametrize('mode,size', [('L', (128, 256)),

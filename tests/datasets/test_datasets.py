@@ -11,7 +11,7 @@ import pytest
 from repseg.datasets import (CLASSES, DatasetError, check_cityscapes,
                              convert_label_ids, generate_synthetic_cityscapes)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tests.utils import ROOT
 
 
 def _labels(root, split, suffix='_gtFine_labelTrainIds.png'):

@@ -9,7 +9,7 @@ from repseg import find_unfused, reparameterize_model
 from repseg.reparam.fusion import is_batchnorm
 from repseg.testing import max_rel_diff, randomize_bn_
 
-from .conftest import REL_TOL
+from tests.utils import REL_TOL
 
 BN = dict(type='BN', requires_grad=True)
 A0_CH = [48, 48, 96, 192, 1280]

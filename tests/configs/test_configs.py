@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 from mmseg.registry import MODELS
 from repseg.apis import load_cfg, replace_syncbn
 
-from .conftest import CONFIG_DIR, DEMO_CONFIG, small_cfg
+from tests.utils import CONFIG_DIR, DEMO_CONFIG, small_cfg
 
 CONFIGS = sorted(
     osp.basename(p) for p in glob.glob(osp.join(CONFIG_DIR, '*.py')))

@@ -12,7 +12,10 @@ import time
 import pytest
 import torch
 
-from .conftest import DEMO_CONFIG, ROOT, small_cfg
+from tests.utils import DEMO_CONFIG, ROOT, small_cfg
+
+# tools run as subprocesses, as users run them (CI runs them all)
+pytestmark = pytest.mark.slow
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 

@@ -11,7 +11,7 @@ from repseg.engine import FusedEvalHook
 from repseg.models import RepVGGBlock
 from repseg.ops import count_fast_convs, nnpack_available, use_fast_convs
 
-from .conftest import DEMO_CONFIG, small_cfg
+from tests.utils import DEMO_CONFIG, small_cfg
 
 
 @pytest.fixture(scope='module')

@@ -14,7 +14,7 @@ from repseg.models import RepVGG
 from repseg.models.pretrained import detect_layout
 from repseg.testing import max_rel_diff, randomize_bn_
 
-from .conftest import REL_TOL
+from tests.utils import REL_TOL
 
 
 def _source(arch='A0', seed=0):

@@ -12,7 +12,7 @@ from repseg.apis import UsageError, load_cfg
 from repseg.deploy import build_segmentor, export_onnx
 from repseg.testing import randomize_bn_
 
-from .conftest import DEMO_CONFIG, ROOT
+from tests.utils import DEMO_CONFIG, ROOT
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ from repseg.errors import NotFusedError as BenchmarkError
 from repseg.reparam import assert_fused
 from repseg.ops import NNPACKConv2d
 
-from .conftest import CONFIG_DIR, DEMO_CONFIG, ROOT
+from tests.utils import CONFIG_DIR, DEMO_CONFIG, ROOT
 
 TOOL = osp.join(ROOT, 'tools', 'benchmark.py')
 

@@ -10,7 +10,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from .conftest import DEMO_CONFIG, ROOT, small_cfg
+from tests.utils import DEMO_CONFIG, ROOT, small_cfg
+
+# tools run as subprocesses, as users run them (CI runs them all)
+pytestmark = pytest.mark.slow
 
 TOOLS = osp.join(ROOT, 'tools')
 

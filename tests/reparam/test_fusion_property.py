@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from repseg.models import RepVGGBlock
 from repseg.testing import max_rel_diff
 
-from .conftest import REL_TOL
+from tests.utils import REL_TOL
 
 
 @st.composite

@@ -18,7 +18,7 @@ from repseg.deploy import build_segmentor, check_model, convert_checkpoint
 from repseg.reparam.fusion import is_batchnorm
 from repseg.testing import randomize_bn_
 
-from .conftest import CONFIG_DIR, DEMO_CONFIG, REL_TOL, small_cfg
+from tests.utils import CONFIG_DIR, DEMO_CONFIG, REL_TOL, small_cfg
 
 NEW_CONFIGS = sorted(
     osp.basename(p) for pattern in ('upernet_repvgg_*.py',

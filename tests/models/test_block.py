@@ -8,7 +8,7 @@ from repseg import reparameterize_model
 from repseg.models import RepVGGBlock
 from repseg.testing import max_rel_diff, randomize_bn_
 
-from .conftest import REL_TOL
+from tests.utils import REL_TOL
 
 
 @pytest.mark.parametrize('in_ch,out_ch,stride,groups,dilation', [

@@ -9,7 +9,7 @@ from repseg import find_unfused, reparameterize_model
 from repseg.models import RepVGG, RepVGGBlock
 from repseg.testing import max_rel_diff, randomize_bn_
 
-from .conftest import REL_TOL
+from tests.utils import REL_TOL
 
 ALL_ARCHS = list(RepVGG.arch_settings)
 MODES = ['none', 'full', 'fast']

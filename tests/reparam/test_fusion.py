@@ -8,7 +8,7 @@ from repseg.reparam.fusion import (bn_scale_shift, fold_conv_bn_, fuse_branches,
                            fuse_kernel_bn, identity_kernel, pad_kernel)
 from repseg.testing import max_rel_diff, randomize_bn_
 
-from .conftest import REL_TOL
+from tests.utils import REL_TOL
 
 
 @pytest.mark.parametrize('channels,groups', [(8, 1), (8, 2), (8, 4), (6, 6)])

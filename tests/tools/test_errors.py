@@ -1,0 +1,58 @@
+"""Every tool turns any repseg error into one `error:` line and a non-zero
+exit code; every repseg exception is a RepsegError."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from repseg import errors
+from repseg.datasets import DatasetError
+from repseg.engine import CheckpointError
+from repseg.ops._nnpack import NNPACKError
+from tests.utils import DEMO_CONFIG, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_one_exception_family():
+    for cls in (errors.UsageError, errors.CheckpointError,
+                errors.DatasetError, errors.NotFusedError,
+                errors.BackendError, DatasetError, CheckpointError,
+                NNPACKError):
+        assert issubclass(cls, errors.RepsegError), cls
+
+
+def _cases(tmp):
+    junk = tmp / 'junk'
+    junk.mkdir()
+    (junk / 'x.txt').write_text('not a dataset')
+    none = str(tmp / 'none')
+    return {
+        'train.py': ([none + '.py'], 'does not exist'),
+        'test.py': ([DEMO_CONFIG, none + '.pth'], 'does not exist'),
+        'convert.py': ([DEMO_CONFIG, none + '.pth', str(tmp / 'o.pth')],
+                       'does not exist'),
+        'export_onnx.py': ([DEMO_CONFIG, none + '.pth',
+                            str(tmp / 'o.onnx')], 'does not exist'),
+        'benchmark.py': ([DEMO_CONFIG, '--shape', '8'], 'not supported'),
+        'check_dataset.py': ([none], 'does not exist'),
+        'convert_cityscapes.py': ([none], 'does not exist'),
+        'demo.py': (['--data-root', str(junk), '--work-dir',
+                     str(tmp / 'w')], 'is missing'),
+    }
+
+
+@pytest.mark.parametrize('tool', [
+    'train.py', 'test.py', 'convert.py', 'export_onnx.py', 'benchmark.py',
+    'check_dataset.py', 'convert_cityscapes.py', 'demo.py'
+])
+def test_tool_error_is_one_line(tool, tmp_path):
+    args, message = _cases(tmp_path)[tool]
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', tool), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and message in last, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr

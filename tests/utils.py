@@ -1,0 +1,57 @@
+"""Helpers shared by the tests (imported as ``tests.utils``; fixtures live
+in conftest.py)."""
+import os
+import os.path as osp
+
+from repseg.apis import load_cfg
+from repseg.reparam import REL_TOL  # noqa: F401  (the suite's tolerance)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# the tools run in subprocesses import this checkout's repseg, whatever
+# copy is installed
+os.environ['PYTHONPATH'] = os.pathsep.join(
+    p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
+CONFIG_DIR = osp.join(ROOT, 'configs')
+DEMO_CONFIG = osp.join(CONFIG_DIR, 'pspnet_repvgg_a0_synthetic.py')
+
+
+def small_cfg(config, data_root, work_dir, crop=64, iters=1,
+              val_interval=None, cfg_options=None):
+    """Load a shipped config (through repseg.apis.load_cfg, which makes it
+    CPU-ready: SyncBN -> BN) and shrink its data and schedule for a quick
+    CPU run on the synthetic dataset; the model itself is unchanged except
+    that nothing pretrained is loaded."""
+    options = {
+        'model.pretrained': None,
+        'model.backbone.init_cfg': None,
+        'model.data_preprocessor.size': (crop, crop),
+        'train_cfg.max_iters': iters,
+        'train_cfg.val_interval': val_interval or iters,
+        'param_scheduler.0.end': iters,
+        'default_hooks.checkpoint.interval': iters,
+        'default_hooks.logger.interval': 1,
+        'env_cfg.cudnn_benchmark': False,
+        'randomness.seed': 0,
+    }
+    for split in ('train', 'val', 'test'):
+        options.update({
+            f'{split}_dataloader.dataset.data_root': data_root,
+            f'{split}_dataloader.num_workers': 0,
+            f'{split}_dataloader.persistent_workers': False,
+        })
+    options.update(cfg_options or {})
+    cfg = load_cfg(config, work_dir=str(work_dir), cfg_options=options)
+    cfg.train_dataloader.batch_size = 2
+    for t in cfg.train_dataloader.dataset.pipeline:
+        if t['type'] == 'RandomResize':
+            t['scale'] = (2 * crop, crop)
+        elif t['type'] == 'RandomCrop':
+            t['crop_size'] = (crop, crop)
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        for t in loader.dataset.pipeline:
+            if t['type'] == 'Resize':
+                t['scale'] = (2 * crop, crop)
+    if cfg.model.test_cfg.get('mode') == 'slide':
+        cfg.model.test_cfg.crop_size = (crop, crop)
+        cfg.model.test_cfg.stride = (crop * 2 // 3, crop * 2 // 3)
+    return cfg
