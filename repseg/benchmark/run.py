@@ -32,7 +32,7 @@ from ..deploy.onnx import require, to_onnx
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError
-from ..ops.fast_conv import (count_fast_convs, is_nnpack,
+from ..ops.fast_conv import (count_fast_convs, count_nnpack_runs, is_nnpack,
                              kernel_transform_bytes, resolve_conv_impl,
                              use_fast_convs)
 from ..reparam import (assert_fused, compare_outputs, find_unfused,
@@ -293,6 +293,14 @@ def _time_runs(runs: list, x: torch.Tensor, s: BenchmarkSettings,
                 call(fn)
                 times[(id(row), label)].append(time.perf_counter() - t)
         logger(f'round {r + 1}/{s.repeat} done')
+    for row, label, fn in runs:
+        if isinstance(fn, nn.Module) and row.get('fast_convs'):
+            # what really ran NNPACK (the size policy may send convs to
+            # PyTorch's conv), counted at the calls
+            ran, calls, native = count_nnpack_runs(fn, reset=True)
+            row[f'{label}_nnpack_convs_ran'] = ran
+            row[f'{label}_nnpack_calls'] = calls
+            row[f'{label}_native_conv_calls'] = native
     return times
 
 

@@ -47,6 +47,8 @@ def test_tool_writes_json_table_and_png(tmp_path):
     # A0 fused: every conv but the 3 stride-2 stage heads, the PSP 1x1s and
     # the classifier is a 3x3 stride-1 conv on NNPACK
     assert 0 < row['fast_convs'] < row['convs']
+    # ... but at 65x65 no conv passes the size policy: none ran NNPACK
+    assert row['fused_nnpack_calls'] == 0 < row['fused_native_conv_calls']
     assert row['native_max_abs_diff'] <= 1e-4 * row['max_abs_logit']
     assert 'nnpack/native' in proc.stdout
     assert row['fused_latency_min_ms'] <= row['fused_latency_ms']
@@ -170,6 +172,13 @@ def test_conv_impl_choices(monkeypatch):
                            warmup=0, flops=False, logger=lambda *a: None)
     (row, ) = result['rows']
     assert row['fast_convs'] > 0 and row['fused_kernel_transforms_mib'] > 0
+    # every converted conv that the forward uses (not the auxiliary head's,
+    # which inference skips) ran NNPACK in each of the 2 forwards (memory,
+    # timing), counted at the calls
+    ran = row['fused_nnpack_convs_ran']
+    assert 0 < ran == row['fast_convs'] - 1
+    assert row['fused_nnpack_calls'] == 2 * ran
+    assert row['fused_native_conv_calls'] == 0
 
 
 @pytest.mark.parametrize('tool', ['benchmark.py', 'test.py'])
