@@ -15,11 +15,11 @@ BN = dict(type='BN', requires_grad=True)
 A0_CH = [48, 48, 96, 192, 1280]
 
 
-def _segmentor(backbone, decode_head, neck=None, aux=True):
+def _segmentor(backbone, decode_head, neck=None, aux=True, norm_cfg=BN):
     cfg = dict(
         type='EncoderDecoder',
         backbone=backbone,
-        decode_head=dict(decode_head, num_classes=19, norm_cfg=BN,
+        decode_head=dict(decode_head, num_classes=19, norm_cfg=norm_cfg,
                          align_corners=False, dropout_ratio=0.1),
         train_cfg=dict(),
         test_cfg=dict(mode='whole'))
@@ -28,7 +28,8 @@ def _segmentor(backbone, decode_head, neck=None, aux=True):
     if aux:
         cfg['auxiliary_head'] = dict(
             type='FCNHead', in_channels=A0_CH[3], in_index=-2, channels=16,
-            num_convs=1, concat_input=False, num_classes=19, norm_cfg=BN)
+            num_convs=1, concat_input=False, num_classes=19,
+            norm_cfg=norm_cfg)
     return MODELS.build(cfg)
 
 
@@ -158,15 +159,9 @@ def test_syncbn_heads_fold_numerically(norm, one_process_group):
     CPU): folded, none left, and the outputs match with random
     statistics."""
     sync = dict(type=norm, requires_grad=True)
-    model = MODELS.build(dict(
-        type='EncoderDecoder',
-        backbone=dict(type='RepVGG', arch='A0', dilation_mode='fast',
-                      out_indices=(1, 2, 3, 4), norm_cfg=sync),
-        decode_head=dict(HEADS['PSPHead'], num_classes=19, norm_cfg=sync),
-        auxiliary_head=dict(
-            type='FCNHead', in_channels=A0_CH[3], in_index=-2, channels=16,
-            num_convs=1, concat_input=False, num_classes=19, norm_cfg=sync),
-        train_cfg=dict(), test_cfg=dict(mode='whole')))
+    backbone = dict(type='RepVGG', arch='A0', dilation_mode='fast',
+                    out_indices=(1, 2, 3, 4), norm_cfg=sync)
+    model = _segmentor(backbone, HEADS['PSPHead'], norm_cfg=sync)
     kinds = {type(m).__name__ for m in model.modules() if is_batchnorm(m)}
     assert kinds == {'SyncBatchNorm'}
     randomize_bn_(model, seed=9).eval()
