@@ -172,6 +172,37 @@ def _neutral_training_branches(model_sd, sd, prefix_of_block, eps):
     return out
 
 
+def _qarepvgg_from_fused(backbone, fused_sd: Dict[str, Tensor]
+                         ) -> Dict[str, Tensor]:
+    """Training-time QARepVGG weights that compute exactly the fused
+    pretrained blocks (eval mode): each block's 3x3 branch holds the fused
+    kernel minus the identity kernel (the identity branch adds ``x`` back)
+    and its bias through a neutral BN, the 1x1 conv is zero and the post-sum
+    BN is neutral (``running_var = 1 - eps`` with the model's own eps)."""
+    from ..reparam.fusion import identity_kernel
+    model_sd = backbone.state_dict()
+    eps = next(m.eps for m in backbone.modules() if is_batchnorm(m))
+    out = {}
+    for p in sorted({k.rsplit('.branch_reparam.', 1)[0] for k in fused_sd}):
+        kernel = fused_sd[f'{p}.branch_reparam.weight'].double()
+        bias = fused_sd[f'{p}.branch_reparam.bias']
+        c = kernel.shape[0]
+        block = backbone.get_submodule(p)
+        if block.identity:
+            kernel = kernel - identity_kernel(c, block.groups)
+        out[f'{p}.branch_3x3.conv.weight'] = kernel.float()
+        out[f'{p}.branch_1x1.weight'] = torch.zeros(
+            model_sd[f'{p}.branch_1x1.weight'].shape)
+        for bn, shift in (('branch_3x3.bn', bias), ('post_norm',
+                                                    torch.zeros(c))):
+            out[f'{p}.{bn}.weight'] = torch.ones(c)
+            out[f'{p}.{bn}.bias'] = shift.float()
+            out[f'{p}.{bn}.running_mean'] = torch.zeros(c)
+            out[f'{p}.{bn}.running_var'] = torch.full((c, ), 1 - eps)
+            out[f'{p}.{bn}.num_batches_tracked'] = torch.tensor(0)
+    return out
+
+
 def load_pretrained(backbone, path: str, logger='current') -> str:
     """Load ImageNet-pretrained RepVGG weights from ``path`` (any supported
     layout) into ``backbone`` (training-time or deploy form). Returns a
@@ -201,7 +232,19 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
             'use the file of the right arch.')
     fused_file = checkpoint_kind(sd) == 'fused'
     model_sd = backbone.state_dict()
-    if fused_file and not backbone.deploy:
+    if getattr(backbone, 'block_type', 'repvgg') != 'repvgg' and \
+            not backbone.deploy:
+        # another block (QARepVGG): the pretrained blocks, fused, become
+        # training-time blocks that compute the same function
+        tmp = type(backbone)(backbone.arch if backbone.arch['name'] ==
+                             'custom' else backbone.arch['name'],
+                             deploy=True)
+        load_pretrained(tmp, path, logger=None)
+        sd = _qarepvgg_from_fused(backbone, tmp.state_dict())
+        how = ('each pretrained RepVGG block fused and placed in the '
+               'QARepVGG 3x3 branch (minus the identity), 1x1 branch zero, '
+               'BNs neutral: the same function in eval mode')
+    elif fused_file and not backbone.deploy:
         blocks = sorted({k.rsplit('.branch_reparam.', 1)[0] for k in sd})
         # a neutral BN has running_var = 1 - eps with the model's own eps
         eps = next(m.eps for m in backbone.modules() if is_batchnorm(m))
@@ -226,7 +269,8 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
     msg = (f'Loaded ImageNet-pretrained RepVGG-{found} from {path} '
            f"({layout} layout, {'deploy' if fused_file else 'training-time'}"
            f' file, classifier dropped; {how}).')
-    print_log(msg, logger=logger)
+    if logger is not None:
+        print_log(msg, logger=logger)
     return msg
 
 

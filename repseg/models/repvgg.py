@@ -77,32 +77,36 @@ class RepVGGBlock(BaseModule):
         if deploy:
             self.branch_reparam = self._build_reparam_conv()
         else:
-            self.branch_3x3 = ConvModule(
-                in_channels,
-                out_channels,
-                kernel_size=3,
-                stride=stride,
-                padding=dilation,
-                dilation=dilation,
-                groups=groups,
-                conv_cfg=conv_cfg,
-                norm_cfg=norm_cfg,
-                act_cfg=None)
-            self.branch_1x1 = ConvModule(
-                in_channels,
-                out_channels,
-                kernel_size=1,
-                stride=stride,
-                padding=0,
-                groups=groups,
-                conv_cfg=conv_cfg,
-                norm_cfg=norm_cfg,
-                act_cfg=None)
-            if in_channels == out_channels and stride == 1:
-                self.branch_norm = build_norm_layer(norm_cfg, in_channels)[1]
-            else:
-                self.branch_norm = None
+            self._build_training_branches(norm_cfg)
         self.act = build_activation_layer(act_cfg)
+
+    def _build_training_branches(self, norm_cfg: dict) -> None:
+        """conv3x3+BN, conv1x1+BN and (in == out, stride 1) an identity
+        BN."""
+        self.branch_3x3 = ConvModule(
+            self.in_channels, self.out_channels, kernel_size=3,
+            stride=self.stride, padding=self.dilation,
+            dilation=self.dilation, groups=self.groups,
+            conv_cfg=self.conv_cfg, norm_cfg=norm_cfg, act_cfg=None)
+        self.branch_1x1 = ConvModule(
+            self.in_channels, self.out_channels, kernel_size=1,
+            stride=self.stride, padding=0, groups=self.groups,
+            conv_cfg=self.conv_cfg, norm_cfg=norm_cfg, act_cfg=None)
+        if self.in_channels == self.out_channels and self.stride == 1:
+            self.branch_norm = build_norm_layer(norm_cfg,
+                                                self.in_channels)[1]
+        else:
+            self.branch_norm = None
+
+    def _fused_kernel_bias(self):
+        """The float64 kernel and bias of the one conv the block fuses
+        into (:func:`repseg.reparam.fusion.fuse_branches`)."""
+        return fuse_branches(self.branch_3x3.conv, self.branch_3x3.norm,
+                             self.branch_1x1.conv, self.branch_1x1.norm,
+                             self.branch_norm)
+
+    def _drop_training_branches(self) -> None:
+        del self.branch_3x3, self.branch_1x1, self.branch_norm
 
     def _build_reparam_conv(self) -> nn.Module:
         """The single 3x3 conv (with bias) of the fused block."""
@@ -142,16 +146,61 @@ class RepVGGBlock(BaseModule):
         if self.deploy:
             return
         conv3 = self.branch_3x3.conv
-        kernel, bias = fuse_branches(conv3, self.branch_3x3.norm,
-                                     self.branch_1x1.conv,
-                                     self.branch_1x1.norm, self.branch_norm)
+        kernel, bias = self._fused_kernel_bias()
         fused = self._build_reparam_conv().to(
             device=conv3.weight.device, dtype=conv3.weight.dtype)
         fused.weight.copy_(kernel.to(conv3.weight.dtype))
         fused.bias.copy_(bias.to(conv3.weight.dtype))
-        del self.branch_3x3, self.branch_1x1, self.branch_norm
+        self._drop_training_branches()
         self.branch_reparam = fused
         self.deploy = True
+
+
+
+class QARepVGGBlock(RepVGGBlock):
+    """The quantization-friendly RepVGG block (QARepVGG; Chu et al., "Make
+    RepVGG Greater Again: A Quantization-aware Approach", 2022).
+
+    Training-time form: ``act(BN_post(BN(conv3x3(x)) + conv1x1(x) + x))``:
+    BN on the 3x3 branch only, a plain 1x1 conv, a plain identity (only when
+    ``in_channels == out_channels`` and ``stride == 1``) and one BN after
+    the sum. No per-branch BN scales the centre tap differently from the
+    others, so the fused kernel keeps INT8-friendly ranges; the post-sum BN
+    scales whole output channels, which per-channel weight quantization
+    absorbs. Fuses exactly, like :class:`RepVGGBlock`, into one 3x3 conv
+    with bias (same arguments and fused form; train with plain L2 weight
+    decay, as the paper requires).
+    """
+
+    def _build_training_branches(self, norm_cfg: dict) -> None:
+        self.branch_3x3 = ConvModule(
+            self.in_channels, self.out_channels, kernel_size=3,
+            stride=self.stride, padding=self.dilation,
+            dilation=self.dilation, groups=self.groups,
+            conv_cfg=self.conv_cfg, norm_cfg=norm_cfg, act_cfg=None)
+        self.branch_1x1 = build_conv_layer(
+            self.conv_cfg, self.in_channels, self.out_channels,
+            kernel_size=1, stride=self.stride, padding=0,
+            groups=self.groups, bias=False)
+        self.identity = (self.in_channels == self.out_channels
+                         and self.stride == 1)
+        self.post_norm = build_norm_layer(norm_cfg, self.out_channels)[1]
+
+    def _branches(self, x: Tensor) -> Tensor:
+        if self.deploy:
+            return self.branch_reparam(x)
+        out = self.branch_3x3(x) + self.branch_1x1(x)
+        if self.identity:
+            out = out + x
+        return self.post_norm(out)
+
+    def _fused_kernel_bias(self):
+        return fuse_branches(self.branch_3x3.conv, self.branch_3x3.norm,
+                             self.branch_1x1, identity=self.identity,
+                             bn_post=self.post_norm)
+
+    def _drop_training_branches(self) -> None:
+        del self.branch_3x3, self.branch_1x1, self.post_norm
 
 
 @MODELS.register_module()
@@ -204,6 +253,10 @@ class RepVGG(BaseModule):
         deploy (bool): Build every block in its fused single-conv form, so a
             checkpoint converted by :func:`repseg.reparameterize_model` loads
             with ``strict=True``. Default: False.
+        block_type (str): 'repvgg' (the paper's block,
+            :class:`RepVGGBlock`) or 'qarepvgg' (the quantization-friendly
+            :class:`QARepVGGBlock`, for INT8 deployment). Both fuse into the
+            same single-conv form. Default: 'repvgg'.
         pretrained (str, optional): mmseg's older convention, which
             ``EncoderDecoder`` passes on from ``model.pretrained``: the same
             as ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
@@ -227,6 +280,7 @@ class RepVGG(BaseModule):
          torch.Size([1, 192, 8, 8]), torch.Size([1, 1280, 8, 8])]
     """
 
+    block_types = dict(repvgg=RepVGGBlock, qarepvgg=QARepVGGBlock)
     arch_settings = ARCH_SETTINGS
     dilation_presets = DILATION_PRESETS
     num_stages = NUM_STAGES
@@ -246,6 +300,7 @@ class RepVGG(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  deploy: bool = False,
+                 block_type: str = 'repvgg',
                  pretrained: Optional[str] = None,
                  init_cfg=None,
                  **kwargs):
@@ -258,6 +313,12 @@ class RepVGG(BaseModule):
                 'See README.md, "Plugging RepVGG into any mmseg model".')
         init_cfg = self._pretrained_to_init_cfg(pretrained, init_cfg)
         super().__init__(init_cfg)
+        if block_type not in self.block_types:
+            raise ValueError(
+                f'Unknown block_type {block_type!r}; valid types are '
+                f"{sorted(self.block_types)} ('repvgg': the paper's block, "
+                "'qarepvgg': the quantization-friendly block).")
+        self.block_type = block_type
         self.arch = self._parse_arch(arch)
         if dilation_mode not in self.dilation_presets:
             raise ValueError(
@@ -333,9 +394,9 @@ class RepVGG(BaseModule):
             for _ in range(n):
                 _, stride, dilation, groups = next(layers)
                 blocks.append(
-                    RepVGGBlock(in_ch, self.out_channels[stage],
-                                stride=stride, dilation=dilation,
-                                groups=groups, **common))
+                    self.block_types[self.block_type](
+                        in_ch, self.out_channels[stage], stride=stride,
+                        dilation=dilation, groups=groups, **common))
                 in_ch = self.out_channels[stage]
             self.add_module(self.stage_names[stage],
                             blocks[0] if stage == 0 else nn.Sequential(*blocks))

@@ -131,19 +131,34 @@ def identity_kernel(channels: int,
     return kernel
 
 
+def _plain(conv: nn.Conv2d) -> Tuple[Tensor, Tensor]:
+    """Kernel and bias (zeros without one) of a conv with no BN, float64."""
+    kernel = conv.weight.detach().double()
+    bias = (conv.bias.detach().double() if conv.bias is not None else
+            torch.zeros(kernel.shape[0], dtype=torch.float64,
+                        device=kernel.device))
+    return kernel, bias
+
+
 def fuse_branches(conv3x3: nn.Conv2d,
                   bn3x3: nn.Module,
                   conv1x1: Optional[nn.Conv2d] = None,
                   bn1x1: Optional[nn.Module] = None,
-                  bn_identity: Optional[nn.Module] = None
+                  bn_identity: Optional[nn.Module] = None,
+                  identity: bool = False,
+                  bn_post: Optional[nn.Module] = None
                   ) -> Tuple[Tensor, Tensor]:
-    """Sum the branches of a RepVGG block into one 3x3 kernel and bias.
+    """Sum the branches of a RepVGG-style block into one 3x3 kernel and
+    bias.
 
-    The block computes ``bn3x3(conv3x3(x)) + bn1x1(conv1x1(x)) +
-    bn_identity(x)`` (the last two optional). ``conv1x1`` must share stride
-    and groups with ``conv3x3`` and use padding ``conv3x3.padding -
-    conv3x3.dilation`` (zero for the usual padding = dilation), so that it
-    reads the centre tap.
+    The block computes ``bn_post(bn3x3(conv3x3(x)) + bn1x1(conv1x1(x)) +
+    bn_identity(x))``; every part but the 3x3 branch is optional, and a
+    missing ``bn1x1`` / ``bn_identity`` means that branch has no BN
+    (``identity=True`` adds a plain ``x``), as in the QARepVGG block
+    (``conv3x3+BN``, a plain 1x1 conv, ``x``, then one BN after the sum).
+    ``conv1x1`` must share stride and groups with ``conv3x3`` and use
+    padding ``conv3x3.padding - conv3x3.dilation`` (zero for the usual
+    padding = dilation), so that it reads the centre tap.
 
     Returns:
         tuple[Tensor, Tensor]: float64 kernel of ``conv3x3``'s shape and bias
@@ -162,16 +177,19 @@ def fuse_branches(conv3x3: nn.Conv2d,
                 f'branch and use padding {expected_pad} to be fused; got '
                 f'groups={conv1x1.groups}, stride={conv1x1.stride}, '
                 f'padding={conv1x1.padding}')
-        k1, b1 = fuse_kernel_bn(conv1x1.weight, bn1x1, conv1x1.bias)
+        k1, b1 = (fuse_kernel_bn(conv1x1.weight, bn1x1, conv1x1.bias)
+                  if bn1x1 is not None else _plain(conv1x1))
         kernel = kernel + pad_kernel(k1, size)
         bias = bias + b1
-    if bn_identity is not None:
-        out_channels = kernel.shape[0]
+    if bn_identity is not None or identity:
         ident = identity_kernel(
-            out_channels, groups, size, device=kernel.device)
-        ki, bi = fuse_kernel_bn(ident, bn_identity)
-        kernel = kernel + ki
-        bias = bias + bi
+            kernel.shape[0], groups, size, device=kernel.device)
+        if bn_identity is not None:
+            ident, bi = fuse_kernel_bn(ident, bn_identity)
+            bias = bias + bi
+        kernel = kernel + ident
+    if bn_post is not None:
+        kernel, bias = fuse_kernel_bn(kernel, bn_post, bias)
     return kernel, bias
 
 
