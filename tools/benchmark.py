@@ -45,6 +45,9 @@ def parse_args(argv=None):
                    default='pytorch',
                    help='onnxruntime: also export each fused model to ONNX '
                    'and time it side by side with PyTorch (CPU, fp32)')
+    p.add_argument('--int8', action='store_true',
+                   help='with --backend onnxruntime: also time its static '
+                   'INT8 model (QDQ, per-channel weights)')
     p.add_argument('--conv-impl',
                    choices=['auto', 'nnpack', 'nnpack-precomputed',
                             'native'],

@@ -16,7 +16,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument(
         'checkpoint',
-        help='training checkpoint (fused on load) or fused deploy checkpoint')
+        help='training checkpoint (fused on load), fused deploy checkpoint, '
+        'or an exported .onnx model (fp32 or INT8, evaluated with ONNX '
+        'Runtime)')
     parser.add_argument('--work-dir', help='the dir to save logs')
     parser.add_argument(
         '--out', help='dir to save the predicted label maps (PNG)')

@@ -32,6 +32,30 @@ def fused_eval_hook_cfg(cfg: Config) -> dict:
     return hooks[-1]
 
 
+def test_onnx(cfg: Config, path: str) -> dict:
+    """Evaluate an exported ONNX model (fp32 or INT8) on the config's test
+    set: mmseg's test loop (whole or sliding-window inference and its
+    post-processing) with ONNX Runtime running every forward."""
+    from ..deploy.build import build_segmentor
+    from ..deploy.quantize import OrtEncodeDecode, evaluate, ort_session
+    model = build_segmentor(cfg).eval()
+    model.encode_decode = OrtEncodeDecode(ort_session(path))
+    try:
+        result = evaluate(model, cfg, f'ONNX Runtime ({osp.basename(path)})')
+    except Exception as e:  # noqa: B902  (onnxruntime's own errors)
+        if 'InvalidArgument' not in type(e).__name__ + str(e):
+            raise
+        raise UsageError(
+            f'{path!r} does not take the inputs of this config\'s test '
+            f'loop: {str(e).splitlines()[0][:300]}. Export it at the size '
+            'the test loop runs (the sliding window of a "slide" config, '
+            'else the test images; tools/quantize.py does).') from None
+    metrics = result['metrics']
+    print_log('ONNX Runtime: ' + '  '.join(
+        f'{k}: {v:.4f}' for k, v in metrics.items()), logger='current')
+    return metrics
+
+
 def test(cfg: Config,
          checkpoint: str,
          out: Optional[str] = None,
@@ -39,12 +63,19 @@ def test(cfg: Config,
          check: bool = True,
          allow_unsafe: bool = False,
          conv_impl: Optional[str] = None) -> dict:
-    """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint) with
-    the config's test loop; the FusedEvalHook evaluates the fused model
+    """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint, or
+    an ONNX model: :func:`test_onnx`) with the config's test loop; the FusedEvalHook evaluates the fused model
     (with ``conv_impl`` for its 3x3 convs when given, see
     :func:`repseg.ops.use_fast_convs`)."""
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
+    if checkpoint.endswith('.onnx'):
+        if out or show_dir:
+            raise UsageError('an ONNX model is evaluated for its metrics '
+                             'only; drop --out/--show-dir')
+        if check:
+            check_data(cfg, loaders=('test_dataloader', ))
+        return test_onnx(cfg, checkpoint)
     cfg = copy.deepcopy(cfg)
     hook = fused_eval_hook_cfg(cfg)
     if conv_impl is not None:
@@ -90,4 +121,4 @@ def test(cfg: Config,
     return metrics
 
 
-__all__ = ['test', 'fused_eval_hook_cfg']
+__all__ = ['test', 'test_onnx', 'fused_eval_hook_cfg']

@@ -25,6 +25,7 @@ def markdown_table(result: dict) -> str:
     unf = any('unfused_img_per_s' in r for r in rows)
     ort = any('onnxruntime_img_per_s' in r for r in rows)
     nat = any('native_img_per_s' in r for r in rows)
+    int8 = any('onnxruntime_int8_img_per_s' in r for r in rows)
     head = ['model', 'dilation', 'img/s', 'latency ms (median ± IQR)',
             'params M', 'GFLOPs', 'peak fwd mem MiB', 'vs ResNet']
     if unf:
@@ -35,6 +36,8 @@ def markdown_table(result: dict) -> str:
     if ort:
         head += ['onnxruntime img/s', 'ort/pytorch',
                  'max abs(ort-pytorch) / max abs(logit)']
+    if int8:
+        head += ['ort INT8 img/s', 'INT8/ort fp32', 'INT8/pytorch']
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     for r in rows:
@@ -62,6 +65,10 @@ def markdown_table(result: dict) -> str:
                            max(r['onnxruntime_max_abs_logit'], 1e-12)
                            if r.get('onnxruntime_max_abs_diff') is not None
                            else None, '.1e')]
+        if int8:
+            cells += [_fmt(r.get('onnxruntime_int8_img_per_s'), '.3f'),
+                      _fmt(r.get('int8_vs_onnxruntime')) + 'x',
+                      _fmt(r.get('int8_vs_pytorch')) + 'x']
         lines.append('| ' + ' | '.join(cells) + ' |')
     e = result['env']
     lines.append('')

@@ -80,6 +80,7 @@ class BenchmarkSettings:
     conv_impl: str = 'auto'
     compare_conv_impl: bool = False
     profile: bool = False
+    int8: bool = False
 
     @property
     def dev(self) -> torch.device:
@@ -131,6 +132,9 @@ class BenchmarkSettings:
             raise UsageError(f'--conv-impl {self.conv_impl} runs NCHW '
                              'tensors; it cannot be combined with '
                              '--channels-last')
+        if self.int8 and self.backend != 'onnxruntime':
+            raise UsageError('--int8 times the ONNX Runtime INT8 model next '
+                             'to fp32; it needs --backend onnxruntime')
         if self.profile and (self.compile or self.backend == 'onnxruntime'):
             raise UsageError('--profile times the layers of the eager '
                              'PyTorch model; drop --compile / --backend '
@@ -159,6 +163,25 @@ def _ort_callable(module, x, tmp_dir, row):
 
     def run(inp):
         return sess.run(None, {'image': inp.numpy()})[0]
+
+    return run
+
+
+def _int8_callable(x, tmp_dir, row):
+    """Quantize the exported fp32 model of ``row`` (static QDQ, per-channel
+    weights) and return a callable that runs it with onnxruntime. The
+    calibration uses random inputs: this is for timing only (accuracy under
+    INT8: tools/quantize.py)."""
+    from ..deploy.quantize import ort_session, quantize_onnx
+    fp32 = osp.join(tmp_dir, f"{row['name']}.onnx")
+    int8 = osp.join(tmp_dir, f"{row['name']}_int8.onnx")
+    gen = torch.Generator().manual_seed(1)
+    quantize_onnx(fp32, int8, [
+        torch.randn(x[:1].shape, generator=gen).numpy() for _ in range(4)])
+    sess = ort_session(int8)
+
+    def run(inp):
+        return sess.run(None, {'image': inp.float().numpy()})[0]
 
     return run
 
@@ -255,6 +278,8 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
     if s.backend == 'onnxruntime':
         runs.append(('onnxruntime',
                      _ort_callable(fused_fwd, x, tmp_dir, row)))
+    if s.int8:
+        runs.append(('onnxruntime_int8', _int8_callable(x, tmp_dir, row)))
     if s.compare_unfused:
         unfused_fwd = prepared(use_fast_convs(unfused, s.conv_impl,
                                               inplace=True))
@@ -328,6 +353,11 @@ def _summarize(rows: list, runs: list, times: dict,
         if 'onnxruntime_img_per_s' in row:
             row['onnxruntime_vs_pytorch'] = (row['onnxruntime_img_per_s'] /
                                              row['fused_img_per_s'])
+        if 'onnxruntime_int8_img_per_s' in row:
+            row['int8_vs_onnxruntime'] = (row['onnxruntime_int8_img_per_s'] /
+                                          row['onnxruntime_img_per_s'])
+            row['int8_vs_pytorch'] = (row['onnxruntime_int8_img_per_s'] /
+                                      row['fused_img_per_s'])
 
 
 def run_benchmark(entries: List[dict],

@@ -131,7 +131,8 @@ def _innermost(e: Exception) -> str:
             'class `') else m.group(2)
 
 
-def build_fused(cfg: Config, checkpoint: Optional[str]) -> torch.nn.Module:
+def build_fused(cfg: Config, checkpoint: Optional[str],
+                allow_unsafe: bool = False) -> torch.nn.Module:
     """The fused segmentor of ``cfg`` with the weights of ``checkpoint``
     (training or fused; None: the model's own initialization), in eval
     mode."""
@@ -140,7 +141,7 @@ def build_fused(cfg: Config, checkpoint: Optional[str]) -> torch.nn.Module:
     if checkpoint is not None:
         if not osp.isfile(checkpoint):
             raise UsageError(f'checkpoint {checkpoint!r} does not exist')
-        load_any_checkpoint(model, checkpoint)
+        load_any_checkpoint(model, checkpoint, allow_unsafe=allow_unsafe)
     fused = reparameterize_model(model, inplace=True)
     assert_fused(fused)
     return fused.eval()

@@ -175,13 +175,16 @@ def export_onnx(cfg: Config,
                 dynamic_shape: bool = False,
                 opset: int = 17,
                 force: bool = False,
-                verify: bool = True) -> dict:
+                verify: bool = True,
+                model: Optional[torch.nn.Module] = None) -> dict:
     """Export the fused segmentor (input ``(N, 3, H, W)`` normalized image,
     output logits ``(N, num_classes, H, W)``) to ``out``.
 
     The batch axis is always dynamic; ``dynamic_shape`` also makes H and W
     dynamic. Returns a dict with the max |onnxruntime - PyTorch| on a random
-    input of ``shape`` (when ``verify``).
+    input of ``shape`` (when ``verify``). ``model``: an already built fused
+    segmentor to export instead of building one from ``cfg`` and
+    ``checkpoint``.
     """
     onnx = require('onnx')
     shape = check_shape(shape)
@@ -190,7 +193,8 @@ def export_onnx(cfg: Config,
         if osp.exists(path) and not force:
             raise UsageError(
                 f'{path!r} exists; pass --force to overwrite it')
-    model = SegForward(build_fused(cfg, checkpoint))
+    model = SegForward(model if model is not None else
+                       build_fused(cfg, checkpoint))
     x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
     to_onnx(model, x, out, opset, dynamic_shape)
     onnx.checker.check_model(onnx.load(out))

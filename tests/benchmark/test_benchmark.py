@@ -154,6 +154,8 @@ def test_conv_impl_choices(monkeypatch):
     with pytest.raises(UsageError, match='needs --conv-impl'):
         run_benchmark(entry, shape=(64, 64), conv_impl='native',
                       compare_conv_impl=True)
+    with pytest.raises(UsageError, match='needs --backend onnxruntime'):
+        run_benchmark(entry, shape=(64, 64), int8=True)
     with pytest.raises(UsageError, match='--profile times the layers'):
         run_benchmark(entry, shape=(64, 64), profile=True, compile=True)
     with pytest.raises(UsageError, match="use 'auto' or 'native'"):

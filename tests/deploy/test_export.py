@@ -66,8 +66,8 @@ def test_benchmark_onnxruntime_backend(checkpoint, tmp_path):
     proc = subprocess.run(
         [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'),
          DEMO_CONFIG, checkpoint, '--shape', '144', '--backend',
-         'onnxruntime', '--warmup', '1', '--iters', '2', '--repeat', '1',
-         '--no-flops', '--out', str(out)],
+         'onnxruntime', '--int8', '--warmup', '1', '--iters', '2',
+         '--repeat', '1', '--no-flops', '--out', str(out)],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'ort/pytorch' in proc.stdout
@@ -76,6 +76,14 @@ def test_benchmark_onnxruntime_backend(checkpoint, tmp_path):
     assert row['onnxruntime_vs_pytorch'] > 0
     assert row['onnxruntime_max_abs_diff'] <= \
         1e-4 * row['onnxruntime_max_abs_logit']
+    # INT8 rows: ratios of the timings of the same run
+    assert 'INT8/ort fp32' in proc.stdout and 'CPU vector ISA' in proc.stdout
+    assert row['int8_vs_onnxruntime'] == pytest.approx(
+        row['onnxruntime_latency_ms'] / row['onnxruntime_int8_latency_ms'],
+        rel=1e-9)
+    assert row['int8_vs_pytorch'] == pytest.approx(
+        row['fused_latency_ms'] / row['onnxruntime_int8_latency_ms'],
+        rel=1e-9)
 
 
 @pytest.mark.parametrize('shape', [(129, 129), (128, 256)])

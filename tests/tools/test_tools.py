@@ -384,3 +384,70 @@ def test_pretrained_download_without_network(small_config, tmp_path,
         train(cfg)
     assert 'downloading pretrained weights failed' in str(e.value)
     assert 'model.pretrained=None' in str(e.value)
+
+
+def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
+    """tools/quantize.py: a static INT8 QDQ model with per-channel weights,
+    fp32 and INT8 evaluated on the test set (fp32 ONNX Runtime gives the
+    PyTorch fused model's mIoU), timed side by side, files written; an
+    ONNX file evaluates with tools/test.py like a checkpoint."""
+    import json
+
+    import onnx
+    path, work, ckpt = trained
+    out = tmp_path / 'q'
+    proc = run_tool('quantize.py', path, ckpt, '--out', str(out),
+                    '--calib-images', '4', '--repeat', '1')
+    assert '| ONNX Runtime INT8 (QDQ, per-channel) |' in proc.stdout
+    result = json.loads((out / 'quantize.json').read_text())
+    assert set(result['fp32']) == set(result['int8']) == {
+        'mIoU', 'mAcc', 'aAcc'}
+    assert result['calibration'] == dict(images=4, method='minmax',
+                                         split='train')
+    assert result['pixel_agreement'] > 0.9
+    assert len(result['per_class_iou_change']) == 19
+    assert set(result['seconds']) == {'pytorch_fp32', 'onnxruntime_fp32',
+                                      'onnxruntime_int8'}
+    assert result['cpu_isa'] in proc.stdout
+    ops = {n.op_type for n in onnx.load(str(out / 'model_int8.onnx'))
+           .graph.node}
+    assert {'QuantizeLinear', 'DequantizeLinear'} <= ops
+    # per-channel: the weight scales are vectors
+    inits = {i.name: i for i in onnx.load(str(out / 'model_int8.onnx'))
+             .graph.initializer}
+    scales = [i for n, i in inits.items() if n.endswith('_scale')
+              and len(i.dims) == 1 and i.dims[0] > 1]
+    assert scales
+    assert (out / 'per_class_iou.png').read_bytes()[:4] == b'\x89PNG'
+    # the same mIoU as PyTorch's fused model evaluated by tools/test.py
+    miou = _miou(run_tool('test.py', path, ckpt, '--work-dir',
+                          str(tmp_path / 't')).stdout)
+    assert result['fp32']['mIoU'] == pytest.approx(miou, abs=0.02)
+    # an ONNX file (fp32 or INT8) evaluates with tools/test.py
+    for kind in ('fp32', 'int8'):
+        proc = run_tool('test.py', path, str(out / f'model_{kind}.onnx'),
+                        '--work-dir', str(tmp_path / f'o{kind}'))
+        assert 'ONNX Runtime' in proc.stdout + proc.stderr
+        assert _miou(proc.stdout + proc.stderr) == pytest.approx(
+            result[kind]['mIoU'], abs=0.02)
+    # refuses to overwrite; too many calibration images is one error
+    proc = run_tool('quantize.py', path, ckpt, '--out', str(out),
+                    check=False)
+    assert proc.returncode != 0 and '--force' in proc.stderr
+    proc = run_tool('quantize.py', path, ckpt, '--out', str(tmp_path / 'x'),
+                    '--calib-images', '500', check=False)
+    assert proc.returncode != 0
+    assert 'calibration asks for 500 images but the train split' in \
+        proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_quantize_without_onnxruntime_is_one_error(trained, tmp_path,
+                                                   monkeypatch):
+    from repseg.apis import load_cfg
+    from repseg.deploy.quantize import run_quantize
+    from repseg.errors import BackendError
+    path, _, ckpt = trained
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)
+    with pytest.raises(BackendError, match='pip install'):
+        run_quantize(load_cfg(path), ckpt, str(tmp_path / 'q'))

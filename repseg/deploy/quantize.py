@@ -1,0 +1,318 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""INT8 deployment of a fused segmentor with ONNX Runtime: export, static
+quantization (QDQ, per-channel weights) calibrated on TRAIN-split images,
+evaluation of the fp32 and INT8 models with mmseg's IoUMetric on the
+config's test set (mmseg's own whole / sliding-window inference, with ONNX
+Runtime doing each forward), and their speed side by side with PyTorch.
+
+``torch.ao.quantization`` is deprecated in torch 2.13; this builds on
+``onnxruntime.quantization`` only.
+"""
+import copy
+import json
+import os
+import os.path as osp
+import statistics
+import time
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.utils import ProgressBar
+
+from ..errors import UsageError
+from ..ops.fast_conv import use_fast_convs
+from .build import SegForward, build_fused
+from .onnx import export_onnx, require
+
+#: --calib-method choices -> onnxruntime's CalibrationMethod names
+CALIBRATION_METHODS = dict(minmax='MinMax', entropy='Entropy',
+                           percentile='Percentile')
+
+
+def _dataset(loader_cfg, pipeline=None):
+    from mmseg.registry import DATASETS
+    ds_cfg = copy.deepcopy(loader_cfg['dataset'])
+    if pipeline is not None:
+        ds_cfg['pipeline'] = copy.deepcopy(pipeline)
+    return DATASETS.build(ds_cfg)
+
+
+def export_size(cfg: Config, model, sample: dict) -> tuple:
+    """(H, W) of every forward the test loop runs: the sliding window of a
+    'slide' config, else the size of a preprocessed test image."""
+    test_cfg = cfg.model.get('test_cfg') or {}
+    if test_cfg.get('mode') == 'slide':
+        return tuple(int(s) for s in test_cfg['crop_size'])
+    data = model.data_preprocessor(_batch(sample), False)
+    return tuple(data['inputs'].shape[-2:])
+
+
+def _batch(sample: dict) -> dict:
+    return dict(inputs=[sample['inputs']],
+                data_samples=[sample['data_samples']])
+
+
+def calibration_inputs(cfg: Config, model, num: int, size: Sequence[int],
+                       seed: int = 0) -> List[np.ndarray]:
+    """``num`` normalized (1, 3, H, W) inputs from the TRAIN split (never
+    an image the evaluation uses), preprocessed like the evaluation (the
+    test pipeline and the model's data preprocessor; a random window of
+    ``size`` where the image is larger, resized where it differs)."""
+    dataset = _dataset(cfg.train_dataloader,
+                       cfg.test_dataloader.dataset.pipeline)
+    if len(dataset) < num:
+        raise UsageError(
+            f'calibration asks for {num} images but the train split of the '
+            f'config holds {len(dataset)}: ask for at most {len(dataset)} '
+            'calibration images or add training images.')
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(dataset), size=num, replace=False)
+    h, w = size
+    out = []
+    bar = ProgressBar(num)
+    for i in picks:
+        x = model.data_preprocessor(_batch(dataset[int(i)]), False)[
+            'inputs'].float()
+        if x.shape[-2] > h and x.shape[-1] > w:
+            top = int(rng.integers(0, x.shape[-2] - h + 1))
+            left = int(rng.integers(0, x.shape[-1] - w + 1))
+            x = x[..., top:top + h, left:left + w]
+        if tuple(x.shape[-2:]) != (h, w):
+            x = F.interpolate(x, size=(h, w), mode='bilinear',
+                              align_corners=False)
+        out.append(x.numpy())
+        bar.update()
+    return out
+
+
+def quantize_onnx(fp32_path: str, int8_path: str,
+                  inputs: List[np.ndarray], method: str = 'minmax') -> str:
+    """Static INT8 quantization with ONNX Runtime: QDQ format, per-channel
+    symmetric INT8 weights, UINT8 activations calibrated on ``inputs``."""
+    require('onnxruntime')
+    from onnxruntime.quantization import (CalibrationDataReader,
+                                          CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    if method not in CALIBRATION_METHODS:
+        raise UsageError(f'calibration method must be one of '
+                         f'{sorted(CALIBRATION_METHODS)}, got {method!r}')
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(inputs)
+
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {'image': x}
+
+    prepared = int8_path + '.pre.onnx'
+    quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
+    try:
+        quantize_static(
+            prepared, int8_path, Reader(), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod,
+                                     CALIBRATION_METHODS[method]))
+    finally:
+        if osp.exists(prepared):
+            os.remove(prepared)
+    return int8_path
+
+
+def ort_session(path: str):
+    """An ONNX Runtime CPU session with as many threads as torch uses."""
+    ort = require('onnxruntime')
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(path, opts,
+                                providers=['CPUExecutionProvider'])
+
+
+class OrtEncodeDecode:
+    """A segmentor's ``encode_decode`` run by an ONNX Runtime session of
+    its exported fused form: mmseg's test loop (whole or sliding-window
+    inference, post-processing) then runs as usual around it."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __call__(self, inputs: torch.Tensor,
+                 batch_img_metas=None) -> torch.Tensor:
+        out = self.session.run(None, {'image': inputs.float().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+def evaluate(model, cfg: Config, what: str) -> dict:
+    """mmseg's IoUMetric of ``model`` on the config's test set: the
+    summary, per-class IoU and the predicted label maps."""
+    from mmengine.evaluator import Evaluator
+    from mmengine.runner import Runner
+    loader = Runner.build_dataloader(copy.deepcopy(cfg.test_dataloader))
+    evaluator = Evaluator(copy.deepcopy(cfg.test_evaluator))
+    evaluator.dataset_meta = loader.dataset.metainfo
+    preds = []
+    print_log(f'evaluating the {what} model on {len(loader.dataset)} '
+              'images', logger='current')
+    bar = ProgressBar(len(loader.dataset))
+    with torch.no_grad():
+        for batch in loader:
+            samples = model.test_step(batch)
+            preds += [s.pred_sem_seg.data.clone() for s in samples]
+            evaluator.process(samples, batch)
+            for _ in samples:
+                bar.update()
+    results = evaluator.metrics[0].results
+    inter = sum(r[0] for r in results).double()
+    union = sum(r[1] for r in results).double()
+    per_class = (100 * inter / union.clamp_min(1)).tolist()
+    per_class = [v if u > 0 else None for v, u in zip(per_class, union)]
+    summary = evaluator.evaluate(len(loader.dataset))
+    return dict(metrics={k: float(v) for k, v in summary.items()},
+                per_class_iou=per_class, preds=preds,
+                classes=list(loader.dataset.metainfo['classes']))
+
+
+def time_side_by_side(fns: Dict[str, callable], x: torch.Tensor,
+                      repeat: int = 3) -> Dict[str, float]:
+    """Median seconds per forward of each callable, warmed up once and
+    timed in interleaved rounds (so ratios are measured under the same
+    machine conditions)."""
+    times = {name: [] for name in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn(x)
+        for _ in range(repeat):
+            for name, fn in fns.items():
+                t = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _compare(fp32: dict, int8: dict) -> dict:
+    same = sum((a == b).sum().item() for a, b in zip(fp32['preds'],
+                                                      int8['preds']))
+    total = sum(a.numel() for a in fp32['preds'])
+    delta = [None if a is None or b is None else b - a
+             for a, b in zip(fp32['per_class_iou'], int8['per_class_iou'])]
+    return dict(pixel_agreement=same / max(total, 1),
+                per_class_iou_change=delta)
+
+
+def run_quantize(cfg: Config, checkpoint: str, out_dir: str,
+                 num_calib: int = 64, method: str = 'minmax',
+                 repeat: int = 3, force: bool = False,
+                 allow_unsafe: bool = False) -> dict:
+    """Fuse, export, calibrate, quantize, evaluate and time; writes
+    ``model_fp32.onnx``, ``model_int8.onnx``, ``quantize.json``,
+    ``quantize.md`` and ``per_class_iou.png`` into ``out_dir``."""
+    require('onnxruntime')
+    files = {k: osp.join(out_dir, f) for k, f in (
+        ('fp32', 'model_fp32.onnx'), ('int8', 'model_int8.onnx'),
+        ('json', 'quantize.json'), ('md', 'quantize.md'),
+        ('png', 'per_class_iou.png'))}
+    old = [p for p in files.values() if osp.exists(p)]
+    if old and not force:
+        raise UsageError(f'{out_dir!r} already holds {old[0]!r}; pass '
+                         '--force to overwrite, or another --out')
+    os.makedirs(out_dir, exist_ok=True)
+    model = build_fused(copy.deepcopy(cfg), checkpoint, allow_unsafe)
+    first = _dataset(cfg.test_dataloader)[0]
+    size = export_size(cfg, model, first)
+    export_onnx(cfg, None, files['fp32'], size, force=True, verify=False,
+                model=model)
+    print_log(f'calibrating on {num_calib} train images ({method})',
+              logger='current')
+    inputs = calibration_inputs(cfg, model, num_calib, size)
+    quantize_onnx(files['fp32'], files['int8'], inputs, method)
+    sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
+    evals = {}
+    for k in ('fp32', 'int8'):
+        ort_model = copy.copy(model)
+        ort_model.encode_decode = OrtEncodeDecode(sessions[k])
+        evals[k] = evaluate(ort_model, cfg, f'{k} ONNX Runtime')
+    x = torch.from_numpy(inputs[0])
+    fast = SegForward(use_fast_convs(model, 'auto'))
+    speed = time_side_by_side({
+        'pytorch_fp32': fast,
+        'onnxruntime_fp32': OrtEncodeDecode(sessions['fp32']),
+        'onnxruntime_int8': OrtEncodeDecode(sessions['int8']),
+    }, x, repeat)
+    from ..benchmark.measure import cpu_vector_isa
+    result = dict(
+        config=cfg.filename, checkpoint=checkpoint, input_size=list(size),
+        calibration=dict(images=num_calib, method=method, split='train'),
+        fp32=evals['fp32']['metrics'], int8=evals['int8']['metrics'],
+        classes=evals['fp32']['classes'],
+        fp32_per_class_iou=evals['fp32']['per_class_iou'],
+        int8_per_class_iou=evals['int8']['per_class_iou'],
+        **_compare(evals['fp32'], evals['int8']),
+        seconds=speed, cpu_isa=cpu_vector_isa(),
+        threads=torch.get_num_threads(), files=files)
+    with open(files['json'], 'w') as f:
+        json.dump(result, f, indent=2)
+    with open(files['md'], 'w') as f:
+        f.write(markdown(result) + '\n')
+    save_per_class_png(result, files['png'])
+    return result
+
+
+def markdown(result: dict) -> str:
+    """The table of a quantization run: accuracy of fp32 and INT8, their
+    pixel agreement and speed side by side."""
+    f, q, s = result['fp32'], result['int8'], result['seconds']
+    lines = [
+        '| model | mIoU | mAcc | aAcc | seconds / image | speed-up vs ORT '
+        'fp32 |', '|---|---|---|---|---|---|',
+        f"| PyTorch fp32 (fused, fastest conv) | - | - | - | "
+        f"{s['pytorch_fp32']:.3f} | "
+        f"{s['onnxruntime_fp32'] / s['pytorch_fp32']:.2f}x |",
+        f"| ONNX Runtime fp32 | {f['mIoU']:.2f} | {f['mAcc']:.2f} | "
+        f"{f['aAcc']:.2f} | {s['onnxruntime_fp32']:.3f} | 1.00x |",
+        f"| ONNX Runtime INT8 (QDQ, per-channel) | {q['mIoU']:.2f} | "
+        f"{q['mAcc']:.2f} | {q['aAcc']:.2f} | {s['onnxruntime_int8']:.3f} "
+        f"| {s['onnxruntime_fp32'] / s['onnxruntime_int8']:.2f}x |",
+        '',
+        f"INT8 - fp32: mIoU {q['mIoU'] - f['mIoU']:+.2f}; argmax pixel "
+        f"agreement {100 * result['pixel_agreement']:.2f}%; calibration "
+        f"{result['calibration']['images']} train images "
+        f"({result['calibration']['method']}); input "
+        f"{result['input_size'][0]}x{result['input_size'][1]}; "
+        f"{result['threads']} threads; CPU vector ISA {result['cpu_isa']}."
+    ]
+    return '\n'.join(lines)
+
+
+def save_per_class_png(result: dict, path: str) -> str:
+    """Bar chart of the per-class IoU change INT8 - fp32."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    delta = [0.0 if d is None else d
+             for d in result['per_class_iou_change']]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.bar(result['classes'], delta,
+           color=['tab:red' if d < 0 else 'tab:green' for d in delta])
+    ax.axhline(0, color='k', linewidth=0.8)
+    ax.set_ylabel('IoU change, INT8 - fp32 (points)')
+    ax.set_title(f"Per-class IoU change under INT8 (mIoU "
+                 f"{result['fp32']['mIoU']:.2f} -> "
+                 f"{result['int8']['mIoU']:.2f})")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha='right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = [
+    'CALIBRATION_METHODS', 'calibration_inputs', 'quantize_onnx',
+    'ort_session', 'OrtEncodeDecode', 'evaluate', 'time_side_by_side',
+    'run_quantize', 'markdown', 'save_per_class_png', 'export_size'
+]
