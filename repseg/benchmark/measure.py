@@ -8,6 +8,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from ..ops.cpu import cpu_vector_isa
+
 
 def sync(device) -> None:
     """Wait for the device's queued work (CUDA); nothing on the CPU."""
@@ -91,33 +93,6 @@ def count_gflops(model: nn.Module, x: torch.Tensor) -> Optional[float]:
         return flops.total() / 1e9
     except Exception:  # noqa: B902  (tracing failures must not stop timing)
         return None
-
-
-#: the vector extensions that decide conv, INT8 and bf16 speed on x86
-ISA_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16',
-             'amx_tile', 'amx_int8', 'amx_bf16')
-
-
-def cpu_vector_isa(cpuinfo: str = '/proc/cpuinfo') -> str:
-    """The CPU's vector ISA as one label, e.g. 'AVX-512 VNNI BF16' or
-    'AVX2' (from /proc/cpuinfo; 'unknown' where it cannot be read)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((ln.split(':', 1)[1].split() for ln in f
-                          if ln.startswith('flags')), [])
-    except OSError:
-        return 'unknown'
-    have = set(flags) & set(ISA_FLAGS)
-    if not have:
-        return 'no AVX2'
-    parts = ['AVX-512' if 'avx512f' in have else 'AVX2']
-    if have & {'avx512_vnni', 'avx_vnni'}:
-        parts.append('VNNI')
-    if 'avx512_bf16' in have:
-        parts.append('BF16')
-    if have & {'amx_tile', 'amx_int8', 'amx_bf16'}:
-        parts.append('AMX')
-    return ' '.join(parts)
 
 
 def environment(device, batch, dtype, args) -> dict:

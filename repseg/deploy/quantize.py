@@ -24,6 +24,7 @@ from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
 from ..errors import UsageError
+from ..ops.cpu import cpu_vector_isa
 from ..ops.fast_conv import use_fast_convs
 from .build import SegForward, build_fused
 from .onnx import export_onnx, require
@@ -244,7 +245,6 @@ def run_quantize(cfg: Config, checkpoint: str, out_dir: str,
         'onnxruntime_fp32': OrtEncodeDecode(sessions['fp32']),
         'onnxruntime_int8': OrtEncodeDecode(sessions['int8']),
     }, x, repeat)
-    from ..benchmark.measure import cpu_vector_isa
     result = dict(
         config=cfg.filename, checkpoint=checkpoint, input_size=list(size),
         calibration=dict(images=num_calib, method=method, split='train'),
