@@ -80,18 +80,21 @@ class RepVGGBlock(BaseModule):
             self._build_training_branches(norm_cfg)
         self.act = build_activation_layer(act_cfg)
 
+    def _conv_bn(self, size: int, norm_cfg: dict) -> ConvModule:
+        """A ``size`` x ``size`` conv (the block's stride and groups; the
+        3x3 one dilated, padding = dilation) followed by BN."""
+        dilation = self.dilation if size == 3 else 1
+        return ConvModule(
+            self.in_channels, self.out_channels, kernel_size=size,
+            stride=self.stride, padding=dilation * (size // 2),
+            dilation=dilation, groups=self.groups, conv_cfg=self.conv_cfg,
+            norm_cfg=norm_cfg, act_cfg=None)
+
     def _build_training_branches(self, norm_cfg: dict) -> None:
         """conv3x3+BN, conv1x1+BN and (in == out, stride 1) an identity
         BN."""
-        self.branch_3x3 = ConvModule(
-            self.in_channels, self.out_channels, kernel_size=3,
-            stride=self.stride, padding=self.dilation,
-            dilation=self.dilation, groups=self.groups,
-            conv_cfg=self.conv_cfg, norm_cfg=norm_cfg, act_cfg=None)
-        self.branch_1x1 = ConvModule(
-            self.in_channels, self.out_channels, kernel_size=1,
-            stride=self.stride, padding=0, groups=self.groups,
-            conv_cfg=self.conv_cfg, norm_cfg=norm_cfg, act_cfg=None)
+        self.branch_3x3 = self._conv_bn(3, norm_cfg)
+        self.branch_1x1 = self._conv_bn(1, norm_cfg)
         if self.in_channels == self.out_channels and self.stride == 1:
             self.branch_norm = build_norm_layer(norm_cfg,
                                                 self.in_channels)[1]
@@ -173,11 +176,7 @@ class QARepVGGBlock(RepVGGBlock):
     """
 
     def _build_training_branches(self, norm_cfg: dict) -> None:
-        self.branch_3x3 = ConvModule(
-            self.in_channels, self.out_channels, kernel_size=3,
-            stride=self.stride, padding=self.dilation,
-            dilation=self.dilation, groups=self.groups,
-            conv_cfg=self.conv_cfg, norm_cfg=norm_cfg, act_cfg=None)
+        self.branch_3x3 = self._conv_bn(3, norm_cfg)
         self.branch_1x1 = build_conv_layer(
             self.conv_cfg, self.in_channels, self.out_channels,
             kernel_size=1, stride=self.stride, padding=0,
