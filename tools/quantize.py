@@ -2,7 +2,8 @@
 """INT8 model of a fused segmentor with ONNX Runtime (static QDQ, per-channel
 weights, calibrated on train images), evaluated against fp32 and timed:
 python tools/quantize.py CONFIG CHECKPOINT --out DIR [--calib-images 64]
-[--calib-method minmax|entropy|percentile] [--repeat 3] [--force]"""
+[--calib-method minmax|entropy|percentile] [--calib-pipeline train|test]
+[--repeat 3] [--force]"""
 import argparse
 import sys
 
@@ -19,6 +20,10 @@ def main(argv=None):
                         help='train images to calibrate on (64)')
     parser.add_argument('--calib-method', default='minmax',
                         choices=['minmax', 'entropy', 'percentile'])
+    parser.add_argument('--calib-pipeline', default='train',
+                        choices=['train', 'test'],
+                        help="the config's pipeline for the calibration "
+                        'images (from the train split either way)')
     parser.add_argument('--repeat', type=int, default=3,
                         help='interleaved timing rounds (3)')
     parser.add_argument('--force', action='store_true',
@@ -37,7 +42,8 @@ def main(argv=None):
         check_data(cfg, ('train_dataloader', 'test_dataloader'))
         result = run_quantize(cfg, args.checkpoint, args.out,
                               args.calib_images, args.calib_method,
-                              args.repeat, args.force, args.unsafe_load)
+                              args.repeat, args.force, args.unsafe_load,
+                              args.calib_pipeline)
     except RepsegError as e:
         sys.exit(f'error: {e}')
     print(markdown(result))

@@ -58,13 +58,20 @@ def _batch(sample: dict) -> dict:
 
 
 def calibration_inputs(cfg: Config, model, num: int, size: Sequence[int],
-                       seed: int = 0) -> List[np.ndarray]:
+                       seed: int = 0, pipeline: str = 'train'
+                       ) -> List[np.ndarray]:
     """``num`` normalized (1, 3, H, W) inputs from the TRAIN split (never
-    an image the evaluation uses), preprocessed like the evaluation (the
-    test pipeline and the model's data preprocessor; a random window of
-    ``size`` where the image is larger, resized where it differs)."""
-    dataset = _dataset(cfg.train_dataloader,
-                       cfg.test_dataloader.dataset.pipeline)
+    an image the evaluation uses): through the config's train pipeline
+    (``pipeline='train'``: its random scale, crop, flip and photometric
+    distortion, as the model saw in training) or its test pipeline
+    (``'test'``: preprocessed like the evaluation), then the model's data
+    preprocessor; a random window of ``size`` where the image is larger,
+    resized where it differs."""
+    if pipeline not in ('train', 'test'):
+        raise UsageError(f"calibration pipeline must be 'train' or 'test', "
+                         f'got {pipeline!r}')
+    dataset = _dataset(cfg.train_dataloader, None if pipeline == 'train'
+                       else cfg.test_dataloader.dataset.pipeline)
     if len(dataset) < num:
         raise UsageError(
             f'calibration asks for {num} images but the train split of the '
@@ -209,7 +216,8 @@ def _compare(fp32: dict, int8: dict) -> dict:
 def run_quantize(cfg: Config, checkpoint: str, out_dir: str,
                  num_calib: int = 64, method: str = 'minmax',
                  repeat: int = 3, force: bool = False,
-                 allow_unsafe: bool = False) -> dict:
+                 allow_unsafe: bool = False,
+                 calib_pipeline: str = 'train') -> dict:
     """Fuse, export, calibrate, quantize, evaluate and time; writes
     ``model_fp32.onnx``, ``model_int8.onnx``, ``quantize.json``,
     ``quantize.md`` and ``per_class_iou.png`` into ``out_dir``."""
@@ -228,9 +236,10 @@ def run_quantize(cfg: Config, checkpoint: str, out_dir: str,
     size = export_size(cfg, model, first)
     export_onnx(cfg, None, files['fp32'], size, force=True, verify=False,
                 model=model)
-    print_log(f'calibrating on {num_calib} train images ({method})',
-              logger='current')
-    inputs = calibration_inputs(cfg, model, num_calib, size)
+    print_log(f'calibrating on {num_calib} train images ({method}, '
+              f'{calib_pipeline} pipeline)', logger='current')
+    inputs = calibration_inputs(cfg, model, num_calib, size,
+                                pipeline=calib_pipeline)
     quantize_onnx(files['fp32'], files['int8'], inputs, method)
     sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
     evals = {}
@@ -247,7 +256,8 @@ def run_quantize(cfg: Config, checkpoint: str, out_dir: str,
     }, x, repeat)
     result = dict(
         config=cfg.filename, checkpoint=checkpoint, input_size=list(size),
-        calibration=dict(images=num_calib, method=method, split='train'),
+        calibration=dict(images=num_calib, method=method, split='train',
+                         pipeline=calib_pipeline),
         fp32=evals['fp32']['metrics'], int8=evals['int8']['metrics'],
         classes=evals['fp32']['classes'],
         fp32_per_class_iou=evals['fp32']['per_class_iou'],
@@ -282,7 +292,8 @@ def markdown(result: dict) -> str:
         f"INT8 - fp32: mIoU {q['mIoU'] - f['mIoU']:+.2f}; argmax pixel "
         f"agreement {100 * result['pixel_agreement']:.2f}%; calibration "
         f"{result['calibration']['images']} train images "
-        f"({result['calibration']['method']}); input "
+        f"({result['calibration']['method']}, "
+        f"{result['calibration']['pipeline']} pipeline); input "
         f"{result['input_size'][0]}x{result['input_size'][1]}; "
         f"{result['threads']} threads; CPU vector ISA {result['cpu_isa']}."
     ]

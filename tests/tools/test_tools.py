@@ -397,13 +397,14 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
     path, work, ckpt = trained
     out = tmp_path / 'q'
     proc = run_tool('quantize.py', path, ckpt, '--out', str(out),
-                    '--calib-images', '4', '--repeat', '1')
+                    '--calib-images', '4', '--calib-pipeline', 'test',
+                    '--repeat', '1')
     assert '| ONNX Runtime INT8 (QDQ, per-channel) |' in proc.stdout
     result = json.loads((out / 'quantize.json').read_text())
     assert set(result['fp32']) == set(result['int8']) == {
         'mIoU', 'mAcc', 'aAcc'}
     assert result['calibration'] == dict(images=4, method='minmax',
-                                         split='train')
+                                         split='train', pipeline='test')
     assert result['pixel_agreement'] > 0.9
     assert len(result['per_class_iou_change']) == 19
     assert set(result['seconds']) == {'pytorch_fp32', 'onnxruntime_fp32',
