@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from ..deploy.build import check_channels, check_model
+from ..deploy.build import check_model
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import without_pretrained
 from ..engine.dist import finish_distributed
@@ -37,11 +37,13 @@ def test_onnx(cfg: Config, path: str) -> dict:
     set: mmseg's test loop (whole or sliding-window inference and its
     post-processing) with ONNX Runtime running every forward."""
     from ..deploy.build import build_segmentor
-    from ..deploy.quantize import OrtEncodeDecode, evaluate, ort_session
+    from ..deploy.onnx import OrtEncodeDecode, ort_session
+    from ..deploy.quantize import evaluate
     model = build_segmentor(cfg).eval()
     model.encode_decode = OrtEncodeDecode(ort_session(path))
+    name = f'ONNX Runtime ({osp.basename(path)})'
     try:
-        result = evaluate(model, cfg, f'ONNX Runtime ({osp.basename(path)})')
+        result = evaluate({name: model}, cfg)[name]
     except Exception as e:  # noqa: B902  (onnxruntime's own errors)
         if 'InvalidArgument' not in type(e).__name__ + str(e):
             raise
@@ -64,9 +66,9 @@ def test(cfg: Config,
          allow_unsafe: bool = False,
          conv_impl: Optional[str] = None) -> dict:
     """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint, or
-    an ONNX model: :func:`test_onnx`) with the config's test loop; the FusedEvalHook evaluates the fused model
-    (with ``conv_impl`` for its 3x3 convs when given, see
-    :func:`repseg.ops.use_fast_convs`)."""
+    an ONNX model: :func:`test_onnx`) with the config's test loop; the
+    FusedEvalHook evaluates the fused model (with ``conv_impl`` for its 3x3
+    convs when given, see :func:`repseg.ops.use_fast_convs`)."""
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
     if checkpoint.endswith('.onnx'):
@@ -101,7 +103,6 @@ def test(cfg: Config,
     model = runner.model
     if is_model_wrapper(model):
         model = model.module
-    check_channels(model)
     kind = load_any_checkpoint(model, checkpoint, runner.logger,
                                allow_unsafe)
     print_log(

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..deploy.build import SegForward, build_segmentor, check_shape
-from ..deploy.onnx import require, to_onnx
+from ..deploy.onnx import OrtEncodeDecode, ort_session, to_onnx
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError
@@ -151,19 +151,13 @@ class BenchmarkSettings:
 def _ort_callable(module, x, tmp_dir, row):
     """Export ``module`` to ONNX at the benchmark shape and return a callable
     that runs it with onnxruntime (CPU); records the max difference."""
-    ort = require('onnxruntime')
     path = osp.join(tmp_dir, f"{row['name']}.onnx")
     to_onnx(module, x[:1], path)
-    sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    run = OrtEncodeDecode(ort_session(path))
     with torch.no_grad():
-        ref = module(x[:1]).numpy()
-    check = compare_outputs(ref, sess.run(None, {'image': x[:1].numpy()})[0])
+        check = compare_outputs(module(x[:1]), run(x[:1]))
     row['onnxruntime_max_abs_diff'] = check['max_abs_diff']
     row['onnxruntime_max_abs_logit'] = check['max_abs']
-
-    def run(inp):
-        return sess.run(None, {'image': inp.numpy()})[0]
-
     return run
 
 
@@ -172,18 +166,13 @@ def _int8_callable(x, tmp_dir, row):
     weights) and return a callable that runs it with onnxruntime. The
     calibration uses random inputs: this is for timing only (accuracy under
     INT8: tools/quantize.py)."""
-    from ..deploy.quantize import ort_session, quantize_onnx
+    from ..deploy.quantize import quantize_onnx
     fp32 = osp.join(tmp_dir, f"{row['name']}.onnx")
     int8 = osp.join(tmp_dir, f"{row['name']}_int8.onnx")
     gen = torch.Generator().manual_seed(1)
     quantize_onnx(fp32, int8, [
         torch.randn(x[:1].shape, generator=gen).numpy() for _ in range(4)])
-    sess = ort_session(int8)
-
-    def run(inp):
-        return sess.run(None, {'image': inp.float().numpy()})[0]
-
-    return run
+    return OrtEncodeDecode(ort_session(int8))
 
 
 def _prepare(model, device, dtype, channels_last):

@@ -147,6 +147,14 @@ def build_fused(cfg: Config, checkpoint: Optional[str],
     return fused.eval()
 
 
+def refuse_overwrite(paths: Sequence[str], force: bool = False) -> None:
+    """Never overwrite a file the user has (a checkpoint, a model) unless
+    ``force``."""
+    for path in paths:
+        if osp.exists(path) and not force:
+            raise UsageError(f'{path!r} exists; pass --force to overwrite it')
+
+
 def check_shape(shape: Sequence[int]) -> tuple:
     """Validate an input size (H, W) (or one side) for the deploy and
     benchmark tools."""
@@ -181,5 +189,5 @@ class SegForward(nn.Module):
 
 __all__ = [
     'build_segmentor', 'build_fused', 'check_channels', 'check_model',
-    'check_shape', 'SegForward', 'MIN_SIDE'
+    'check_shape', 'SegForward', 'MIN_SIDE', 'refuse_overwrite'
 ]

@@ -16,7 +16,7 @@ from ..engine.config import adapt_to_device, without_pretrained
 from ..errors import CheckpointError, UsageError
 from ..reparam import (assert_fused, compare_outputs, describe,
                        find_conv_bn_pairs, reparameterize_model)
-from .build import SegForward, build_segmentor
+from .build import SegForward, build_segmentor, refuse_overwrite
 
 # the top-level parts of an mmseg segmentor whose conv-BN pairs are folded
 PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
@@ -30,7 +30,8 @@ def compare_models(ref_model, fused_model,
     (:func:`repseg.reparam.compare_outputs`)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, *shape, generator=gen)
-    return compare_outputs(SegForward(ref_model)(x), SegForward(fused_model)(x))
+    return compare_outputs(SegForward(ref_model)(x),
+                           SegForward(fused_model)(x))
 
 
 def _takes_argument(type_name, arg: str) -> bool:
@@ -129,9 +130,7 @@ def convert_checkpoint(cfg: Config,
     either unless ``force``. Returns sizes and the verification figures.
     """
     cfg_path = osp.splitext(out)[0] + '.py'
-    for path in (out, cfg_path):
-        if osp.exists(path) and not force:
-            raise UsageError(f'{path!r} exists; pass --force to overwrite it')
+    refuse_overwrite((out, cfg_path), force)
     cfg = adapt_to_device(copy.deepcopy(cfg))
     model = build_segmentor(cfg)
     # the shared loader: safe reading and the explained mismatch errors

@@ -14,7 +14,7 @@ from mmengine.config import Config
 
 from ..errors import BackendError, UsageError
 from ..reparam import compare_outputs
-from .build import SegForward, build_fused, check_shape
+from .build import SegForward, build_fused, check_shape, refuse_overwrite
 
 
 def require(name: str):
@@ -25,6 +25,31 @@ def require(name: str):
         raise BackendError(
             f'ONNX export needs the optional package {name!r}: pip install '
             f'"repseg[onnx]" (or pip install onnx onnxruntime)') from e
+
+
+def ort_session(path: str):
+    """An ONNX Runtime CPU session with as many threads as torch uses (so
+    PyTorch and ONNX Runtime timings compare like with like)."""
+    ort = require('onnxruntime')
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(path, opts,
+                                providers=['CPUExecutionProvider'])
+
+
+class OrtEncodeDecode:
+    """An ONNX Runtime session of an exported fused segmentor as a callable
+    ``(inputs, batch_img_metas=None) -> logits`` tensor: a drop-in for the
+    segmentor's ``encode_decode`` (mmseg's test loop, whole or sliding
+    window, then runs around it) and for a forward in timing loops."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __call__(self, inputs: torch.Tensor,
+                 batch_img_metas=None) -> torch.Tensor:
+        out = self.session.run(None, {'image': inputs.float().numpy()})[0]
+        return torch.from_numpy(out)
 
 
 def _pool_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
@@ -189,10 +214,7 @@ def export_onnx(cfg: Config,
     onnx = require('onnx')
     shape = check_shape(shape)
     spec_path = osp.splitext(out)[0] + '.json'
-    for path in (out, spec_path):
-        if osp.exists(path) and not force:
-            raise UsageError(
-                f'{path!r} exists; pass --force to overwrite it')
+    refuse_overwrite((out, spec_path), force)
     model = SegForward(model if model is not None else
                        build_fused(cfg, checkpoint))
     x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
@@ -203,10 +225,8 @@ def export_onnx(cfg: Config,
     result = dict(out=out, bytes=osp.getsize(out), shape=list(shape),
                   spec=spec_path)
     if verify:
-        ort = require('onnxruntime')
-        sess = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
         with torch.no_grad():
-            ref = model(x).numpy()
-        got = sess.run(None, {'image': x.numpy()})[0]
+            ref = model(x)
+        got = OrtEncodeDecode(ort_session(out))(x)
         result.update(compare_outputs(ref, got))
     return result

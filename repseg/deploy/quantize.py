@@ -26,8 +26,8 @@ from mmengine.utils import ProgressBar
 from ..errors import UsageError
 from ..ops.cpu import cpu_vector_isa
 from ..ops.fast_conv import use_fast_convs
-from .build import SegForward, build_fused
-from .onnx import export_onnx, require
+from .build import SegForward, build_fused, refuse_overwrite
+from .onnx import OrtEncodeDecode, export_onnx, ort_session, require
 
 #: --calib-method choices -> onnxruntime's CalibrationMethod names
 CALIBRATION_METHODS = dict(minmax='MinMax', entropy='Entropy',
@@ -133,57 +133,43 @@ def quantize_onnx(fp32_path: str, int8_path: str,
     return int8_path
 
 
-def ort_session(path: str):
-    """An ONNX Runtime CPU session with as many threads as torch uses."""
-    ort = require('onnxruntime')
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(path, opts,
-                                providers=['CPUExecutionProvider'])
-
-
-class OrtEncodeDecode:
-    """A segmentor's ``encode_decode`` run by an ONNX Runtime session of
-    its exported fused form: mmseg's test loop (whole or sliding-window
-    inference, post-processing) then runs as usual around it."""
-
-    def __init__(self, session):
-        self.session = session
-
-    def __call__(self, inputs: torch.Tensor,
-                 batch_img_metas=None) -> torch.Tensor:
-        out = self.session.run(None, {'image': inputs.float().numpy()})[0]
-        return torch.from_numpy(out)
-
-
-def evaluate(model, cfg: Config, what: str) -> dict:
-    """mmseg's IoUMetric of ``model`` on the config's test set: the
-    summary, per-class IoU and the predicted label maps."""
+def evaluate(models: Dict[str, torch.nn.Module], cfg: Config) -> dict:
+    """mmseg's IoUMetric of each of ``models`` on the config's test set, in
+    one pass over it (every image is read and preprocessed once): per name,
+    the summary, per-class IoU and the predicted label maps."""
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
     loader = Runner.build_dataloader(copy.deepcopy(cfg.test_dataloader))
-    evaluator = Evaluator(copy.deepcopy(cfg.test_evaluator))
-    evaluator.dataset_meta = loader.dataset.metainfo
-    preds = []
-    print_log(f'evaluating the {what} model on {len(loader.dataset)} '
+    evaluators = {}
+    for name in models:
+        evaluators[name] = Evaluator(copy.deepcopy(cfg.test_evaluator))
+        evaluators[name].dataset_meta = loader.dataset.metainfo
+    preds = {name: [] for name in models}
+    print_log(f"evaluating {', '.join(models)} on {len(loader.dataset)} "
               'images', logger='current')
     bar = ProgressBar(len(loader.dataset))
     with torch.no_grad():
         for batch in loader:
-            samples = model.test_step(batch)
-            preds += [s.pred_sem_seg.data.clone() for s in samples]
-            evaluator.process(samples, batch)
-            for _ in samples:
+            for name, model in models.items():
+                samples = model.test_step(batch)
+                preds[name] += [s.pred_sem_seg.data.clone() for s in samples]
+                evaluators[name].process(samples, batch)
+            for _ in range(len(batch['inputs'])):
                 bar.update()
+    return {name: _summary(evaluators[name], len(loader.dataset),
+                           preds[name]) for name in models}
+
+
+def _summary(evaluator, size: int, preds: list) -> dict:
     results = evaluator.metrics[0].results
     inter = sum(r[0] for r in results).double()
     union = sum(r[1] for r in results).double()
     per_class = (100 * inter / union.clamp_min(1)).tolist()
     per_class = [v if u > 0 else None for v, u in zip(per_class, union)]
-    summary = evaluator.evaluate(len(loader.dataset))
+    summary = evaluator.evaluate(size)
     return dict(metrics={k: float(v) for k, v in summary.items()},
                 per_class_iou=per_class, preds=preds,
-                classes=list(loader.dataset.metainfo['classes']))
+                classes=list(evaluator.dataset_meta['classes']))
 
 
 def time_side_by_side(fns: Dict[str, callable], x: torch.Tensor,
@@ -226,10 +212,7 @@ def run_quantize(cfg: Config, checkpoint: str, out_dir: str,
         ('fp32', 'model_fp32.onnx'), ('int8', 'model_int8.onnx'),
         ('json', 'quantize.json'), ('md', 'quantize.md'),
         ('png', 'per_class_iou.png'))}
-    old = [p for p in files.values() if osp.exists(p)]
-    if old and not force:
-        raise UsageError(f'{out_dir!r} already holds {old[0]!r}; pass '
-                         '--force to overwrite, or another --out')
+    refuse_overwrite(files.values(), force)
     os.makedirs(out_dir, exist_ok=True)
     model = build_fused(copy.deepcopy(cfg), checkpoint, allow_unsafe)
     first = _dataset(cfg.test_dataloader)[0]
@@ -242,11 +225,11 @@ def run_quantize(cfg: Config, checkpoint: str, out_dir: str,
                                 pipeline=calib_pipeline)
     quantize_onnx(files['fp32'], files['int8'], inputs, method)
     sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
-    evals = {}
+    ort_models = {}
     for k in ('fp32', 'int8'):
-        ort_model = copy.copy(model)
-        ort_model.encode_decode = OrtEncodeDecode(sessions[k])
-        evals[k] = evaluate(ort_model, cfg, f'{k} ONNX Runtime')
+        ort_models[k] = copy.copy(model)
+        ort_models[k].encode_decode = OrtEncodeDecode(sessions[k])
+    evals = evaluate(ort_models, cfg)
     x = torch.from_numpy(inputs[0])
     fast = SegForward(use_fast_convs(model, 'auto'))
     speed = time_side_by_side({
@@ -324,6 +307,6 @@ def save_per_class_png(result: dict, path: str) -> str:
 
 __all__ = [
     'CALIBRATION_METHODS', 'calibration_inputs', 'quantize_onnx',
-    'ort_session', 'OrtEncodeDecode', 'evaluate', 'time_side_by_side',
+    'evaluate', 'time_side_by_side',
     'run_quantize', 'markdown', 'save_per_class_png', 'export_size'
 ]

@@ -397,8 +397,9 @@ class RepVGG(BaseModule):
                         in_ch, self.out_channels[stage], stride=stride,
                         dilation=dilation, groups=groups, **common))
                 in_ch = self.out_channels[stage]
-            self.add_module(self.stage_names[stage],
-                            blocks[0] if stage == 0 else nn.Sequential(*blocks))
+            self.add_module(
+                self.stage_names[stage],
+                blocks[0] if stage == 0 else nn.Sequential(*blocks))
 
     @staticmethod
     def _pretrained_to_init_cfg(pretrained: Optional[str], init_cfg):

@@ -4,8 +4,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from repseg.reparam.fusion import (bn_scale_shift, fold_conv_bn_, fuse_branches,
-                           fuse_kernel_bn, identity_kernel, pad_kernel)
+from repseg.reparam.fusion import (
+    bn_scale_shift, fold_conv_bn_, fuse_branches, fuse_kernel_bn,
+    identity_kernel, pad_kernel)
 from repseg.testing import max_rel_diff, randomize_bn_
 
 from tests.utils import REL_TOL
