@@ -13,7 +13,7 @@ import sys
 from mmengine.config import DictAction
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,11 +69,12 @@ def parse_args(argv=None):
     p.add_argument('--out', default='work_dirs/benchmark',
                    help='folder for benchmark.json and benchmark.png')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import dataclasses
 
     from repseg.benchmark import (BenchmarkSettings, lineup, markdown_table,
@@ -93,7 +94,7 @@ def main(argv=None):
             if hasattr(args, f.name)})
         result = run_benchmark(entries, settings)
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
     print()
     print(markdown_table(result))
     profiled = profile_table(result)

@@ -18,7 +18,7 @@ def main(argv=None):
         counts = check_cityscapes(args.root,
                                   max_files=None if args.all else 50)
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
     for split, n in counts.items():
         note = '' if n == OFFICIAL_COUNTS[split] else \
             f'  (the official gtFine {split} split has {OFFICIAL_COUNTS[split]})'

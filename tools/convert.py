@@ -19,7 +19,7 @@ def main(argv=None):
                         metavar=('H', 'W'),
                         help='input size of the verification (713 713)')
     parser.add_argument(
-        '--unsafe-load', action='store_true',
+        '--unsafe-load', dest='allow_unsafe', action='store_true',
         help='allow full unpickling of a checkpoint that needs it (it can '
         'run code from the file: only for files you trust)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -30,9 +30,9 @@ def main(argv=None):
     try:
         cfg = load_cfg(args.config, cfg_options=args.cfg_options)
         r = convert_checkpoint(cfg, args.checkpoint, args.out, args.force,
-                               args.shape, args.unsafe_load)
+                               args.shape, args.allow_unsafe)
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
     print(f"wrote {r['out']} ({r['fused_bytes'] / 2**20:.1f} MiB; training "
           f"checkpoint {r['source_bytes'] / 2**20:.1f} MiB) and "
           f"{r['deploy_config']}")

@@ -21,7 +21,7 @@ def main(argv=None):
         print(f'\nwrote {n} labelTrainIds files')
         print(f'dataset check: {check_cityscapes(args.root)} images, OK')
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
 
 
 if __name__ == '__main__':

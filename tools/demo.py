@@ -31,7 +31,7 @@ def main(argv=None):
                      num_overlays=args.overlays, cfg_options=args.cfg_options,
                      resume=args.resume)
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
     m = s['metrics']
     print('\n' + '=' * 72)
     print('repseg demo: PSPNet-RepVGG-A0 on the synthetic Cityscapes layout '

@@ -21,6 +21,10 @@ def main(argv=None):
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--force', action='store_true',
                         help='overwrite OUT')
+    parser.add_argument('--unsafe-load', dest='allow_unsafe',
+                        action='store_true',
+                        help='allow full unpickling of a checkpoint that '
+                        'needs it (only for files you trust)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
     from repseg.deploy import export_onnx
@@ -29,9 +33,10 @@ def main(argv=None):
     try:
         cfg = load_cfg(args.config, cfg_options=args.cfg_options)
         r = export_onnx(cfg, args.checkpoint, args.out, args.shape,
-                        args.dynamic_shape, args.opset, args.force)
+                        args.dynamic_shape, args.opset, args.force,
+                        allow_unsafe=args.allow_unsafe)
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
     print(f"wrote {r['out']} ({r['bytes'] / 2**20:.1f} MiB), checked with "
           f"onnx.checker; its input and output are described in {r['spec']}")
     print(f"onnxruntime vs PyTorch on a {r['shape'][0]}x{r['shape'][1]} "

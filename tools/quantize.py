@@ -28,7 +28,8 @@ def main(argv=None):
                         help='interleaved timing rounds (3)')
     parser.add_argument('--force', action='store_true',
                         help='overwrite the files of an earlier run in --out')
-    parser.add_argument('--unsafe-load', action='store_true',
+    parser.add_argument('--unsafe-load', dest='allow_unsafe',
+                        action='store_true',
                         help='allow full unpickling of the checkpoint (only '
                         'for files you trust)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -42,10 +43,10 @@ def main(argv=None):
         check_data(cfg, ('train_dataloader', 'test_dataloader'))
         result = run_quantize(cfg, args.checkpoint, args.out,
                               args.calib_images, args.calib_method,
-                              args.repeat, args.force, args.unsafe_load,
+                              args.repeat, args.force, args.allow_unsafe,
                               args.calib_pipeline)
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
     print(markdown(result))
     print(f"\nwrote {', '.join(result['files'].values())}")
 

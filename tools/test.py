@@ -10,7 +10,7 @@ import sys
 from mmengine.config import DictAction
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(
         description='Test (and evaluate) a segmentor, fused')
     parser.add_argument('config', help='test config file path')
@@ -32,7 +32,7 @@ def parse_args(argv=None):
         "(faster, more memory), native = PyTorch's default, auto (the "
         "config's FusedEvalHook default) = nnpack on CPU fp32")
     parser.add_argument(
-        '--unsafe-load', action='store_true',
+        '--unsafe-load', dest='allow_unsafe', action='store_true',
         help='allow full unpickling of a checkpoint that needs it (it can '
         'run code from the file: only for files you trust)')
     parser.add_argument(
@@ -42,22 +42,22 @@ def parse_args(argv=None):
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parser
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     from repseg.apis import load_cfg, test
     from repseg.errors import RepsegError
     try:
         cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher)
         test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir,
-             allow_unsafe=args.unsafe_load, conv_impl=args.conv_impl)
+             allow_unsafe=args.allow_unsafe, conv_impl=args.conv_impl)
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ import sys
 from mmengine.config import DictAction
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description='Train a segmentor')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -23,7 +23,7 @@ def parse_args(argv=None):
         help='scale the learning rate linearly with the actual global batch '
         '(base: 16)')
     parser.add_argument(
-        '--unsafe-load', action='store_true',
+        '--unsafe-load', dest='allow_unsafe', action='store_true',
         help='allow full unpickling of a checkpoint (load_from or --resume) '
         'that needs it (it can run code from the file: only for '
         'files you trust)')
@@ -35,22 +35,22 @@ def parse_args(argv=None):
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parser
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     from repseg.apis import load_cfg, train
     from repseg.errors import RepsegError
     try:
         cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher, args.amp, args.resume,
                        args.auto_scale_lr)
-        train(cfg, allow_unsafe=args.unsafe_load)
+        train(cfg, allow_unsafe=args.allow_unsafe)
     except RepsegError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {e.render(parser)}')
 
 
 if __name__ == '__main__':

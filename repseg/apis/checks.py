@@ -12,7 +12,7 @@ from mmengine.logging import print_log
 
 from ..datasets.cityscapes import check_cityscapes
 from ..engine.checkpoint import load_state_dict_file
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError, UsageError, opt
 
 
 def dataset_roots(cfg: Config, loaders: Sequence[str]) -> Sequence[tuple]:
@@ -57,7 +57,7 @@ def check_pretrained(cfg: Config) -> None:
                         f'{path}.init_cfg asks for the pretrained checkpoint '
                         f'{ckpt!r}, which does not exist. Download it (see '
                         'README.md, "Pretrained backbones") or train from '
-                        f'scratch with --cfg-options {path}.init_cfg=None')
+                        f'scratch with {opt("cfg_options", path + ".init_cfg=None")}')
             for k, v in node.items():
                 walk(v, f'{path}.{k}' if k != 'init_cfg' else path)
     walk(cfg.model, 'model')
@@ -73,9 +73,9 @@ def check_work_dir(cfg: Config) -> None:
                 f'nothing to resume: the work dir {cfg.work_dir!r} '
                 + ('holds no checkpoint' if osp.isdir(cfg.work_dir) else
                    'does not exist')
-                + '. Check the work dir (--work-dir; by default '
-                'work_dirs/<config name>), or start a new run without '
-                '--resume.')
+                + f'. Check the work dir ({opt("work_dir", None)}; by default '
+                'work_dirs/<config name>), or start a new run with '
+                f'{opt("resume", False)}.')
         return
     if cfg.get('resume') or not osp.isdir(cfg.work_dir):
         return
@@ -83,8 +83,9 @@ def check_work_dir(cfg: Config) -> None:
     if old:
         raise UsageError(
             f'work dir {cfg.work_dir!r} already holds {len(old)} checkpoint(s)'
-            ' of an earlier run. Pass --resume to continue that run, or '
-            '--work-dir to start a new one elsewhere.')
+            f' of an earlier run. Pass {opt("resume")} to continue that run, '
+            f'or another {opt("work_dir", None)} to start a new one '
+            'elsewhere.')
 
 
 def check_resume_checkpoint(cfg: Config, allow_unsafe: bool = False) -> None:

@@ -16,7 +16,7 @@ from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import without_pretrained
 from ..engine.dist import finish_distributed
 from ..engine.hooks import FusedEvalHook
-from ..errors import UsageError
+from ..errors import UsageError, opt
 from ..visualization import annotate_overlays, new_pngs
 from .checks import check_data
 
@@ -74,7 +74,8 @@ def test(cfg: Config,
     if checkpoint.endswith('.onnx'):
         if out or show_dir:
             raise UsageError('an ONNX model is evaluated for its metrics '
-                             'only; drop --out/--show-dir')
+                             f'only; drop {opt("out", None)} / '
+                             f'{opt("show_dir", None)}')
         if check:
             check_data(cfg, loaders=('test_dataloader', ))
         return test_onnx(cfg, checkpoint)

@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from ..deploy.build import check_model
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.dist import finish_distributed
-from ..errors import DatasetError, UsageError
+from ..errors import DatasetError, UsageError, opt
 from .checks import (check_data, check_pretrained, check_resume_checkpoint,
                      check_work_dir, dataset_roots)
 
@@ -67,7 +67,7 @@ def train(cfg: Config, check: bool = True,
                 '. Without network access, put the file into torch\'s hub '
                 f'cache ({osp.join(torch.hub.get_dir(), "checkpoints")}), '
                 'point the config at a local file, or train from scratch '
-                'with --cfg-options model.pretrained=None.') from None
+                f'with {opt("cfg_options", "model.pretrained=None")}.') from None
         bad = re.search(r'failed to load image: (\S+)', str(e))
         if bad is None:
             raise
@@ -85,8 +85,7 @@ def train(cfg: Config, check: bool = True,
         raise UsageError(
             f'training interrupted at iteration {runner.iter}. '
             + (f'The newest checkpoint is {saved[-1]}; continue with: '
-               f'python tools/train.py CONFIG --work-dir {cfg.work_dir} '
-               '--resume' if saved else
+               f'{opt("work_dir", cfg.work_dir)} {opt("resume")}' if saved else
                'No checkpoint was written yet; start again to train.')
         ) from None
     if cfg.get('launcher', 'none') != 'none':

@@ -84,9 +84,9 @@ def markdown_table(result: dict) -> str:
         f"torch {e['torch']}, mmcv {e['mmcv']}, mmseg {e['mmseg']}. "
         'All models fused (RepVGG blocks re-parameterized, conv-BN folded); '
         + ('3x3 stride-1 convs of every model on NNPACK Winograd '
-           f"(--conv-impl {e['conv_impl']})."
+           f"(conv_impl {e['conv_impl']!r})."
            if is_nnpack(e.get('conv_impl', 'native')) else
-           "PyTorch's native convolutions (--conv-impl native)."))
+           "PyTorch's native convolutions (conv_impl 'native')."))
     return '\n'.join(lines)
 
 

@@ -31,7 +31,7 @@ from ..deploy.build import SegForward, build_segmentor, check_shape
 from ..deploy.onnx import OrtEncodeDecode, ort_session, to_onnx
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
-from ..errors import UsageError
+from ..errors import UsageError, opt
 from ..ops.fast_conv import (count_fast_convs, count_nnpack_runs, is_nnpack,
                              kernel_transform_bytes, resolve_conv_impl,
                              use_fast_convs)
@@ -96,8 +96,9 @@ class BenchmarkSettings:
         s = dataclasses.replace(self)
         on_gpu = s.dev.type == 'cuda'
         if on_gpu and not torch.cuda.is_available():
-            raise UsageError('--device cuda was asked for but CUDA is not '
-                             'available; use --device cpu')
+            raise UsageError(f'{opt("device", self.device)} was asked for but '
+                             'CUDA is not available; use '
+                             f'{opt("device", "cpu")}')
         s.batch_size = s.batch_size or (16 if on_gpu else 1)
         s.warmup = (50 if on_gpu else 1) if s.warmup is None else s.warmup
         s.iters = (50 if on_gpu else 2) if s.iters is None else s.iters
@@ -106,7 +107,8 @@ class BenchmarkSettings:
                              '1 and warm-up >= 0')
         s.shape = check_shape(s.shape)
         if s.dtype not in DTYPES:
-            raise UsageError(f'--dtype must be one of {sorted(DTYPES)}')
+            raise UsageError(f'{opt("dtype", None)} must be one of '
+                             f'{sorted(DTYPES)}')
         s._check_combinations()
         try:
             s.conv_impl = resolve_conv_impl(
@@ -115,30 +117,35 @@ class BenchmarkSettings:
         except ValueError as e:
             raise UsageError(str(e)) from None
         if s.compare_conv_impl and s.conv_impl == 'native':
-            raise UsageError('--compare-conv-impl times NNPACK convs against '
-                             "native ones; it needs --conv-impl 'nnpack' (or "
+            raise UsageError(f'{opt("compare_conv_impl")} times NNPACK convs '
+                             'against native ones; it needs '
+                             f'{opt("conv_impl", "nnpack")} (or '
                              "'auto' on a CPU with fp32)")
         return s
 
     def _check_combinations(self) -> None:
         if self.backend not in ('pytorch', 'onnxruntime'):
-            raise UsageError("--backend must be 'pytorch' or 'onnxruntime'")
+            raise UsageError(f'{opt("backend", None)} must be '
+                             "'pytorch' or 'onnxruntime'")
         if self.backend == 'onnxruntime' and (
                 self.dev.type != 'cpu' or self.dtype != 'fp32'
                 or self.compile or self.channels_last or self.amp):
-            raise UsageError('--backend onnxruntime times the fp32 model on '
-                             'the CPU (no --compile/--channels-last/--amp)')
+            raise UsageError(
+                f'{opt("backend", "onnxruntime")} times the fp32 model on '
+                f'the CPU (no {opt("compile")} / {opt("channels_last")} / '
+                f'{opt("amp")} / {opt("dtype", self.dtype)})')
         if self.channels_last and is_nnpack(self.conv_impl):
-            raise UsageError(f'--conv-impl {self.conv_impl} runs NCHW '
+            raise UsageError(f'{opt("conv_impl", self.conv_impl)} runs NCHW '
                              'tensors; it cannot be combined with '
-                             '--channels-last')
+                             f'{opt("channels_last")}')
         if self.int8 and self.backend != 'onnxruntime':
-            raise UsageError('--int8 times the ONNX Runtime INT8 model next '
-                             'to fp32; it needs --backend onnxruntime')
+            raise UsageError(f'{opt("int8")} times the ONNX Runtime INT8 model '
+                             'next to fp32; it needs '
+                             f'{opt("backend", "onnxruntime")}')
         if self.profile and (self.compile or self.backend == 'onnxruntime'):
-            raise UsageError('--profile times the layers of the eager '
-                             'PyTorch model; drop --compile / --backend '
-                             'onnxruntime')
+            raise UsageError(f'{opt("profile")} times the layers of the eager '
+                             f'PyTorch model; drop {opt("compile")} / '
+                             f'{opt("backend", "onnxruntime")}')
 
     def autocast(self):
         """The autocast context of ``amp`` (bf16 on the CPU)."""

@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import adapt_to_device, without_pretrained
-from ..errors import UsageError
+from ..errors import UsageError, opt
 from ..reparam import assert_fused, reparameterize_model
 
 #: the smallest input side the deploy and benchmark tools take
@@ -152,7 +152,8 @@ def refuse_overwrite(paths: Sequence[str], force: bool = False) -> None:
     ``force``."""
     for path in paths:
         if osp.exists(path) and not force:
-            raise UsageError(f'{path!r} exists; pass --force to overwrite it')
+            raise UsageError(
+                f'{path!r} exists; pass {opt("force")} to overwrite it')
 
 
 def check_shape(shape: Sequence[int]) -> tuple:

@@ -201,7 +201,8 @@ def export_onnx(cfg: Config,
                 opset: int = 17,
                 force: bool = False,
                 verify: bool = True,
-                model: Optional[torch.nn.Module] = None) -> dict:
+                model: Optional[torch.nn.Module] = None,
+                allow_unsafe: bool = False) -> dict:
     """Export the fused segmentor (input ``(N, 3, H, W)`` normalized image,
     output logits ``(N, num_classes, H, W)``) to ``out``.
 
@@ -209,14 +210,15 @@ def export_onnx(cfg: Config,
     dynamic. Returns a dict with the max |onnxruntime - PyTorch| on a random
     input of ``shape`` (when ``verify``). ``model``: an already built fused
     segmentor to export instead of building one from ``cfg`` and
-    ``checkpoint``.
+    ``checkpoint``; ``allow_unsafe``: let a checkpoint that needs full
+    unpickling load (only for files you trust).
     """
     onnx = require('onnx')
     shape = check_shape(shape)
     spec_path = osp.splitext(out)[0] + '.json'
     refuse_overwrite((out, spec_path), force)
     model = SegForward(model if model is not None else
-                       build_fused(cfg, checkpoint))
+                       build_fused(cfg, checkpoint, allow_unsafe))
     x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
     to_onnx(model, x, out, opset, dynamic_shape)
     onnx.checker.check_model(onnx.load(out))

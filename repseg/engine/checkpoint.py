@@ -22,7 +22,7 @@ from mmengine.runner.checkpoint import load_state_dict
 from ..reparam import find_unfused, is_fused_form, reparameterize_model
 
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, opt
 
 
 def _numpy_globals() -> list:
@@ -105,7 +105,7 @@ def load_state_dict_file(path: str, allow_unsafe: bool = False
                 f'{path!r} contains Python objects that only full '
                 'unpickling can read, and unpickling can run arbitrary code '
                 'from the file. Only if you trust where it came from, pass '
-                '--unsafe-load to the tool (allow_unsafe=True in Python), or '
+                f'{opt("allow_unsafe")}, or '
                 're-save just its weights with torch.save(state_dict).\n'
                 f'torch said: {_unsupported(e)}') from e
         ckpt = torch.load(path, map_location='cpu', weights_only=False)

@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..errors import UsageError
+from ..errors import UsageError, opt
 from .dist import init_cpu_distributed
 
 
@@ -116,9 +116,9 @@ def load_cfg(config: str,
     if amp:
         if not torch.cuda.is_available():
             raise UsageError(
-                'automatic mixed precision (--amp) needs a CUDA GPU: '
+                f'automatic mixed precision ({opt("amp")}) needs a CUDA GPU: '
                 "mmengine's AmpOptimWrapper scales fp16 gradients on CUDA. "
-                'On the CPU train in fp32 (without --amp).')
+                f'On the CPU train in fp32 ({opt("amp", False)}).')
         if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
             print_log('AMP training is already enabled in your config.',
                       logger='current', level=logging.WARNING)

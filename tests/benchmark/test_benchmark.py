@@ -148,15 +148,15 @@ def test_unsupported_shapes(shape):
 def test_conv_impl_choices(monkeypatch):
     from repseg.benchmark import run_benchmark
     entry = [dict(name='a0', config=DEMO_CONFIG)]
-    with pytest.raises(UsageError, match='channels-last'):
+    with pytest.raises(UsageError, match='channels_last=True'):
         run_benchmark(entry, shape=(64, 64), conv_impl='nnpack',
                       channels_last=True)
-    with pytest.raises(UsageError, match='needs --conv-impl'):
+    with pytest.raises(UsageError, match="needs conv_impl='nnpack'"):
         run_benchmark(entry, shape=(64, 64), conv_impl='native',
                       compare_conv_impl=True)
-    with pytest.raises(UsageError, match='needs --backend onnxruntime'):
+    with pytest.raises(UsageError, match="needs backend='onnxruntime'"):
         run_benchmark(entry, shape=(64, 64), int8=True)
-    with pytest.raises(UsageError, match='--profile times the layers'):
+    with pytest.raises(UsageError, match='profile=True times the layers'):
         run_benchmark(entry, shape=(64, 64), profile=True, compile=True)
     with pytest.raises(UsageError, match="use 'auto' or 'native'"):
         run_benchmark(entry, shape=(64, 64), conv_impl='nnpack',
@@ -194,10 +194,10 @@ def test_tools_offer_every_conv_impl(tool):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     for impl in CONV_IMPLS:
-        args = mod.parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', impl])
+        args = mod.build_parser().parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', impl])
         assert args.conv_impl == impl
     with pytest.raises(SystemExit):
-        mod.parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', 'winograd'])
+        mod.build_parser().parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', 'winograd'])
 
 
 def test_compare_unfused_of_a_fused_config_is_refused():

@@ -36,6 +36,8 @@ def _cases(tmp):
         'export_onnx.py': ([DEMO_CONFIG, none + '.pth',
                             str(tmp / 'o.onnx')], 'does not exist'),
         'benchmark.py': ([DEMO_CONFIG, '--shape', '8'], 'not supported'),
+        'quantize.py': ([DEMO_CONFIG, none + '.pth', '--out',
+                         str(tmp / 'q')], 'does not exist'),
         'check_dataset.py': ([none], 'does not exist'),
         'convert_cityscapes.py': ([none], 'does not exist'),
         'demo.py': (['--data-root', str(junk), '--work-dir',
@@ -45,7 +47,7 @@ def _cases(tmp):
 
 @pytest.mark.parametrize('tool', [
     'train.py', 'test.py', 'convert.py', 'export_onnx.py', 'benchmark.py',
-    'check_dataset.py', 'convert_cityscapes.py', 'demo.py'
+    'quantize.py', 'check_dataset.py', 'convert_cityscapes.py', 'demo.py'
 ])
 def test_tool_error_is_one_line(tool, tmp_path):
     args, message = _cases(tmp_path)[tool]
@@ -56,3 +58,25 @@ def test_tool_error_is_one_line(tool, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and message in last, proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
+
+
+def _last_error(tool, *args):
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', tool), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_tools_spell_settings_as_their_own_flags(tmp_path):
+    """The library names settings (``int8=True``); each tool shows its own
+    flags instead."""
+    last = _last_error('benchmark.py', DEMO_CONFIG, '--shape', '64',
+                       '--int8')
+    assert last == ('error: --int8 times the ONNX Runtime INT8 model next to '
+                    'fp32; it needs --backend onnxruntime'), last
+    onnx = tmp_path / 'm.onnx'
+    onnx.write_bytes(b'')
+    last = _last_error('test.py', DEMO_CONFIG, str(onnx), '--show-dir',
+                       str(tmp_path / 's'))
+    assert last.endswith('drop --out / --show-dir'), last

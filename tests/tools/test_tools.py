@@ -335,6 +335,8 @@ def test_unsafe_checkpoint_refused_on_every_path(trained, evil_checkpoint,
                       check=False), marker)
     _refused(run_tool('export_onnx.py', path, evil,
                       str(tmp_path / 'f.onnx'), check=False), marker)
+    _refused(run_tool('quantize.py', path, evil, '--out',
+                      str(tmp_path / 'q'), check=False), marker)
     _refused(run_tool('train.py', path, '--work-dir', str(tmp_path / 'l'),
                       '--cfg-options', f'load_from={evil}', check=False),
              marker)
