@@ -12,6 +12,7 @@ branch sums, concat, resize of the logits, functional pooling) is reported as
 :data:`FUNCTIONAL`. The wrappers cost microseconds per module, negligible
 against the 10-1000 ms layers of a 713x713 segmentor.
 """
+import contextlib
 import functools
 import time
 from collections import defaultdict
@@ -71,6 +72,41 @@ def _parts(model: nn.Module) -> Dict[str, nn.Module]:
     }
 
 
+@contextlib.contextmanager
+def _timed_forwards(targets, sync):
+    """Within the block, each ``module`` of ``targets`` ((module, key,
+    table) triples) adds the time of its forwards to ``table[key]``.
+
+    ``forward`` is replaced by an instance attribute (restored afterwards,
+    also when the block raises). Wrapping ``forward`` rather than using
+    forward hooks also times modules called as ``module.forward(...)``,
+    like mmseg's ``decode_head`` from ``predict``.
+    """
+    def timed(forward, key, table):
+        @functools.wraps(forward)
+        def wrapper(*args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            out = forward(*args, **kwargs)
+            sync()
+            table[key] += time.perf_counter() - start
+            return out
+        return wrapper
+
+    saved = []
+    try:
+        for module, key, table in targets:
+            saved.append((module, vars(module).get('forward')))
+            module.forward = timed(module.forward, key, table)
+        yield
+    finally:
+        for module, own in reversed(saved):
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+
+
 def profile_layers(model: nn.Module,
                    x: torch.Tensor,
                    runs: int = 1,
@@ -96,54 +132,24 @@ def profile_layers(model: nn.Module,
     if runs < 1:
         raise ValueError(f'runs must be >= 1, got {runs}')
     sync = sync or (lambda: None)
-    kinds = defaultdict(float)
-    parts = defaultdict(float)
+    kinds, parts = defaultdict(float), defaultdict(float)
     counts = defaultdict(int)
-    recording = [False]
-
-    def timed(forward, key, table):
-        """``forward`` adding its time to ``table[key]`` while recording."""
-        @functools.wraps(forward)
-        def wrapper(*args, **kwargs):
-            if not recording[0]:
-                return forward(*args, **kwargs)
-            sync()
-            start = time.perf_counter()
-            out = forward(*args, **kwargs)
-            sync()
-            table[key] += time.perf_counter() - start
-            return out
-        return wrapper
-
-    # Every leaf and part gets a timed ``forward`` as an instance attribute
-    # (removed again below). Wrapping ``forward`` rather than using forward
-    # hooks also times modules called as ``module.forward(...)``, like
-    # mmseg's ``decode_head`` from ``predict``.
+    # Every leaf and part gets a timed ``forward`` (see _timed_forwards).
     targets = [(m, layer_kind(m), kinds) for m in model.modules()
                if next(m.children(), None) is None]
     targets += [(m, name, parts) for name, m in _parts(model).items()]
-    saved = []
-    try:
-        for module, key, table in targets:
-            if table is kinds:
-                counts[key] += 1
-            saved.append((module, vars(module).get('forward')))
-            module.forward = timed(module.forward, key, table)
-        with torch.no_grad():
-            model(x)
-            recording[0] = True
+    for _, key, table in targets:
+        if table is kinds:
+            counts[key] += 1
+    with torch.no_grad():
+        model(x)
+        with _timed_forwards(targets, sync):
             sync()
             t0 = time.perf_counter()
             for _ in range(runs):
                 model(x)
             sync()
             total = time.perf_counter() - t0
-    finally:
-        for module, own in reversed(saved):
-            if own is None:
-                del module.forward
-            else:
-                module.forward = own
     kinds[FUNCTIONAL] = total - sum(kinds.values())
     if parts:
         parts['rest'] = total - sum(parts.values())
