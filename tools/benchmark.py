@@ -7,7 +7,6 @@ baselines (the RepVGG paper's Table 8).
   python tools/benchmark.py CONFIG [CHECKPOINT]   # one model
 """
 import argparse
-import os.path as osp
 import sys
 
 from mmengine.config import DictAction
@@ -80,13 +79,8 @@ def main(argv=None):
     from repseg.benchmark import (BenchmarkSettings, lineup, markdown_table,
                                   profile_table, run_benchmark, save_outputs)
     from repseg.errors import RepsegError
-    if args.config:
-        name = osp.splitext(osp.basename(args.config))[0]
-        entries = [dict(name=name + ('-fast' if args.fast else ''),
-                        config=args.config, checkpoint=args.checkpoint,
-                        cfg_options=args.cfg_options)]
-    else:
-        entries = lineup(args.fast)
+    entries = lineup(args.fast, args.config, args.checkpoint,
+                     args.cfg_options)
     try:
         settings = BenchmarkSettings(flops=not args.no_flops, **{
             f.name: getattr(args, f.name)

@@ -211,9 +211,17 @@ def build_for_benchmark(config: str,
     return model.eval()
 
 
-def lineup(fast: bool = False) -> List[dict]:
+def lineup(fast: bool = False,
+           config: Optional[str] = None,
+           checkpoint: Optional[str] = None,
+           cfg_options: Optional[dict] = None) -> List[dict]:
     """The paper's Table 8 rows (only the '-fast' ones and their ResNet
-    baselines with ``fast``)."""
+    baselines with ``fast``), or the one row of ``config`` (named after the
+    file, ``-fast`` appended with ``fast``) when given."""
+    if config:
+        name = osp.splitext(osp.basename(config))[0]
+        return [dict(name=name + ('-fast' if fast else ''), config=config,
+                     checkpoint=checkpoint, cfg_options=cfg_options)]
     rows = [
         dict(name=n, config=osp.join(CONFIG_DIR, c), baseline=b,
              paper_miou=m, paper_speed=s) for n, c, b, m, s in LINEUP

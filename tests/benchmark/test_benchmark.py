@@ -136,6 +136,10 @@ def test_lineup():
         assert osp.isfile(r['config'])
         if r['baseline']:
             assert r['baseline'] in names
+    one = lineup(True, 'configs/pspnet_repvgg_a0.py', 'a.pth', {'k': 1})
+    assert one == [dict(name='pspnet_repvgg_a0-fast',
+                        config='configs/pspnet_repvgg_a0.py',
+                        checkpoint='a.pth', cfg_options={'k': 1})]
 
 
 @pytest.mark.parametrize('shape', [(16, 16), (713, 8), (1, 2, 3)])
