@@ -47,6 +47,9 @@ def build_parser():
     p.add_argument('--int8', action='store_true',
                    help='with --backend onnxruntime: also time its static '
                    'INT8 model (QDQ, per-channel weights)')
+    p.add_argument('--bf16', action='store_true',
+                   help='also time a bf16 copy of each fused model (CPUs '
+                   'with AVX512_BF16 or AMX)')
     p.add_argument('--conv-impl',
                    choices=['auto', 'nnpack', 'nnpack-precomputed',
                             'native'],

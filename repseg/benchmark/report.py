@@ -16,6 +16,13 @@ _DECODER_NAMES = dict(PSPHead='PSPNet', UPerHead='UPerNet',
                       SegformerHead='SegFormer head')
 
 
+# further runs of each model drawn next to its fused fp32 bar
+_EXTRA_RUNS = (('native', 'tab:gray', 'fused, native convs'),
+               ('bf16', 'tab:purple', 'fused, bf16 (PyTorch)'),
+               ('onnxruntime', 'tab:green', 'ONNX Runtime fp32'),
+               ('onnxruntime_int8', 'tab:red', 'ONNX Runtime INT8'))
+
+
 def _fmt(v, spec='.2f'):
     return '-' if v is None else format(v, spec)
 
@@ -26,6 +33,7 @@ def markdown_table(result: dict) -> str:
     ort = any('onnxruntime_img_per_s' in r for r in rows)
     nat = any('native_img_per_s' in r for r in rows)
     int8 = any('onnxruntime_int8_img_per_s' in r for r in rows)
+    bf16 = any('bf16_img_per_s' in r for r in rows)
     head = ['model', 'dilation', 'img/s', 'latency ms (median ± IQR)',
             'params M', 'GFLOPs', 'peak fwd mem MiB', 'vs ResNet']
     if unf:
@@ -33,6 +41,8 @@ def markdown_table(result: dict) -> str:
                  'max abs(fused-unfused) / max abs(logit)']
     if nat:
         head += ['native-conv img/s', 'nnpack/native']
+    if bf16:
+        head += ['bf16 img/s', 'bf16/fp32', 'bf16 argmax agreement %']
     if ort:
         head += ['onnxruntime img/s', 'ort/pytorch',
                  'max abs(ort-pytorch) / max abs(logit)']
@@ -58,6 +68,11 @@ def markdown_table(result: dict) -> str:
         if nat:
             cells += [_fmt(r.get('native_img_per_s'), '.3f'),
                       _fmt(r.get('conv_impl_speedup')) + 'x']
+        if bf16:
+            agree = r.get('bf16_argmax_agreement')
+            cells += [_fmt(r.get('bf16_img_per_s'), '.3f'),
+                      _fmt(r.get('bf16_vs_pytorch')) + 'x',
+                      _fmt(None if agree is None else 100 * agree, '.2f')]
         if ort:
             cells += [_fmt(r.get('onnxruntime_img_per_s'), '.3f'),
                       _fmt(r.get('onnxruntime_vs_pytorch')) + 'x',
@@ -186,31 +201,50 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     colors = ['tab:orange' if r['name'].startswith('ResNet') else 'tab:blue'
               for r in rows]
     unfused = [r.get('unfused_img_per_s') for r in rows]
+    extra = [(label, color, text) for label, color, text in _EXTRA_RUNS
+             if any(f'{label}_img_per_s' in r for r in rows)]
     ax = axes[0]
-    ax.barh(names, speeds, color=colors)
+    h = 0.8 / (1 + len(extra))   # one bar per run of a model, grouped
+    ys = [i - 0.4 + h / 2 for i in range(len(rows))]
+    ax.barh(ys, speeds, height=h, color=colors)
     handles = [Patch(color='tab:blue', label='RepVGG (fused)')]
     if any(n.startswith('ResNet') for n in names):
         handles.append(Patch(color='tab:orange',
                              label='ResNet (conv-BN folded)'))
     if any(u is not None for u in unfused):
-        ax.barh(names, [u or 0 for u in unfused], color='none',
+        ax.barh(ys, [u or 0 for u in unfused], height=h, color='none',
                 edgecolor='k', hatch='//')
         handles.append(Patch(facecolor='none', edgecolor='k', hatch='//',
                              label='unfused (training form)'))
-    ax.legend(handles=handles, fontsize=8, loc='lower right')
+    bars = [(ys, speeds, unfused)]
+    for k, (label, color, text) in enumerate(extra, 1):
+        vals = [r.get(f'{label}_img_per_s') for r in rows]
+        pos = [y + k * h for y in ys]
+        ax.barh(pos, [v or 0 for v in vals], height=h, color=color)
+        handles.append(Patch(color=color, label=text))
+        bars.append((pos, vals, [None] * len(rows)))
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(names)
+    ax.legend(handles=handles, fontsize=8, loc='best')
     ax.invert_yaxis()
     e = result['env']
     ax.set_xlabel(f"images / second ({e['device']}, batch {e['batch']}, "
-                  f"{e['shape'][0]}x{e['shape'][1]}, {e['dtype']})")
+                  f"{e['shape'][0]}x{e['shape'][1]}, {e['dtype']}; CPU "
+                  f"{e.get('cpu_isa', 'unknown')})")
     decoders = sorted({_DECODER_NAMES.get(r.get('decoder'), r.get('decoder'))
                        for r in rows if r.get('decoder')})
     ax.set_title(f"{' / '.join(decoders) or 'Segmentor'} inference speed "
                  '(fused)')
-    for i, (s, u) in enumerate(zip(speeds, unfused)):
-        label = f' {s:.3g}' + (f' (unfused {u:.3g})' if u else '')
-        ax.text(s, i, label, va='center', fontsize=8)
+    longest = 0.0
+    for pos, vals, under in bars:
+        for y, v, u in zip(pos, vals, under):
+            if v is None:
+                continue
+            ax.text(v, y, f' {v:.3g}' + (f' (unfused {u:.3g})' if u else ''),
+                    va='center', fontsize=8 if len(bars) == 1 else 7)
+            longest = max(longest, v, u or 0)
     # room for the value labels right of the longest bar
-    ax.set_xlim(0, 1.45 * max(speeds + [u or 0 for u in unfused]))
+    ax.set_xlim(0, 1.45 * longest)
     if known:
         ax = axes[1]
         for r in known:

@@ -32,6 +32,7 @@ from ..deploy.onnx import OrtEncodeDecode, ort_session, to_onnx
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError, opt
+from ..ops.cpu import cpu_vector_isa
 from ..ops.fast_conv import (count_fast_convs, count_nnpack_runs, is_nnpack,
                              kernel_transform_bytes, resolve_conv_impl,
                              use_fast_convs)
@@ -81,6 +82,7 @@ class BenchmarkSettings:
     compare_conv_impl: bool = False
     profile: bool = False
     int8: bool = False
+    bf16: bool = False
 
     @property
     def dev(self) -> torch.device:
@@ -142,6 +144,10 @@ class BenchmarkSettings:
             raise UsageError(f'{opt("int8")} times the ONNX Runtime INT8 model '
                              'next to fp32; it needs '
                              f'{opt("backend", "onnxruntime")}')
+        if self.bf16 and (self.dtype != 'fp32' or self.amp):
+            raise UsageError(f'{opt("bf16")} times a bf16 copy of each fp32 '
+                             f'model next to it; drop {opt("dtype", None)} '
+                             f'/ {opt("amp")}')
         if self.profile and (self.compile or self.backend == 'onnxruntime'):
             raise UsageError(f'{opt("profile")} times the layers of the eager '
                              f'PyTorch model; drop {opt("compile")} / '
@@ -180,6 +186,15 @@ def _int8_callable(x, tmp_dir, row):
     quantize_onnx(fp32, int8, [
         torch.randn(x[:1].shape, generator=gen).numpy() for _ in range(4)])
     return OrtEncodeDecode(ort_session(int8))
+
+
+class _Bf16(SegForward):
+    """The fused segmentor in bfloat16 (PyTorch's native convs: oneDNN,
+    AMX / AVX512_BF16 where the CPU has them) called with the benchmark's
+    fp32 input; returns fp32 logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(torch.bfloat16)).float()
 
 
 def _prepare(model, device, dtype, channels_last):
@@ -272,6 +287,8 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
 
     native_fwd = prepared(copy.deepcopy(fused)) if s.compare_conv_impl \
         else None
+    bf16_fwd = _Bf16(_prepare(copy.deepcopy(fused), s.dev, torch.bfloat16,
+                              s.channels_last)) if s.bf16 else None
     fused_fwd = prepared(use_fast_convs(fused, s.conv_impl, inplace=True))
     row['fast_convs'], row['convs'] = count_fast_convs(fused)
     runs = [('fused', timed(fused_fwd))]
@@ -279,6 +296,12 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
         check = _compare(native_fwd, fused_fwd, x, s)
         row['native_max_abs_diff'] = check['max_abs_diff']
         runs.append(('native', timed(native_fwd)))
+    if bf16_fwd is not None:
+        check = _compare(fused_fwd, bf16_fwd, x, s)
+        row['bf16_max_abs_diff'] = check['max_abs_diff']
+        row['bf16_max_abs_logit'] = check['max_abs']
+        row['bf16_argmax_agreement'] = check['argmax_agreement']
+        runs.append(('bf16', timed(bf16_fwd)))
     if s.backend == 'onnxruntime':
         runs.append(('onnxruntime',
                      _ort_callable(fused_fwd, x, tmp_dir, row)))
@@ -362,6 +385,9 @@ def _summarize(rows: list, runs: list, times: dict,
                                           row['onnxruntime_img_per_s'])
             row['int8_vs_pytorch'] = (row['onnxruntime_int8_img_per_s'] /
                                       row['fused_img_per_s'])
+        if 'bf16_img_per_s' in row:
+            row['bf16_vs_pytorch'] = (row['bf16_img_per_s'] /
+                                      row['fused_img_per_s'])
 
 
 def run_benchmark(entries: List[dict],
@@ -376,7 +402,9 @@ def run_benchmark(entries: List[dict],
     :class:`BenchmarkSettings`): ``conv_impl`` (one of
     :data:`repseg.ops.CONV_IMPLS`) chooses how the 3x3 convs of every model
     run; ``compare_conv_impl`` also times each fused model with PyTorch's
-    native convs (label ``native``); ``profile`` adds ``{label}_profile`` to
+    native convs (label ``native``); ``bf16`` also times a bfloat16 copy of
+    each fused model (label ``bf16``, with its argmax agreement with fp32);
+    ``profile`` adds ``{label}_profile`` to
     every row (:func:`repseg.benchmark.profile.profile_layers`).
 
     Returns ``{'env': ..., 'rows': [...]}``; see the README for the fields.
@@ -385,6 +413,12 @@ def run_benchmark(entries: List[dict],
     if s.dtype == 'fp16' and s.dev.type != 'cuda':
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')
+    isa = cpu_vector_isa()
+    if (s.bf16 or s.dtype == 'bf16') and s.dev.type == 'cpu' and not (
+            'BF16' in isa or 'AMX' in isa):
+        logger(f'note: this CPU ({isa}) has no AVX512_BF16 or AMX: bf16 '
+               'runs in emulation here and is expected to be slower than '
+               'fp32')
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(s.batch_size, 3, *s.shape, generator=gen).to(
         s.dev, s.tdtype)

@@ -9,7 +9,16 @@ their key layout and converted to repseg's names:
   deploy ``reparam_conv``), torch or safetensors files;
 - mmpretrain (``backbone.stem.branch_3x3.conv.*``, ``head.fc.*``; deploy
   ``branch_reparam``) inside mmengine's ``state_dict``/``meta`` wrapper;
-- repseg itself (with or without a ``backbone.`` prefix).
+- repseg itself (with or without a ``backbone.`` prefix);
+- QARepVGG blocks in the layout of the QARepVGG authors' public code
+  (YOLOv6's ``QARepVGGBlock``: ``rbr_dense.conv/bn``, a plain
+  ``rbr_1x1.weight``, the post-sum ``bn``) on the official RepVGG stage
+  names (``stage1.0.rbr_1x1.weight``, ``stage1.0.bn.*``), and repseg's own
+  QARepVGG checkpoints (``post_norm``).
+
+A file's block type and the backbone's need not match: a file of the other
+block type is fused and placed so that the backbone starts as the same
+function (see :func:`load_pretrained`).
 
 The classifier is dropped. A file of another architecture is refused with
 an error that names the architecture the file looks like.
@@ -94,8 +103,17 @@ def to_repseg_layout(state_dict: Dict[str, Tensor],
                          lambda m: f'stage_{int(m.group(1)) + 1}.', key)
         for old, new in _BRANCH.get(layout, {}).items():
             key = key.replace(f'.{old}.', f'.{new}.')
+        # QARepVGG (authors' layout): the BN after the sum sits on the block
+        key = re.sub(r'^(stem|stage_\d\.\d+)\.bn\.', r'\1.post_norm.', key)
         out[key] = value
     return out
+
+
+def block_type_of(state_dict: Dict[str, Tensor]) -> str:
+    """'qarepvgg' for a repseg-layout state dict of QARepVGG blocks (a BN
+    after the sum), else 'repvgg'."""
+    return 'qarepvgg' if any('.post_norm.' in k for k in state_dict) \
+        else 'repvgg'
 
 
 def describe(state_dict: Dict[str, Tensor]) -> Tuple[tuple, tuple, dict]:
@@ -208,14 +226,18 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
     layout) into ``backbone`` (training-time or deploy form). Returns a
     one-line description of what was loaded.
 
-    - training-time file -> training backbone: loaded as is;
-    - training-time file -> deploy backbone: fused on the fly;
+    - training-time file -> training backbone of the same block type
+      (RepVGG or QARepVGG): loaded as is;
+    - training-time file -> deploy backbone, or a training backbone of the
+      other block type: fused on the fly, then as a deploy file;
     - deploy file -> deploy backbone: loaded as is;
-    - deploy file -> training backbone: the fused kernel and bias go into
-      the 3x3 branch with a neutral BN, the 1x1 branch and the identity BN
-      start at zero (the output is the pretrained one in eval mode; for
+    - deploy file -> training RepVGG backbone: the fused kernel and bias go
+      into the 3x3 branch with a neutral BN, the 1x1 branch and the identity
+      BN start at zero (the output is the pretrained one in eval mode; for
       fine-tuning, the extra branches start from zero instead of their
-      pretrained values, and the 3x3 BN starts with neutral statistics).
+      pretrained values, and the 3x3 BN starts with neutral statistics);
+    - deploy file -> training QARepVGG backbone: the fused kernel minus the
+      identity in the 3x3 branch, the 1x1 conv zero, both BNs neutral.
     """
     from mmengine.logging import print_log
     from mmengine.runner.checkpoint import load_state_dict
@@ -231,50 +253,46 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
             f"{expected!r}: set the backbone's arch to match the file or "
             'use the file of the right arch.')
     fused_file = checkpoint_kind(sd) == 'fused'
-    model_sd = backbone.state_dict()
-    if getattr(backbone, 'block_type', 'repvgg') != 'repvgg' and \
-            not backbone.deploy:
-        # another block (QARepVGG): the pretrained blocks, fused, become
-        # training-time blocks that compute the same function
+    file_block = 'fused' if fused_file else block_type_of(sd)
+    own_block = getattr(backbone, 'block_type', 'repvgg')
+    file_kind = 'deploy' if fused_file else f'training-time {file_block}'
+    how = []
+    if not fused_file and (backbone.deploy or file_block != own_block):
+        # a training backbone of the file's own block type, fused
         tmp = type(backbone)(backbone.arch if backbone.arch['name'] ==
                              'custom' else backbone.arch['name'],
-                             deploy=True)
-        load_pretrained(tmp, path, logger=None)
-        sd = _qarepvgg_from_fused(backbone, tmp.state_dict())
-        how = ('each pretrained RepVGG block fused and placed in the '
-               'QARepVGG 3x3 branch (minus the identity), 1x1 branch zero, '
-               'BNs neutral: the same function in eval mode')
+                             block_type=file_block, deploy=False)
+        load_state_dict(tmp, sd, strict=True, logger=logger)
+        tmp.switch_to_deploy()
+        sd, fused_file = tmp.state_dict(), True
+        how.append(f'training-time {file_block} blocks fused on load')
+    if fused_file and not backbone.deploy and own_block == 'qarepvgg':
+        sd = _qarepvgg_from_fused(backbone, sd)
+        how.append('each fused block placed in the QARepVGG 3x3 branch '
+                   '(minus the identity), 1x1 branch zero, BNs neutral: '
+                   'the same function in eval mode')
     elif fused_file and not backbone.deploy:
-        blocks = sorted({k.rsplit('.branch_reparam.', 1)[0] for k in sd})
+        model_sd = backbone.state_dict()
         # a neutral BN has running_var = 1 - eps with the model's own eps
         eps = next(m.eps for m in backbone.modules() if is_batchnorm(m))
         converted = {}
-        for p in blocks:
+        for p in sorted({k.rsplit('.branch_reparam.', 1)[0] for k in sd}):
             converted.update(
                 _neutral_training_branches(model_sd, sd, p, eps))
         sd = converted
-        how = 'deploy weights placed in the 3x3 branches (neutral others)'
-    elif not fused_file and backbone.deploy:
-        # the training form of the same backbone class, fused after loading
-        tmp = type(backbone)(backbone.arch if backbone.arch['name'] ==
-                             'custom' else backbone.arch['name'],
-                             deploy=False)
-        load_state_dict(tmp, sd, strict=True, logger=logger)
-        tmp.switch_to_deploy()
-        sd = tmp.state_dict()
-        how = 'training-time weights fused on load'
-    else:
-        how = 'loaded as is'
+        how.append('fused weights placed in the 3x3 branches (neutral '
+                   'others)')
+    how = '; '.join(how) or 'loaded as is'
     load_state_dict(backbone, sd, strict=True, logger=logger)
     msg = (f'Loaded ImageNet-pretrained RepVGG-{found} from {path} '
-           f"({layout} layout, {'deploy' if fused_file else 'training-time'}"
-           f' file, classifier dropped; {how}).')
+           f'({layout} layout, {file_kind} file, classifier dropped; '
+           f'{how}).')
     if logger is not None:
         print_log(msg, logger=logger)
     return msg
 
 
 __all__ = [
-    'detect_layout', 'to_repseg_layout', 'describe', 'arch_name_of',
-    'load_pretrained'
+    'detect_layout', 'to_repseg_layout', 'block_type_of', 'describe',
+    'arch_name_of', 'load_pretrained'
 ]

@@ -26,7 +26,7 @@ def test_tool_writes_json_table_and_png(tmp_path):
     proc = subprocess.run(
         [sys.executable, TOOL, DEMO_CONFIG, '--shape', '65', '65',
          '--warmup', '1', '--iters', '2', '--repeat', '2',
-         '--compare-unfused', '--compare-conv-impl', '--profile',
+         '--compare-unfused', '--compare-conv-impl', '--profile', '--bf16',
          '--out', str(out)],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -66,13 +66,20 @@ def test_tool_writes_json_table_and_png(tmp_path):
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert f"{row['fused_speedup']:.2f}x" == cells[9]
     assert f"{row['conv_impl_speedup']:.2f}x" == cells[12]
+    # --bf16: a bf16 copy timed side by side, compared with fp32
+    assert row['bf16_vs_pytorch'] == pytest.approx(
+        row['fused_latency_ms'] / row['bf16_latency_ms'], rel=1e-9)
+    assert f"{row['bf16_vs_pytorch']:.2f}x" == cells[14]
+    assert 0 < row['bf16_max_abs_diff'] < 0.05 * row['bf16_max_abs_logit']
+    assert row['bf16_argmax_agreement'] > 0.9
+    assert f"{100 * row['bf16_argmax_agreement']:.2f}" == cells[15]
     png = (out / 'benchmark.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
     # --profile: time by part and layer kind of every timed form
     assert '| model | form | total ms | backbone ms |' in proc.stdout
-    fused, unfused, native = (row[f'{k}_profile']
-                              for k in ('fused', 'unfused', 'native'))
-    for prof in (fused, unfused, native):
+    fused, unfused, native, bf16 = (
+        row[f'{k}_profile'] for k in ('fused', 'unfused', 'native', 'bf16'))
+    for prof in (fused, unfused, native, bf16):
         assert prof['total_ms'] > 0
         assert set(prof['parts']) == {'backbone', 'decode_head', 'rest'}
         assert prof['parts']['backbone'] > 0
@@ -162,6 +169,8 @@ def test_conv_impl_choices(monkeypatch):
         run_benchmark(entry, shape=(64, 64), int8=True)
     with pytest.raises(UsageError, match='profile=True times the layers'):
         run_benchmark(entry, shape=(64, 64), profile=True, compile=True)
+    with pytest.raises(UsageError, match='bf16=True times a bf16 copy'):
+        run_benchmark(entry, shape=(64, 64), bf16=True, dtype='bf16')
     with pytest.raises(UsageError, match="use 'auto' or 'native'"):
         run_benchmark(entry, shape=(64, 64), conv_impl='nnpack',
                       dtype='bf16')

@@ -2,11 +2,14 @@
 fusion (every arch kind and dilation mode, groups, odd sizes, random BN
 statistics), strict reload into deploy=True, pretrained RepVGG weights as
 the same function, and the INT8 failure mechanism it avoids."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from repseg import RepVGG, reparameterize_model
+from repseg.models.pretrained import load_pretrained
 from repseg.models.repvgg import QARepVGGBlock, RepVGGBlock
 from repseg.reparam.fusion import fuse_branches, is_batchnorm
 from repseg.testing import max_rel_diff, randomize_bn_
@@ -68,6 +71,53 @@ def test_pretrained_repvgg_weights_give_the_same_function(tmp_path,
     # the 1x1 branches start at zero, the BNs neutral
     assert all(b.branch_1x1.weight.abs().max() == 0 for b in qa.modules()
                if isinstance(b, QARepVGGBlock))
+
+
+def _authors_layout(sd):
+    """A QARepVGG state dict in the layout of the QARepVGG authors' public
+    code (YOLOv6's QARepVGGBlock: rbr_dense.conv/bn, plain rbr_1x1 conv,
+    post-sum ``bn``) on the official RepVGG stage names, with a
+    classifier."""
+    out = {}
+    for k, v in sd.items():
+        k = re.sub(r'^stem\.', 'stage0.', k)
+        k = re.sub(r'^stage_(\d)\.', r'stage\1.', k)
+        k = k.replace('.branch_3x3.', '.rbr_dense.').replace(
+            '.branch_1x1.', '.rbr_1x1.').replace('.post_norm.', '.bn.')
+        out[k] = v
+    out['linear.weight'] = torch.randn(1000, 1280)
+    out['linear.bias'] = torch.randn(1000)
+    return out
+
+
+@pytest.mark.parametrize('block_type', ['qarepvgg', 'repvgg'])
+@pytest.mark.parametrize('deploy', [False, True])
+def test_authors_qarepvgg_layout_loads_into_every_form(
+        tmp_path, block_type, deploy):
+    src = randomize_bn_(RepVGG('A0', out_indices=(1, 4),
+                               block_type='qarepvgg'), seed=3).eval()
+    for m in src.modules():      # non-zero 1x1 branches, random post BNs
+        if isinstance(m, QARepVGGBlock):
+            torch.nn.init.normal_(m.branch_1x1.weight, std=0.1)
+    raw = _authors_layout(src.state_dict())
+    assert 'stage1.0.rbr_1x1.weight' in raw and 'stage1.0.bn.weight' in raw
+    path = str(tmp_path / 'qa_a0.pth')
+    torch.save(raw, path)
+    dst = RepVGG('A0', out_indices=(1, 4), block_type=block_type,
+                 deploy=deploy)
+    msg = load_pretrained(dst, path, logger=None)
+    assert 'official layout, training-time qarepvgg file' in msg, msg
+    if block_type == 'qarepvgg' and not deploy:
+        assert msg.endswith('loaded as is).')
+        # every tensor is the source's own (nothing fused or reset)
+        for k, v in dst.state_dict().items():
+            assert torch.equal(v, src.state_dict()[k]), k
+    else:
+        assert 'qarepvgg blocks fused on load' in msg, msg
+    x = torch.randn(1, 3, 65, 47)
+    with torch.no_grad():
+        for a, b in zip(src(x), dst.eval()(x)):
+            assert max_rel_diff(a, b) <= REL_TOL
 
 
 def _int8_weight_error(kernel, bias, x, channel):
