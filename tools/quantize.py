@@ -34,17 +34,16 @@ def main(argv=None):
                         'for files you trust)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
-    from repseg.apis.checks import check_data
-    from repseg.deploy.quantize import markdown, run_quantize
+    from repseg.apis import check_data, quantize
+    from repseg.deploy.quantize import markdown
     from repseg.engine import load_cfg
     from repseg.errors import RepsegError
     try:
         cfg = load_cfg(args.config, cfg_options=args.cfg_options)
         check_data(cfg, ('train_dataloader', 'test_dataloader'))
-        result = run_quantize(cfg, args.checkpoint, args.out,
-                              args.calib_images, args.calib_method,
-                              args.repeat, args.force, args.allow_unsafe,
-                              args.calib_pipeline)
+        result = quantize(cfg, args.checkpoint, args.out, args.calib_images,
+                          args.calib_method, args.repeat, args.force,
+                          args.allow_unsafe, args.calib_pipeline)
     except RepsegError as e:
         sys.exit(f'error: {e.render(parser)}')
     print(markdown(result))

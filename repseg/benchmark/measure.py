@@ -1,9 +1,11 @@
 # Copyright (c) repseg contributors. All rights reserved.
-"""What the benchmark measures besides time: peak memory of one forward,
-GFLOPs, and the environment (versions, threads, the CPU's vector ISA)."""
+"""What the benchmark measures: time side by side (interleaved rounds),
+peak memory of one forward, GFLOPs, and the environment (versions,
+threads, the CPU's vector ISA)."""
 import os
 import platform
-from typing import Optional
+import time
+from typing import Callable, Dict, Hashable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -15,6 +17,29 @@ def sync(device) -> None:
     """Wait for the device's queued work (CUDA); nothing on the CPU."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: Dict[Hashable, Callable],
+                     call: Callable[[Callable], object],
+                     repeat: int = 3,
+                     iters: int = 1,
+                     on_round: Optional[Callable[[int], None]] = None
+                     ) -> Dict[Hashable, List[float]]:
+    """Seconds of every ``call(fn)`` of each of ``fns``, timed in
+    interleaved rounds: round r calls every function ``iters`` times, so the
+    ratios between them are measured under the same machine conditions
+    (turbo, other load). Warm up before; ``call`` must wait for the work
+    (e.g. synchronize a GPU). ``on_round(r)`` runs after each round."""
+    times = {key: [] for key in fns}
+    for r in range(repeat):
+        for key, fn in fns.items():
+            for _ in range(iters):
+                t = time.perf_counter()
+                call(fn)
+                times[key].append(time.perf_counter() - t)
+        if on_round is not None:
+            on_round(r)
+    return times
 
 
 def _read_status(field: str) -> Optional[int]:

@@ -39,7 +39,7 @@ from ..ops.fast_conv import (count_fast_convs, count_nnpack_runs, is_nnpack,
 from ..reparam import (assert_fused, compare_outputs, find_unfused,
                        reparameterize_model)
 from .measure import (count_gflops, environment, peak_forward_memory,
-                      sync)
+                      sync, time_interleaved)
 from .profile import profile_layers
 
 CONFIG_DIR = osp.join(
@@ -336,15 +336,9 @@ def _time_runs(runs: list, x: torch.Tensor, s: BenchmarkSettings,
             # held between forwards, like the weights: not in the peak above
             row[f'{label}_kernel_transforms_mib'] = \
                 kernel_transform_bytes(fn) / 2**20
-    times = {(id(row), label): [] for row, label, _ in runs}
-    for r in range(s.repeat):
-        for row, label, fn in runs:
-            for _ in range(s.iters):
-                sync(s.dev)
-                t = time.perf_counter()
-                call(fn)
-                times[(id(row), label)].append(time.perf_counter() - t)
-        logger(f'round {r + 1}/{s.repeat} done')
+    times = time_interleaved(
+        {(id(row), label): fn for row, label, fn in runs}, call, s.repeat,
+        s.iters, lambda r: logger(f'round {r + 1}/{s.repeat} done'))
     for row, label, fn in runs:
         if isinstance(fn, nn.Module) and row.get('fast_convs'):
             # what really ran NNPACK (the size policy may send convs to

@@ -1,19 +1,17 @@
 # Copyright (c) repseg contributors. All rights reserved.
-"""INT8 deployment of a fused segmentor with ONNX Runtime: export, static
+"""INT8 deployment of a fused segmentor with ONNX Runtime: static
 quantization (QDQ, per-channel weights) calibrated on TRAIN-split images,
-evaluation of the fp32 and INT8 models with mmseg's IoUMetric on the
-config's test set (mmseg's own whole / sliding-window inference, with ONNX
-Runtime doing each forward), and their speed side by side with PyTorch.
+evaluation of models with mmseg's IoUMetric on the config's test set
+(mmseg's own whole / sliding-window inference, with ONNX Runtime doing each
+forward), and the report of a run (:func:`repseg.apis.quantize` puts them
+together with the export and the timing).
 
 ``torch.ao.quantization`` is deprecated in torch 2.13; this builds on
 ``onnxruntime.quantization`` only.
 """
 import copy
-import json
 import os
 import os.path as osp
-import statistics
-import time
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -24,17 +22,15 @@ from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
 from ..errors import UsageError
-from ..ops.cpu import cpu_vector_isa
-from ..ops.fast_conv import use_fast_convs
-from .build import SegForward, build_fused, refuse_overwrite
-from .onnx import OrtEncodeDecode, export_onnx, ort_session, require
+from .onnx import require
 
 #: --calib-method choices -> onnxruntime's CalibrationMethod names
 CALIBRATION_METHODS = dict(minmax='MinMax', entropy='Entropy',
                            percentile='Percentile')
 
 
-def _dataset(loader_cfg, pipeline=None):
+def build_dataset(loader_cfg, pipeline=None):
+    """The dataset of a dataloader config (with another ``pipeline``)."""
     from mmseg.registry import DATASETS
     ds_cfg = copy.deepcopy(loader_cfg['dataset'])
     if pipeline is not None:
@@ -70,7 +66,7 @@ def calibration_inputs(cfg: Config, model, num: int, size: Sequence[int],
     if pipeline not in ('train', 'test'):
         raise UsageError(f"calibration pipeline must be 'train' or 'test', "
                          f'got {pipeline!r}')
-    dataset = _dataset(cfg.train_dataloader, None if pipeline == 'train'
+    dataset = build_dataset(cfg.train_dataloader, None if pipeline == 'train'
                        else cfg.test_dataloader.dataset.pipeline)
     if len(dataset) < num:
         raise UsageError(
@@ -172,90 +168,6 @@ def _summary(evaluator, size: int, preds: list) -> dict:
                 classes=list(evaluator.dataset_meta['classes']))
 
 
-def time_side_by_side(fns: Dict[str, callable], x: torch.Tensor,
-                      repeat: int = 3) -> Dict[str, float]:
-    """Median seconds per forward of each callable, warmed up once and
-    timed in interleaved rounds (so ratios are measured under the same
-    machine conditions)."""
-    times = {name: [] for name in fns}
-    with torch.no_grad():
-        for fn in fns.values():
-            fn(x)
-        for _ in range(repeat):
-            for name, fn in fns.items():
-                t = time.perf_counter()
-                fn(x)
-                times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def _compare(fp32: dict, int8: dict) -> dict:
-    same = sum((a == b).sum().item() for a, b in zip(fp32['preds'],
-                                                      int8['preds']))
-    total = sum(a.numel() for a in fp32['preds'])
-    delta = [None if a is None or b is None else b - a
-             for a, b in zip(fp32['per_class_iou'], int8['per_class_iou'])]
-    return dict(pixel_agreement=same / max(total, 1),
-                per_class_iou_change=delta)
-
-
-def run_quantize(cfg: Config, checkpoint: str, out_dir: str,
-                 num_calib: int = 64, method: str = 'minmax',
-                 repeat: int = 3, force: bool = False,
-                 allow_unsafe: bool = False,
-                 calib_pipeline: str = 'train') -> dict:
-    """Fuse, export, calibrate, quantize, evaluate and time; writes
-    ``model_fp32.onnx``, ``model_int8.onnx``, ``quantize.json``,
-    ``quantize.md`` and ``per_class_iou.png`` into ``out_dir``."""
-    require('onnxruntime')
-    files = {k: osp.join(out_dir, f) for k, f in (
-        ('fp32', 'model_fp32.onnx'), ('int8', 'model_int8.onnx'),
-        ('json', 'quantize.json'), ('md', 'quantize.md'),
-        ('png', 'per_class_iou.png'))}
-    refuse_overwrite(files.values(), force)
-    os.makedirs(out_dir, exist_ok=True)
-    model = build_fused(copy.deepcopy(cfg), checkpoint, allow_unsafe)
-    first = _dataset(cfg.test_dataloader)[0]
-    size = export_size(cfg, model, first)
-    export_onnx(cfg, None, files['fp32'], size, force=True, verify=False,
-                model=model)
-    print_log(f'calibrating on {num_calib} train images ({method}, '
-              f'{calib_pipeline} pipeline)', logger='current')
-    inputs = calibration_inputs(cfg, model, num_calib, size,
-                                pipeline=calib_pipeline)
-    quantize_onnx(files['fp32'], files['int8'], inputs, method)
-    sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
-    ort_models = {}
-    for k in ('fp32', 'int8'):
-        ort_models[k] = copy.copy(model)
-        ort_models[k].encode_decode = OrtEncodeDecode(sessions[k])
-    evals = evaluate(ort_models, cfg)
-    x = torch.from_numpy(inputs[0])
-    fast = SegForward(use_fast_convs(model, 'auto'))
-    speed = time_side_by_side({
-        'pytorch_fp32': fast,
-        'onnxruntime_fp32': OrtEncodeDecode(sessions['fp32']),
-        'onnxruntime_int8': OrtEncodeDecode(sessions['int8']),
-    }, x, repeat)
-    result = dict(
-        config=cfg.filename, checkpoint=checkpoint, input_size=list(size),
-        calibration=dict(images=num_calib, method=method, split='train',
-                         pipeline=calib_pipeline),
-        fp32=evals['fp32']['metrics'], int8=evals['int8']['metrics'],
-        classes=evals['fp32']['classes'],
-        fp32_per_class_iou=evals['fp32']['per_class_iou'],
-        int8_per_class_iou=evals['int8']['per_class_iou'],
-        **_compare(evals['fp32'], evals['int8']),
-        seconds=speed, cpu_isa=cpu_vector_isa(),
-        threads=torch.get_num_threads(), files=files)
-    with open(files['json'], 'w') as f:
-        json.dump(result, f, indent=2)
-    with open(files['md'], 'w') as f:
-        f.write(markdown(result) + '\n')
-    save_per_class_png(result, files['png'])
-    return result
-
-
 def markdown(result: dict) -> str:
     """The table of a quantization run: accuracy of fp32 and INT8, their
     pixel agreement and speed side by side."""
@@ -306,7 +218,7 @@ def save_per_class_png(result: dict, path: str) -> str:
 
 
 __all__ = [
-    'CALIBRATION_METHODS', 'calibration_inputs', 'quantize_onnx',
-    'evaluate', 'time_side_by_side',
-    'run_quantize', 'markdown', 'save_per_class_png', 'export_size'
+    'CALIBRATION_METHODS', 'build_dataset', 'calibration_inputs',
+    'quantize_onnx', 'evaluate', 'markdown', 'save_per_class_png',
+    'export_size'
 ]

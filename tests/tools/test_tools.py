@@ -447,10 +447,9 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
 
 def test_quantize_without_onnxruntime_is_one_error(trained, tmp_path,
                                                    monkeypatch):
-    from repseg.apis import load_cfg
-    from repseg.deploy.quantize import run_quantize
+    from repseg.apis import load_cfg, quantize
     from repseg.errors import BackendError
     path, _, ckpt = trained
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)
     with pytest.raises(BackendError, match='pip install'):
-        run_quantize(load_cfg(path), ckpt, str(tmp_path / 'q'))
+        quantize(load_cfg(path), ckpt, str(tmp_path / 'q'))
