@@ -453,3 +453,19 @@ def test_quantize_without_onnxruntime_is_one_error(trained, tmp_path,
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)
     with pytest.raises(BackendError, match='pip install'):
         quantize(load_cfg(path), ckpt, str(tmp_path / 'q'))
+
+
+def test_quantize_refuses_a_model_that_did_not_fuse(trained, tmp_path,
+                                                    monkeypatch):
+    """INT8 of a model whose blocks stay multi-branch (here: a block whose
+    switch_to_deploy does nothing) is one NotFusedError, before anything is
+    exported or written."""
+    from repseg.apis import load_cfg, quantize
+    from repseg.errors import NotFusedError
+    from repseg.models.repvgg import RepVGGBlock
+    path, _, ckpt = trained
+    monkeypatch.setattr(RepVGGBlock, 'switch_to_deploy', lambda self: None)
+    out = tmp_path / 'q'
+    with pytest.raises(NotFusedError, match=r"not fully fused: 22 multi-branch .*'backbone.stem'"):
+        quantize(load_cfg(path), ckpt, str(out))
+    assert not out.exists() or not any(out.iterdir())
