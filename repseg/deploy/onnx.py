@@ -10,6 +10,7 @@ import warnings
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 
 from ..errors import BackendError, UsageError
@@ -70,8 +71,11 @@ class FixedAdaptiveAvgPool2d(torch.nn.Module):
     exportable to ONNX at ANY fixed input size (ONNX's pooling operators
     have one kernel size, adaptive bins of unequal sizes have several, so
     torch exports adaptive pooling only when every output size divides the
-    input size). Used for export only: the matrices are built from the
-    traced input size, so the exported graph has a fixed H and W."""
+    input size). Where every bin has the same size (the output size
+    divides the input size, e.g. PSPNet's 1/2/3/6 bins of a 90x90 map at
+    713x713) it is one plain average pooling. Used for export only: the
+    matrices are built from the traced input size, so the exported graph
+    has a fixed H and W."""
 
     def __init__(self, output_size):
         super().__init__()
@@ -82,6 +86,10 @@ class FixedAdaptiveAvgPool2d(torch.nn.Module):
         oh, ow = ((self.output_size, ) * 2 if isinstance(
             self.output_size, int) else tuple(self.output_size))
         oh, ow = oh or h, ow or w
+        if h % oh == 0 and w % ow == 0:
+            # equal bins: one plain average pooling (ONNX AveragePool, which
+            # INT8 runs quantized, unlike the matrix products)
+            return F.avg_pool2d(x, (h // oh, w // ow))
         return torch.matmul(torch.matmul(_pool_matrix(h, oh, x), x),
                             _pool_matrix(w, ow, x).t())
 

@@ -108,14 +108,22 @@ def test_export_at_sizes_adaptive_pooling_does_not_divide(checkpoint,
     assert spec['output']['classes'][0] == 'road'
 
 
-def test_fixed_adaptive_pool_equals_adaptive_pool():
+@pytest.mark.parametrize('hw', [(17, 23), (90, 90), (18, 23)])
+def test_fixed_adaptive_pool_equals_adaptive_pool(hw):
+    """Unequal bins (matrix products), equal bins (one average pooling,
+    e.g. PSPNet's bins of a 90x90 map) and a mix of both."""
     from repseg.deploy.onnx import FixedAdaptiveAvgPool2d
-    x = torch.randn(2, 3, 17, 23)
+    x = torch.randn(2, 3, *hw)
     for size in (1, 2, 3, 6, (4, 5), (None, 3)):
         ref = torch.nn.AdaptiveAvgPool2d(size)(x)
         got = FixedAdaptiveAvgPool2d(size)(x)
         assert got.shape == ref.shape
         assert torch.allclose(got, ref, atol=1e-6)
+    # what the exporter sees: equal bins give AveragePool, no MatMul
+    graph = str(torch.jit.trace(FixedAdaptiveAvgPool2d(6), x).graph)
+    equal = hw[0] % 6 == 0 and hw[1] % 6 == 0
+    assert ('avg_pool2d' in graph) == equal
+    assert ('matmul' in graph) != equal
 
 
 def test_dynamic_shape_with_pyramid_pooling_is_refused_before_export(
