@@ -87,6 +87,9 @@ class RepsegError(RuntimeError):
     def __str__(self) -> str:
         return render(super().__str__())
 
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({str(self)!r})'
+
     def render(self, flags=None) -> str:
         """The message with its settings spelled as ``flags`` (a
         ``{setting: '--flag'}`` mapping or the tool's argparse parser)."""

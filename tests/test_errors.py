@@ -30,6 +30,7 @@ def test_python_spelling_by_default():
                       "work_dir or cfg_options={'model.pretrained': None}")
     with pytest.raises(UsageError, match=r"conv_impl='nnpack'"):
         raise e
+    assert repr(e) == f'UsageError({str(e)!r})'
 
 
 def test_tool_spelling_from_its_parser():

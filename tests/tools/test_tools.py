@@ -385,7 +385,10 @@ def test_pretrained_download_without_network(small_config, tmp_path,
     with pytest.raises(UsageError) as e:
         train(cfg)
     assert 'downloading pretrained weights failed' in str(e.value)
-    assert 'model.pretrained=None' in str(e.value)
+    # the setting in Python, and as tools/train.py spells it
+    assert "cfg_options={'model.pretrained': None}" in str(e.value)
+    assert '--cfg-options model.pretrained=None' in e.value.render(
+        {'cfg_options': '--cfg-options'})
 
 
 def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
