@@ -54,20 +54,17 @@ def build_parser():
                    choices=['auto', 'nnpack', 'nnpack-precomputed',
                             'native'],
                    default='auto',
-                   help='3x3 convs of every model: nnpack = Winograd '
-                   '(repseg.ops.fast_conv), nnpack-precomputed = the same '
-                   'with the kernel transforms kept (faster; 64/9 x the 3x3 '
-                   'weight memory, for every model of the line-up at once), '
-                   'native = PyTorch default; auto = nnpack on CPU fp32 '
-                   '(default)')
+                   help='3x3 convs: nnpack = Winograd, nnpack-precomputed = '
+                   'with kernel transforms kept (faster, 64/9 x the 3x3 '
+                   'weight memory), native = PyTorch; auto (default) = '
+                   'nnpack on CPU fp32')
     p.add_argument('--compare-conv-impl', action='store_true',
                    help='also time each fused model with native convs')
     p.add_argument('--profile', action='store_true',
                    help='also time one forward of every model by layer kind '
                    '(dilated/plain/grouped 3x3, 1x1, BN, ...) and by part '
                    '(backbone, decode head); table + profile.png')
-    p.add_argument('--no-flops', action='store_true',
-                   help='skip the GFLOPs count')
+    p.add_argument('--no-flops', action='store_true', help='skip GFLOPs')
     p.add_argument('--out', default='work_dirs/benchmark',
                    help='folder for benchmark.json and benchmark.png')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -77,18 +74,13 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    import dataclasses
-
     from repseg.benchmark import (BenchmarkSettings, lineup, markdown_table,
                                   profile_table, run_benchmark, save_outputs)
     from repseg.errors import RepsegError
     entries = lineup(args.fast, args.config, args.checkpoint,
                      args.cfg_options)
     try:
-        settings = BenchmarkSettings(flops=not args.no_flops, **{
-            f.name: getattr(args, f.name)
-            for f in dataclasses.fields(BenchmarkSettings)
-            if hasattr(args, f.name)})
+        settings = BenchmarkSettings.of(vars(args), flops=not args.no_flops)
         result = run_benchmark(entries, settings)
     except RepsegError as e:
         sys.exit(f'error: {e.render(parser)}')

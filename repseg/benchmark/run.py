@@ -84,6 +84,14 @@ class BenchmarkSettings:
     int8: bool = False
     bf16: bool = False
 
+    @classmethod
+    def of(cls, options: dict, **overrides) -> 'BenchmarkSettings':
+        """Settings from a mapping that may hold other keys too (e.g. a
+        tool's ``vars(args)``); ``overrides`` win."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in options.items() if k in names},
+                      **overrides})
+
     @property
     def dev(self) -> torch.device:
         return torch.device(self.device)

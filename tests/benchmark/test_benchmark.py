@@ -278,3 +278,11 @@ def test_fast_through_the_tool(tmp_path):
     (row, ) = json.loads((out / 'benchmark.json').read_text())['rows']
     assert row['dilation_mode'] == 'fast'
     assert '| fast |' in proc.stdout
+
+
+def test_settings_of_a_tool_namespace():
+    from repseg.benchmark import BenchmarkSettings
+    s = BenchmarkSettings.of({'int8': True, 'config': 'x.py', 'repeat': 5,
+                              'flops': True}, flops=False)
+    assert (s.int8, s.repeat, s.flops, s.backend) == (True, 5, False,
+                                                      'pytorch')
