@@ -415,7 +415,7 @@ def run_benchmark(entries: List[dict],
     if s.dtype == 'fp16' and s.dev.type != 'cuda':
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')
-    isa = cpu_vector_isa()
+    isa = cpu_vector_isa(with_caps=False)
     if (s.bf16 or s.dtype == 'bf16') and s.dev.type == 'cpu' and not (
             'BF16' in isa or 'AMX' in isa):
         logger(f'note: this CPU ({isa}) has no AVX512_BF16 or AMX: bf16 '
