@@ -419,8 +419,9 @@ def run_benchmark(entries: List[dict],
     if (s.bf16 or s.dtype == 'bf16') and s.dev.type == 'cpu' and not (
             'BF16' in isa or 'AMX' in isa):
         logger(f'note: this CPU ({isa}) has no AVX512_BF16 or AMX: bf16 '
-               'runs in emulation here and is expected to be slower than '
-               'fp32')
+               'convs run on slow fallback kernels here (with oneDNN capped '
+               'at AVX2, one 257x257 PSPNet-B1g2 forward took minutes); '
+               'expect it to be far slower than fp32')
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(s.batch_size, 3, *s.shape, generator=gen).to(
         s.dev, s.tdtype)
