@@ -286,3 +286,23 @@ def test_settings_of_a_tool_namespace():
                               'flops': True}, flops=False)
     assert (s.int8, s.repeat, s.flops, s.backend) == (True, 5, False,
                                                       'pytorch')
+
+
+def test_bf16_on_a_cpu_without_bf16_units_is_flagged(monkeypatch):
+    """--bf16 on a CPU without AVX512_BF16 / AMX logs that bf16 will be far
+    slower there; with them, no such note."""
+    from repseg.benchmark import run as run_module
+    from repseg.benchmark import run_benchmark
+    entry = [dict(name='a0', config=DEMO_CONFIG)]
+    for isa, warned in (('AVX2', True), ('AVX-512 VNNI BF16 AMX', False)):
+        monkeypatch.setattr(run_module, 'cpu_vector_isa',
+                            lambda with_caps=True, isa=isa: isa)
+        logs = []
+        result = run_benchmark(entry, shape=(64, 64), bf16=True, iters=1,
+                               repeat=1, warmup=0, flops=False,
+                               logger=logs.append)
+        assert result['rows'][0]['bf16_img_per_s'] > 0
+        noted = [m for m in logs if 'has no AVX512_BF16 or AMX' in m]
+        assert bool(noted) == warned, logs
+        if warned:
+            assert '(AVX2)' in noted[0] and 'far slower' in noted[0]
