@@ -48,10 +48,10 @@ def _compare(fp32: dict, int8: dict) -> dict:
 
 
 def quantize(cfg: Config, checkpoint: str, out_dir: str,
-                 num_calib: int = 64, method: str = 'minmax',
-                 repeat: int = 3, force: bool = False,
-                 allow_unsafe: bool = False,
-                 calib_pipeline: str = 'train') -> dict:
+             num_calib: int = 64, method: str = 'minmax',
+             repeat: int = 3, force: bool = False,
+             allow_unsafe: bool = False,
+             calib_pipeline: str = 'train') -> dict:
     """Fuse, export, calibrate, quantize, evaluate and time (what
     tools/quantize.py runs); writes ``model_fp32.onnx``, ``model_int8.onnx``,
     ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into

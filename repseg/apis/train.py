@@ -67,7 +67,8 @@ def train(cfg: Config, check: bool = True,
                 '. Without network access, put the file into torch\'s hub '
                 f'cache ({osp.join(torch.hub.get_dir(), "checkpoints")}), '
                 'point the config at a local file, or train from scratch '
-                f'with {opt("cfg_options", "model.pretrained=None")}.') from None
+                f'with {opt("cfg_options", "model.pretrained=None")}.'
+            ) from None
         bad = re.search(r'failed to load image: (\S+)', str(e))
         if bad is None:
             raise

@@ -149,8 +149,8 @@ class BenchmarkSettings:
                              'tensors; it cannot be combined with '
                              f'{opt("channels_last")}')
         if self.int8 and self.backend != 'onnxruntime':
-            raise UsageError(f'{opt("int8")} times the ONNX Runtime INT8 model '
-                             'next to fp32; it needs '
+            raise UsageError(f'{opt("int8")} times the ONNX Runtime INT8 '
+                             'model next to fp32; it needs '
                              f'{opt("backend", "onnxruntime")}')
         if self.bf16 and (self.dtype != 'fp32' or self.amp):
             raise UsageError(f'{opt("bf16")} times a bf16 copy of each fp32 '
@@ -415,13 +415,13 @@ def run_benchmark(entries: List[dict],
     if s.dtype == 'fp16' and s.dev.type != 'cuda':
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')
-    isa = cpu_vector_isa(with_caps=False)
-    if (s.bf16 or s.dtype == 'bf16') and s.dev.type == 'cpu' and not (
-            'BF16' in isa or 'AMX' in isa):
-        logger(f'note: this CPU ({isa}) has no AVX512_BF16 or AMX: bf16 '
-               'convs run on slow fallback kernels here (with oneDNN capped '
-               'at AVX2, one 257x257 PSPNet-B1g2 forward took minutes); '
-               'expect it to be far slower than fp32')
+    if (s.bf16 or s.dtype == 'bf16') and s.dev.type == 'cpu':
+        isa = cpu_vector_isa(with_caps=False)
+        if not ('BF16' in isa or 'AMX' in isa):
+            logger(f'note: this CPU ({isa}) has no AVX512_BF16 or AMX: bf16 '
+                   'convs run on slow fallback kernels here (with oneDNN '
+                   'capped at AVX2, one 257x257 PSPNet-B1g2 forward took '
+                   'minutes); expect it to be far slower than fp32')
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(s.batch_size, 3, *s.shape, generator=gen).to(
         s.dev, s.tdtype)

@@ -67,7 +67,7 @@ def calibration_inputs(cfg: Config, model, num: int, size: Sequence[int],
         raise UsageError(f"calibration pipeline must be 'train' or 'test', "
                          f'got {pipeline!r}')
     dataset = build_dataset(cfg.train_dataloader, None if pipeline == 'train'
-                       else cfg.test_dataloader.dataset.pipeline)
+                            else cfg.test_dataloader.dataset.pipeline)
     if len(dataset) < num:
         raise UsageError(
             f'calibration asks for {num} images but the train split of the '

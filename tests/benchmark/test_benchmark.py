@@ -206,11 +206,12 @@ def test_tools_offer_every_conv_impl(tool):
         f'_tool_{tool[:-3]}', osp.join(ROOT, 'tools', tool))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    parser = mod.build_parser()
     for impl in CONV_IMPLS:
-        args = mod.build_parser().parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', impl])
+        args = parser.parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', impl])
         assert args.conv_impl == impl
     with pytest.raises(SystemExit):
-        mod.build_parser().parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', 'winograd'])
+        parser.parse_args(['cfg.py', 'ckpt.pth', '--conv-impl', 'winograd'])
 
 
 def test_compare_unfused_of_a_fused_config_is_refused():

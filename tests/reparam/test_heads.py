@@ -41,6 +41,16 @@ def _outputs(model, x):
     return outs
 
 
+def _fuse_randomized(model, x, seed):
+    """Randomize ``model``'s BN statistics (eval mode), fuse a copy; returns
+    (reference outputs, fused model, fused outputs) on ``x``."""
+    randomize_bn_(model, seed=seed).eval()
+    with torch.no_grad():
+        ref = _outputs(model, x)
+        fused = reparameterize_model(model)
+        return ref, fused, _outputs(fused, x)
+
+
 HEADS = {
     'PSPHead': dict(type='PSPHead', in_channels=A0_CH[4], in_index=-1,
                     channels=32, pool_scales=(1, 2, 3, 6)),
@@ -63,12 +73,9 @@ def test_heads_forward_and_fuse(head, mode):
     backbone = dict(type='RepVGG', arch='A0', dilation_mode=mode,
                     out_indices=(1, 2, 3, 4), norm_cfg=BN)
     model = _segmentor(backbone, HEADS[head])
-    randomize_bn_(model, seed=3).eval()
     x = torch.randn(1, 3, 64, 64)
+    ref, fused, out = _fuse_randomized(model, x, seed=3)
     with torch.no_grad():
-        ref = _outputs(model, x)
-        fused = reparameterize_model(model)
-        out = _outputs(fused, x)
         # the full inference path (resize to the input size) too
         ref_seg = model.encode_decode(x, [dict(img_shape=(64, 64))])
         out_seg = fused.encode_decode(x, [dict(img_shape=(64, 64))])
@@ -94,12 +101,8 @@ def test_fpn_neck_multilevel():
     head = dict(type='FPNHead', in_channels=[16] * 4, in_index=[0, 1, 2, 3],
                 feature_strides=[4, 8, 16, 32], channels=16)
     model = _segmentor(backbone, head, neck=neck, aux=False)
-    randomize_bn_(model, seed=4).eval()
     x = torch.randn(1, 3, 64, 96)
-    with torch.no_grad():
-        ref = _outputs(model, x)
-        fused = reparameterize_model(model)
-        out = _outputs(fused, x)
+    ref, fused, out = _fuse_randomized(model, x, seed=4)
     assert ref[0].shape == (1, 19, 16, 24)
     assert find_unfused(fused) == []
     assert not [n for n, m in fused.named_modules() if is_batchnorm(m)]
@@ -116,12 +119,8 @@ def test_resnet_baseline_conv_bn_folded():
     head = dict(type='PSPHead', in_channels=2048, in_index=3, channels=32,
                 pool_scales=(1, 2, 3, 6))
     model = _segmentor(backbone, head, aux=False)
-    randomize_bn_(model, seed=5).eval()
     x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        ref = _outputs(model, x)
-        fused = reparameterize_model(model)
-        out = _outputs(fused, x)
+    ref, fused, out = _fuse_randomized(model, x, seed=5)
     assert find_unfused(fused) == []
     bns = [m for m in fused.modules()
            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -164,11 +163,7 @@ def test_syncbn_heads_fold_numerically(norm, one_process_group):
     model = _segmentor(backbone, HEADS['PSPHead'], norm_cfg=sync)
     kinds = {type(m).__name__ for m in model.modules() if is_batchnorm(m)}
     assert kinds == {'SyncBatchNorm'}
-    randomize_bn_(model, seed=9).eval()
     x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        ref = _outputs(model, x)
-        fused = reparameterize_model(model)
-        out = _outputs(fused, x)
+    ref, fused, out = _fuse_randomized(model, x, seed=9)
     assert not [n for n, m in fused.named_modules() if is_batchnorm(m)]
     assert max_rel_diff(ref, out) <= REL_TOL

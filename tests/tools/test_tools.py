@@ -469,6 +469,7 @@ def test_quantize_refuses_a_model_that_did_not_fuse(trained, tmp_path,
     path, _, ckpt = trained
     monkeypatch.setattr(RepVGGBlock, 'switch_to_deploy', lambda self: None)
     out = tmp_path / 'q'
-    with pytest.raises(NotFusedError, match=r"not fully fused: 22 multi-branch .*'backbone.stem'"):
+    with pytest.raises(NotFusedError, match=r"not fully fused: 22 "
+                       r"multi-branch .*'backbone.stem'"):
         quantize(load_cfg(path), ckpt, str(out))
     assert not out.exists() or not any(out.iterdir())
