@@ -142,8 +142,8 @@ class BenchmarkSettings:
                 or self.compile or self.channels_last or self.amp):
             raise UsageError(
                 f'{opt("backend", "onnxruntime")} times the fp32 model on '
-                f'the CPU (no {opt("compile")} / {opt("channels_last")} / '
-                f'{opt("amp")} / {opt("dtype", self.dtype)})')
+                f'the CPU: drop {opt("compile")} / {opt("channels_last")} / '
+                f'{opt("amp")} and keep {opt("dtype", "fp32")}')
         if self.channels_last and is_nnpack(self.conv_impl):
             raise UsageError(f'{opt("conv_impl", self.conv_impl)} runs NCHW '
                              'tensors; it cannot be combined with '

@@ -169,6 +169,10 @@ def test_conv_impl_choices(monkeypatch):
         run_benchmark(entry, shape=(64, 64), int8=True)
     with pytest.raises(UsageError, match='profile=True times the layers'):
         run_benchmark(entry, shape=(64, 64), profile=True, compile=True)
+    with pytest.raises(UsageError, match="the CPU: drop .*amp=True and keep "
+                       "dtype='fp32'"):
+        run_benchmark(entry, shape=(64, 64), backend='onnxruntime',
+                      dtype='bf16')
     with pytest.raises(UsageError, match='bf16=True times a bf16 copy'):
         run_benchmark(entry, shape=(64, 64), bf16=True, dtype='bf16')
     with pytest.raises(UsageError, match="use 'auto' or 'native'"):
