@@ -55,3 +55,26 @@ def small_cfg(config, data_root, work_dir, crop=64, iters=1,
         cfg.model.test_cfg.crop_size = (crop, crop)
         cfg.model.test_cfg.stride = (crop * 2 // 3, crop * 2 // 3)
     return cfg
+
+
+def _cpu_flags():
+    try:
+        with open('/proc/cpuinfo') as f:
+            return set(next((ln.split(':', 1)[1].split() for ln in f
+                             if ln.startswith('flags')), []))
+    except OSError:
+        return set()
+
+
+#: tests that hide CPU features (tools/cpu_isa.py --as LEVEL) and compare
+#: with the unmasked kernels need the full ISA and CPUID faulting
+CAN_MASK_ISA = ({'cpuid_fault', 'avx512f', 'avx512_vnni'} <= _cpu_flags()
+                and os.uname().machine == 'x86_64')
+
+
+def run_as_isa(level, *command, timeout=300):
+    """Run ``command`` through tools/cpu_isa.py ``--as level``."""
+    import subprocess
+    return subprocess.run(
+        ['python', osp.join(ROOT, 'tools', 'cpu_isa.py'), '--as', level,
+         '--', *command], capture_output=True, text=True, timeout=timeout)

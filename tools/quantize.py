@@ -3,7 +3,7 @@
 weights, calibrated on train images), evaluated against fp32 and timed:
 python tools/quantize.py CONFIG CHECKPOINT --out DIR [--calib-images 64]
 [--calib-method minmax|entropy|percentile] [--calib-pipeline train|test]
-[--repeat 3] [--force]"""
+[--reduce-range] [--repeat 3] [--force]"""
 import argparse
 import sys
 
@@ -24,6 +24,10 @@ def main(argv=None):
                         choices=['train', 'test'],
                         help="the config's pipeline for the calibration "
                         'images (from the train split either way)')
+    parser.add_argument('--reduce-range', action='store_true',
+                        help='7-bit weights: for CPUs without VNNI (AVX2, '
+                        "AVX-512 without VNNI), whose U8S8 kernels saturate "
+                        'int16 sums; see tools/cpu_isa.py')
     parser.add_argument('--repeat', type=int, default=3,
                         help='interleaved timing rounds (3)')
     parser.add_argument('--force', action='store_true',
@@ -43,7 +47,8 @@ def main(argv=None):
         check_data(cfg, ('train_dataloader', 'test_dataloader'))
         result = quantize(cfg, args.checkpoint, args.out, args.calib_images,
                           args.calib_method, args.repeat, args.force,
-                          args.allow_unsafe, args.calib_pipeline)
+                          args.allow_unsafe, args.calib_pipeline,
+                          args.reduce_range)
     except RepsegError as e:
         sys.exit(f'error: {e.render(parser)}')
     print(markdown(result))

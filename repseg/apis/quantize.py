@@ -19,7 +19,7 @@ from ..deploy.build import SegForward, build_fused, refuse_overwrite
 from ..deploy.onnx import OrtEncodeDecode, export_onnx, ort_session, require
 from ..deploy.quantize import (build_dataset, calibration_inputs, evaluate,
                                export_size, markdown, quantize_onnx,
-                               save_per_class_png)
+                               saturation_note, save_per_class_png)
 from ..ops.cpu import cpu_vector_isa
 from ..ops.fast_conv import use_fast_convs
 
@@ -51,10 +51,13 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
              num_calib: int = 64, method: str = 'minmax',
              repeat: int = 3, force: bool = False,
              allow_unsafe: bool = False,
-             calib_pipeline: str = 'train') -> dict:
+             calib_pipeline: str = 'train',
+             reduce_range: bool = False) -> dict:
     """Fuse, export, calibrate, quantize, evaluate and time (what
-    tools/quantize.py runs); writes ``model_fp32.onnx``, ``model_int8.onnx``,
-    ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into
+    tools/quantize.py runs; ``reduce_range``: 7-bit weights, see
+    :func:`repseg.deploy.quantize.quantize_onnx`); writes
+    ``model_fp32.onnx``, ``model_int8.onnx``, ``quantize.json``,
+    ``quantize.md`` and ``per_class_iou.png`` into
     ``out_dir`` and returns what ``quantize.json`` holds."""
     require('onnxruntime')
     files = {k: osp.join(out_dir, f) for k, f in (
@@ -72,24 +75,29 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
               f'{calib_pipeline} pipeline)', logger='current')
     inputs = calibration_inputs(cfg, model, num_calib, size,
                                 pipeline=calib_pipeline)
-    quantize_onnx(files['fp32'], files['int8'], inputs, method)
+    quantize_onnx(files['fp32'], files['int8'], inputs, method,
+                  reduce_range)
     sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
     ort_models = {}
     for k in ('fp32', 'int8'):
         ort_models[k] = copy.copy(model)
         ort_models[k].encode_decode = OrtEncodeDecode(sessions[k])
+    isa = cpu_vector_isa()
+    note = saturation_note(isa, reduce_range)
+    if note:
+        print_log(note, logger='current')
     evals = evaluate(ort_models, cfg)
     speed = _time(model, sessions, torch.from_numpy(inputs[0]), repeat)
     result = dict(
         config=cfg.filename, checkpoint=checkpoint, input_size=list(size),
         calibration=dict(images=num_calib, method=method, split='train',
-                         pipeline=calib_pipeline),
+                         pipeline=calib_pipeline, reduce_range=reduce_range),
         fp32=evals['fp32']['metrics'], int8=evals['int8']['metrics'],
         classes=evals['fp32']['classes'],
         fp32_per_class_iou=evals['fp32']['per_class_iou'],
         int8_per_class_iou=evals['int8']['per_class_iou'],
         **_compare(evals['fp32'], evals['int8']),
-        seconds=speed, cpu_isa=cpu_vector_isa(),
+        seconds=speed, cpu_isa=isa,
         threads=torch.get_num_threads(), files=files)
     with open(files['json'], 'w') as f:
         json.dump(result, f, indent=2)

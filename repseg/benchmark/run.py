@@ -417,7 +417,8 @@ def run_benchmark(entries: List[dict],
                'bf16 is the CPU half-precision option')
     if (s.bf16 or s.dtype == 'bf16') and s.dev.type == 'cpu':
         isa = cpu_vector_isa(with_caps=False)
-        if not ('BF16' in isa or 'AMX' in isa):
+        seen = isa.split(' (')[0]   # what is left when features are masked
+        if not ('BF16' in seen or 'AMX' in seen):
             logger(f'note: this CPU ({isa}) has no AVX512_BF16 or AMX: bf16 '
                    'convs run on slow fallback kernels here (with oneDNN '
                    'capped at AVX2, one 257x257 PSPNet-B1g2 forward took '

@@ -94,9 +94,16 @@ def calibration_inputs(cfg: Config, model, num: int, size: Sequence[int],
 
 
 def quantize_onnx(fp32_path: str, int8_path: str,
-                  inputs: List[np.ndarray], method: str = 'minmax') -> str:
+                  inputs: List[np.ndarray], method: str = 'minmax',
+                  reduce_range: bool = False) -> str:
     """Static INT8 quantization with ONNX Runtime: QDQ format, per-channel
-    symmetric INT8 weights, UINT8 activations calibrated on ``inputs``."""
+    symmetric INT8 weights, UINT8 activations calibrated on ``inputs``.
+
+    ``reduce_range`` quantizes the weights to 7 bits ([-64, 64]): on CPUs
+    without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime's U8S8 kernels
+    add pairs of products in saturating int16 (255 * 127 * 2 > 32767), and
+    7-bit weights keep every pair in range, at the cost of one bit of
+    weight precision; VNNI kernels do not saturate either way."""
     require('onnxruntime')
     from onnxruntime.quantization import (CalibrationDataReader,
                                           CalibrationMethod, QuantFormat,
@@ -120,7 +127,7 @@ def quantize_onnx(fp32_path: str, int8_path: str,
         quantize_static(
             prepared, int8_path, Reader(), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, reduce_range=reduce_range,
             calibrate_method=getattr(CalibrationMethod,
                                      CALIBRATION_METHODS[method]))
     finally:
@@ -168,10 +175,25 @@ def _summary(evaluator, size: int, preds: list) -> dict:
                 classes=list(evaluator.dataset_meta['classes']))
 
 
+def saturation_note(isa: str, reduce_range: bool) -> str:
+    """A note for INT8 models with 8-bit weights run on a CPU whose label
+    (:func:`repseg.ops.cpu.cpu_vector_isa`, as this process sees it) has no
+    VNNI, or '' when there is nothing to say."""
+    if reduce_range or 'VNNI' in isa.split(' (')[0]:
+        return ''
+    return (f'note: this CPU ({isa}) has no VNNI: ONNX Runtime adds U8S8 '
+            'products in saturating int16 pairs here, so the INT8 accuracy '
+            "below is this CPU's; reduce_range=True (tools/quantize.py "
+            '--reduce-range, 7-bit weights) avoids the saturation')
+
+
 def markdown(result: dict) -> str:
     """The table of a quantization run: accuracy of fp32 and INT8, their
     pixel agreement and speed side by side."""
     f, q, s = result['fp32'], result['int8'], result['seconds']
+    weights = 'per-channel'
+    if result['calibration'].get('reduce_range'):
+        weights += ', 7-bit weights'
     lines = [
         '| model | mIoU | mAcc | aAcc | seconds / image | speed-up vs ORT '
         'fp32 |', '|---|---|---|---|---|---|',
@@ -180,7 +202,7 @@ def markdown(result: dict) -> str:
         f"{s['onnxruntime_fp32'] / s['pytorch_fp32']:.2f}x |",
         f"| ONNX Runtime fp32 | {f['mIoU']:.2f} | {f['mAcc']:.2f} | "
         f"{f['aAcc']:.2f} | {s['onnxruntime_fp32']:.3f} | 1.00x |",
-        f"| ONNX Runtime INT8 (QDQ, per-channel) | {q['mIoU']:.2f} | "
+        f"| ONNX Runtime INT8 (QDQ, {weights}) | {q['mIoU']:.2f} | "
         f"{q['mAcc']:.2f} | {q['aAcc']:.2f} | {s['onnxruntime_int8']:.3f} "
         f"| {s['onnxruntime_fp32'] / s['onnxruntime_int8']:.2f}x |",
         '',
@@ -220,5 +242,5 @@ def save_per_class_png(result: dict, path: str) -> str:
 __all__ = [
     'CALIBRATION_METHODS', 'build_dataset', 'calibration_inputs',
     'quantize_onnx', 'evaluate', 'markdown', 'save_per_class_png',
-    'export_size'
+    'export_size', 'saturation_note'
 ]

@@ -1,8 +1,10 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """What the CPU offers: the vector ISA that decides conv, INT8 and bf16
 speed (a speed figure means little without it), and any cap put on what
-PyTorch may use of it."""
+PyTorch may use of it or mask hiding part of it (:mod:`.isa_mask`)."""
 import os
+
+from .isa_mask import hidden_flags
 
 
 #: the vector extensions that decide conv, INT8 and bf16 speed on x86
@@ -24,22 +26,35 @@ def isa_caps() -> str:
 def cpu_vector_isa(cpuinfo: str = '/proc/cpuinfo',
                    with_caps: bool = True) -> str:
     """The CPU's vector ISA as one label, e.g. 'AVX-512 VNNI BF16' or
-    'AVX2' (from /proc/cpuinfo; 'unknown' where it cannot be read), followed
-    by the caps on PyTorch's kernels when any is set (``with_caps``): e.g.
+    'AVX2' (from /proc/cpuinfo; 'unknown' where it cannot be read), as this
+    process sees it: when features are hidden from it (:mod:`.isa_mask`)
+    the label is what is left, followed by what the hardware has, e.g.
+    'AVX2 (masked; hardware: AVX-512 VNNI BF16 AMX)'. Then the caps on
+    PyTorch's kernels when any is set (``with_caps``): e.g.
     'AVX-512 VNNI BF16 AMX (PyTorch capped: ONEDNN_MAX_CPU_ISA=AVX2)'."""
-    isa = _hardware_isa(cpuinfo)
+    flags = _cpu_flags(cpuinfo)
+    if flags is None:
+        isa = 'unknown'
+    else:
+        isa = _label(flags)
+        hidden = set(hidden_flags())
+        if hidden & flags:
+            isa = f'{_label(flags - hidden)} (masked; hardware: {isa})'
     caps = isa_caps() if with_caps else ''
     return f'{isa} (PyTorch capped: {caps})' if caps else isa
 
 
-def _hardware_isa(cpuinfo: str) -> str:
+def _cpu_flags(cpuinfo: str):
     try:
         with open(cpuinfo) as f:
-            flags = next((ln.split(':', 1)[1].split() for ln in f
-                          if ln.startswith('flags')), [])
+            return set(next((ln.split(':', 1)[1].split() for ln in f
+                             if ln.startswith('flags')), []))
     except OSError:
-        return 'unknown'
-    have = set(flags) & set(ISA_FLAGS)
+        return None
+
+
+def _label(flags: set) -> str:
+    have = flags & set(ISA_FLAGS)
     if not have:
         return 'no AVX2'
     parts = ['AVX-512' if 'avx512f' in have else 'AVX2']

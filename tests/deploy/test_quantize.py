@@ -1,12 +1,14 @@
 """Calibration data of tools/quantize.py: train-split images, through the
-train pipeline by default, at the model's input size."""
+train pipeline by default, at the model's input size; 7-bit weights
+(``reduce_range``) for CPUs without VNNI."""
 import numpy as np
 import pytest
 
 from repseg.apis import UsageError
 from repseg.deploy import build_fused
-from repseg.deploy.quantize import calibration_inputs
-from tests.utils import DEMO_CONFIG, small_cfg
+from repseg.deploy.quantize import (calibration_inputs, markdown,
+                                    quantize_onnx, saturation_note)
+from tests.utils import CAN_MASK_ISA, DEMO_CONFIG, run_as_isa, small_cfg
 
 
 def test_calibration_inputs(synthetic_root, tmp_path):
@@ -26,3 +28,100 @@ def test_calibration_inputs(synthetic_root, tmp_path):
         calibration_inputs(cfg, model, 1, (64, 128), pipeline='val')
     with pytest.raises(UsageError, match='train split of the config holds 8'):
         calibration_inputs(cfg, model, 9, (64, 128))
+
+
+def _conv_onnx(path):
+    """Conv (16 -> 4 channels, 3x3, all weights equal and positive) + Relu:
+    with a constant input every INT8 product is 255 * qmax, the case that
+    saturates U8S8 kernels without VNNI."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.full((4, 16, 3, 3), 0.05, np.float32)
+    w[1] *= -1
+    graph = helper.make_graph(
+        [helper.make_node('Conv', ['image', 'w'], ['c'], pads=[1] * 4),
+         helper.make_node('Relu', ['c'], ['out'])], 'g',
+        [helper.make_tensor_value_info('image', TensorProto.FLOAT,
+                                       [1, 16, 8, 8])],
+        [helper.make_tensor_value_info('out', TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, 'w')])
+    onnx.save(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid('', 17)]), path)
+
+
+def _int8_weights(path):
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    return [numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer
+            if i.data_type == TensorProto.INT8 and len(i.dims) == 4]
+
+
+@pytest.mark.parametrize('reduce_range, qmax', [(False, 127), (True, 64)])
+def test_reduce_range_quantizes_weights_to_7_bits(tmp_path, reduce_range,
+                                                  qmax):
+    pytest.importorskip('onnxruntime')
+    fp32, int8 = str(tmp_path / 'c.onnx'), str(tmp_path / 'q.onnx')
+    _conv_onnx(fp32)
+    inputs = [np.random.default_rng(i).random((1, 16, 8, 8), np.float32)
+              for i in range(3)]
+    quantize_onnx(fp32, int8, inputs, reduce_range=reduce_range)
+    (w, ) = _int8_weights(int8)
+    assert w.shape == (4, 16, 3, 3)
+    assert np.abs(w).max() == qmax
+
+
+CONV_RUN = r'''
+import sys, numpy as np, onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])
+np.save(sys.argv[2], s.run(None, {'image': np.ones((1, 16, 8, 8),
+                                                    np.float32)})[0])
+'''
+
+
+@pytest.mark.skipif(not CAN_MASK_ISA,
+                    reason='needs AVX-512 VNNI and CPUID faulting')
+def test_without_vnni_only_7_bit_weights_give_the_vnni_result(tmp_path):
+    """The same INT8 model run with AVX2 kernels (tools/cpu_isa.py --as
+    avx2) and with VNNI: 8-bit weights saturate int16 pair sums on AVX2 and
+    give another output; 7-bit weights give the VNNI output exactly."""
+    import onnxruntime as ort
+    fp32 = str(tmp_path / 'c.onnx')
+    _conv_onnx(fp32)
+    ones = [np.ones((1, 16, 8, 8), np.float32)]
+    for reduce_range in (False, True):
+        int8 = str(tmp_path / f'q{int(reduce_range)}.onnx')
+        quantize_onnx(fp32, int8, ones, reduce_range=reduce_range)
+        vnni = ort.InferenceSession(int8, providers=[
+            'CPUExecutionProvider']).run(None, {'image': ones[0]})[0]
+        out = str(tmp_path / f'avx2_{int(reduce_range)}.npy')
+        proc = run_as_isa('avx2', 'python', '-c', CONV_RUN, int8, out)
+        assert proc.returncode == 0, proc.stderr
+        avx2 = np.load(out)
+        if reduce_range:
+            np.testing.assert_array_equal(avx2, vnni)
+        else:
+            # channel 0's sums saturate: far less than the exact value
+            assert avx2[0, 0].max() < 0.75 * vnni[0, 0].max()
+
+
+def test_saturation_note_and_the_7_bit_row():
+    masked = 'AVX2 (masked; hardware: AVX-512 VNNI BF16 AMX)'
+    for isa in ('AVX2', 'AVX-512', masked):
+        note = saturation_note(isa, reduce_range=False)
+        assert f'this CPU ({isa}) has no VNNI' in note
+        assert '--reduce-range' in note
+        assert saturation_note(isa, reduce_range=True) == ''
+    for isa in ('AVX-512 VNNI BF16 AMX', 'AVX2 VNNI'):
+        assert saturation_note(isa, reduce_range=False) == ''
+    metrics = dict(mIoU=30.0, mAcc=40.0, aAcc=80.0)
+    result = dict(fp32=metrics, int8=metrics, pixel_agreement=0.97,
+                  seconds=dict(pytorch_fp32=0.2, onnxruntime_fp32=0.2,
+                               onnxruntime_int8=0.1),
+                  calibration=dict(images=4, method='minmax',
+                                   pipeline='train', reduce_range=True),
+                  input_size=[64, 64], threads=1, cpu_isa='AVX2',
+                  per_class_iou_change=[])
+    assert '| ONNX Runtime INT8 (QDQ, per-channel, 7-bit weights) |' in \
+        markdown(result)
+    del result['calibration']['reduce_range']    # a json of an older run
+    assert '| ONNX Runtime INT8 (QDQ, per-channel) |' in markdown(result)

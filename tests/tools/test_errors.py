@@ -42,12 +42,14 @@ def _cases(tmp):
         'convert_cityscapes.py': ([none], 'does not exist'),
         'demo.py': (['--data-root', str(junk), '--work-dir',
                      str(tmp / 'w')], 'is missing'),
+        'cpu_isa.py': (['--as', 'avx2', '--', none], 'no such program'),
     }
 
 
 @pytest.mark.parametrize('tool', [
     'train.py', 'test.py', 'convert.py', 'export_onnx.py', 'benchmark.py',
-    'quantize.py', 'check_dataset.py', 'convert_cityscapes.py', 'demo.py'
+    'quantize.py', 'check_dataset.py', 'convert_cityscapes.py', 'demo.py',
+    'cpu_isa.py'
 ])
 def test_tool_error_is_one_line(tool, tmp_path):
     args, message = _cases(tmp_path)[tool]

@@ -10,7 +10,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tests.utils import DEMO_CONFIG, ROOT, small_cfg
+from tests.utils import (CAN_MASK_ISA, DEMO_CONFIG, ROOT, run_as_isa,
+                         small_cfg)
 
 # tools run as subprocesses, as users run them (CI runs them all)
 pytestmark = pytest.mark.slow
@@ -409,7 +410,8 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
     assert set(result['fp32']) == set(result['int8']) == {
         'mIoU', 'mAcc', 'aAcc'}
     assert result['calibration'] == dict(images=4, method='minmax',
-                                         split='train', pipeline='test')
+                                         split='train', pipeline='test',
+                                         reduce_range=False)
     assert result['pixel_agreement'] > 0.9
     assert len(result['per_class_iou_change']) == 19
     assert set(result['seconds']) == {'pytorch_fp32', 'onnxruntime_fp32',
@@ -446,6 +448,36 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
     assert 'calibration asks for 500 images but the train split' in \
         proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+@pytest.mark.skipif(not CAN_MASK_ISA,
+                    reason='needs AVX-512 VNNI and CPUID faulting')
+def test_quantize_with_7_bit_weights_on_an_avx2_cpu(trained, tmp_path):
+    """tools/quantize.py --reduce-range, run as on an AVX2 CPU
+    (tools/cpu_isa.py --as avx2): 7-bit weights in the INT8 model, the
+    run's record says so and names the masked ISA; no saturation note."""
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    path, _, ckpt = trained
+    out = tmp_path / 'q7'
+    proc = run_as_isa('avx2', sys.executable,
+                      osp.join(ROOT, 'tools', 'quantize.py'), path, ckpt,
+                      '--out', str(out), '--calib-images', '4',
+                      '--repeat', '1', '--reduce-range')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '| ONNX Runtime INT8 (QDQ, per-channel, 7-bit weights) |' in \
+        proc.stdout
+    assert 'has no VNNI' not in proc.stdout + proc.stderr
+    result = json.loads((out / 'quantize.json').read_text())
+    assert result['calibration']['reduce_range'] is True
+    assert result['cpu_isa'].startswith('AVX2 (masked; hardware: AVX-512')
+    weights = [numpy_helper.to_array(i) for i in
+               onnx.load(str(out / 'model_int8.onnx')).graph.initializer
+               if i.data_type == TensorProto.INT8 and len(i.dims) == 4]
+    assert weights and max(int(np.abs(w).max()) for w in weights) == 64
 
 
 def test_quantize_without_onnxruntime_is_one_error(trained, tmp_path,
