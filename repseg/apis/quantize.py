@@ -16,6 +16,7 @@ from mmengine.logging import print_log
 
 from ..benchmark.measure import time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
+from ..deploy.int8_conv import measured_route, resolve_route
 from ..deploy.onnx import OrtEncodeDecode, export_onnx, ort_session, require
 from ..deploy.quantize import (build_dataset, calibration_inputs, evaluate,
                                export_size, markdown, quantize_onnx,
@@ -26,10 +27,11 @@ from ..ops.fast_conv import use_fast_convs
 
 def _time(model, sessions: dict, x: torch.Tensor, repeat: int) -> dict:
     """Median seconds per image of PyTorch fp32 (fused, fastest conv
-    backend), ONNX Runtime fp32 and INT8, after one warm-up call each."""
-    fns = {'pytorch_fp32': SegForward(use_fast_convs(model, 'auto')),
-           'onnxruntime_fp32': OrtEncodeDecode(sessions['fp32']),
-           'onnxruntime_int8': OrtEncodeDecode(sessions['int8'])}
+    backend) and of each ONNX Runtime session (fp32, INT8, ...), after one
+    warm-up call each."""
+    fns = {'pytorch_fp32': SegForward(use_fast_convs(model, 'auto'))}
+    fns.update({f'onnxruntime_{k}': OrtEncodeDecode(v)
+                for k, v in sessions.items()})
     with torch.no_grad():
         for fn in fns.values():
             fn(x)
@@ -78,6 +80,18 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     quantize_onnx(files['fp32'], files['int8'], inputs, method,
                   reduce_range)
     sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
+    route, gain = resolve_route('auto'), measured_route()[1]
+    if route != 'convsym':
+        print_log(f'INT8 convolutions on ONNX Runtime\'s QGEMM kernels '
+                  f'({gain:.2f}x its ConvSym kernels on a probe convolution '
+                  'here); the ConvSym kernels of the file as written are '
+                  'timed next to them', logger='current')
+        sessions['int8_convsym'] = ort_session(files['int8'],
+                                               int8_conv='convsym')
+    routes = {k: OrtEncodeDecode(v)(torch.from_numpy(inputs[0]))
+              for k, v in sessions.items() if k.startswith('int8')}
+    diff = float((routes['int8'] - routes.get('int8_convsym', routes[
+        'int8'])).abs().max())
     ort_models = {}
     for k in ('fp32', 'int8'):
         ort_models[k] = copy.copy(model)
@@ -98,6 +112,8 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
         int8_per_class_iou=evals['int8']['per_class_iou'],
         **_compare(evals['fp32'], evals['int8']),
         seconds=speed, cpu_isa=isa,
+        int8_conv=dict(route=route, probe_gemm_vs_convsym=gain,
+                       max_abs_diff_vs_convsym=diff),
         threads=torch.get_num_threads(), files=files)
     with open(files['json'], 'w') as f:
         json.dump(result, f, indent=2)

@@ -20,7 +20,13 @@ _DECODER_NAMES = dict(PSPHead='PSPNet', UPerHead='UPerNet',
 _EXTRA_RUNS = (('native', 'tab:gray', 'fused, native convs'),
                ('bf16', 'tab:purple', 'fused, bf16 (PyTorch)'),
                ('onnxruntime', 'tab:green', 'ONNX Runtime fp32'),
-               ('onnxruntime_int8', 'tab:red', 'ONNX Runtime INT8'))
+               ('onnxruntime_int8', 'tab:red', 'ONNX Runtime INT8'),
+               ('onnxruntime_int8_convsym', 'tab:orange',
+                'ONNX Runtime INT8, ConvSym kernels'))
+
+
+# INT8 conv routes (repseg.deploy.int8_conv) as the table names them
+_ROUTE_NAMES = dict(convsym='ConvSym', gemm='QGEMM')
 
 
 def _fmt(v, spec='.2f'):
@@ -47,7 +53,11 @@ def markdown_table(result: dict) -> str:
         head += ['onnxruntime img/s', 'ort/pytorch',
                  'max abs(ort-pytorch) / max abs(logit)']
     if int8:
-        head += ['ort INT8 img/s', 'INT8/ort fp32', 'INT8/pytorch']
+        head += ['ort INT8 img/s', 'INT8/ort fp32', 'INT8/pytorch',
+                 'INT8 conv kernels']
+    routes = any('int8_vs_convsym' in r for r in rows)
+    if routes:
+        head += ['INT8 ConvSym img/s', 'QGEMM/ConvSym']
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     for r in rows:
@@ -83,7 +93,12 @@ def markdown_table(result: dict) -> str:
         if int8:
             cells += [_fmt(r.get('onnxruntime_int8_img_per_s'), '.3f'),
                       _fmt(r.get('int8_vs_onnxruntime')) + 'x',
-                      _fmt(r.get('int8_vs_pytorch')) + 'x']
+                      _fmt(r.get('int8_vs_pytorch')) + 'x',
+                      _ROUTE_NAMES.get(r.get('int8_conv'), '-')]
+        if routes:
+            cells += [
+                _fmt(r.get('onnxruntime_int8_convsym_img_per_s'), '.3f'),
+                _fmt(r.get('int8_vs_convsym')) + 'x']
         lines.append('| ' + ' | '.join(cells) + ' |')
     e = result['env']
     lines.append('')

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..deploy.build import SegForward, build_segmentor, check_shape
+from ..deploy.int8_conv import resolve_route
 from ..deploy.onnx import OrtEncodeDecode, ort_session, to_onnx
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
@@ -182,18 +183,29 @@ def _ort_callable(module, x, tmp_dir, row):
     return run
 
 
-def _int8_callable(x, tmp_dir, row):
+def _int8_runs(x, tmp_dir, row) -> list:
     """Quantize the exported fp32 model of ``row`` (static QDQ, per-channel
-    weights) and return a callable that runs it with onnxruntime. The
-    calibration uses random inputs: this is for timing only (accuracy under
-    INT8: tools/quantize.py)."""
+    weights) and return ``[(label, callable)]`` that run it with
+    onnxruntime: its convolutions on the kernels measured faster here
+    (``row['int8_conv']``, :mod:`repseg.deploy.int8_conv`) and, when that
+    is not the file as written, on ONNX Runtime's ConvSym kernels too (the
+    two side by side; their outputs must be identical). The calibration
+    uses random inputs: this is for timing only (accuracy under INT8:
+    tools/quantize.py)."""
     from ..deploy.quantize import quantize_onnx
     fp32 = osp.join(tmp_dir, f"{row['name']}.onnx")
     int8 = osp.join(tmp_dir, f"{row['name']}_int8.onnx")
     gen = torch.Generator().manual_seed(1)
     quantize_onnx(fp32, int8, [
         torch.randn(x[:1].shape, generator=gen).numpy() for _ in range(4)])
-    return OrtEncodeDecode(ort_session(int8))
+    row['int8_conv'] = resolve_route('auto')
+    runs = [('onnxruntime_int8', OrtEncodeDecode(ort_session(int8)))]
+    if row['int8_conv'] != 'convsym':
+        convsym = OrtEncodeDecode(ort_session(int8, int8_conv='convsym'))
+        check = compare_outputs(runs[0][1](x[:1]), convsym(x[:1]))
+        row['int8_routes_max_abs_diff'] = check['max_abs_diff']
+        runs.append(('onnxruntime_int8_convsym', convsym))
+    return runs
 
 
 class _Bf16(SegForward):
@@ -314,7 +326,7 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
         runs.append(('onnxruntime',
                      _ort_callable(fused_fwd, x, tmp_dir, row)))
     if s.int8:
-        runs.append(('onnxruntime_int8', _int8_callable(x, tmp_dir, row)))
+        runs += _int8_runs(x, tmp_dir, row)
     if s.compare_unfused:
         unfused_fwd = prepared(use_fast_convs(unfused, s.conv_impl,
                                               inplace=True))
@@ -387,6 +399,10 @@ def _summarize(rows: list, runs: list, times: dict,
                                           row['onnxruntime_img_per_s'])
             row['int8_vs_pytorch'] = (row['onnxruntime_int8_img_per_s'] /
                                       row['fused_img_per_s'])
+        if 'onnxruntime_int8_convsym_img_per_s' in row:
+            row['int8_vs_convsym'] = (
+                row['onnxruntime_int8_img_per_s'] /
+                row['onnxruntime_int8_convsym_img_per_s'])
         if 'bf16_img_per_s' in row:
             row['bf16_vs_pytorch'] = (row['bf16_img_per_s'] /
                                       row['fused_img_per_s'])

@@ -16,6 +16,7 @@ from mmengine.config import Config
 from ..errors import BackendError, UsageError
 from ..reparam import compare_outputs
 from .build import SegForward, build_fused, check_shape, refuse_overwrite
+from .int8_conv import session_source
 
 
 def require(name: str):
@@ -28,13 +29,21 @@ def require(name: str):
             f'"repseg[onnx]" (or pip install onnx onnxruntime)') from e
 
 
-def ort_session(path: str):
+def ort_session(path: str, int8_conv: str = 'auto'):
     """An ONNX Runtime CPU session with as many threads as torch uses (so
-    PyTorch and ONNX Runtime timings compare like with like)."""
+    PyTorch and ONNX Runtime timings compare like with like).
+
+    ``int8_conv``: the kernels of an INT8 model's convolutions (see
+    :mod:`repseg.deploy.int8_conv`): 'auto' measures which is faster on
+    this CPU (QGEMM with AMX; else ONNX Runtime's ConvSym), 'convsym' runs
+    the file as written, 'gemm' forces QGEMM. Models without symmetric
+    INT8 conv weights (fp32 ones) load unchanged."""
     ort = require('onnxruntime')
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(path, opts,
+    if int8_conv != 'convsym':
+        require('onnx')
+    return ort.InferenceSession(session_source(path, int8_conv), opts,
                                 providers=['CPUExecutionProvider'])
 
 

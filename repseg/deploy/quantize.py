@@ -204,7 +204,17 @@ def markdown(result: dict) -> str:
         f"{f['aAcc']:.2f} | {s['onnxruntime_fp32']:.3f} | 1.00x |",
         f"| ONNX Runtime INT8 (QDQ, {weights}) | {q['mIoU']:.2f} | "
         f"{q['mAcc']:.2f} | {q['aAcc']:.2f} | {s['onnxruntime_int8']:.3f} "
-        f"| {s['onnxruntime_fp32'] / s['onnxruntime_int8']:.2f}x |",
+        f"| {s['onnxruntime_fp32'] / s['onnxruntime_int8']:.2f}x |"]
+    routes = result.get('int8_conv', {})
+    route = routes.get('route', 'convsym')
+    if 'onnxruntime_int8_convsym' in s:
+        lines.append(
+            '| ONNX Runtime INT8, ConvSym kernels (the file as written; max '
+            'abs diff to the row above '
+            f"{routes['max_abs_diff_vs_convsym']:.2g}) | - | - | - | "
+            f"{s['onnxruntime_int8_convsym']:.3f} | "
+            f"{s['onnxruntime_fp32'] / s['onnxruntime_int8_convsym']:.2f}x |")
+    lines += [
         '',
         f"INT8 - fp32: mIoU {q['mIoU'] - f['mIoU']:+.2f}; argmax pixel "
         f"agreement {100 * result['pixel_agreement']:.2f}%; calibration "
@@ -212,7 +222,9 @@ def markdown(result: dict) -> str:
         f"({result['calibration']['method']}, "
         f"{result['calibration']['pipeline']} pipeline); input "
         f"{result['input_size'][0]}x{result['input_size'][1]}; "
-        f"{result['threads']} threads; CPU vector ISA {result['cpu_isa']}."
+        f"{result['threads']} threads; CPU vector ISA {result['cpu_isa']}; "
+        f"INT8 convolutions on ONNX Runtime's "
+        f"{dict(gemm='QGEMM', convsym='ConvSym')[route]} kernels."
     ]
     return '\n'.join(lines)
 
