@@ -12,6 +12,8 @@ together with the export and the timing).
 import copy
 import os
 import os.path as osp
+import random
+from contextlib import contextmanager
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -53,6 +55,22 @@ def _batch(sample: dict) -> dict:
                 data_samples=[sample['data_samples']])
 
 
+@contextmanager
+def _seeded(seed: int):
+    """Seed the global generators the data pipeline's random transforms
+    draw from (random, numpy, torch) and restore them afterwards."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
 def calibration_inputs(cfg: Config, model, num: int, size: Sequence[int],
                        seed: int = 0, pipeline: str = 'train'
                        ) -> List[np.ndarray]:
@@ -62,7 +80,8 @@ def calibration_inputs(cfg: Config, model, num: int, size: Sequence[int],
     distortion, as the model saw in training) or its test pipeline
     (``'test'``: preprocessed like the evaluation), then the model's data
     preprocessor; a random window of ``size`` where the image is larger,
-    resized where it differs."""
+    resized where it differs. The same ``seed`` gives the same inputs (the
+    pipeline's random transforms included)."""
     if pipeline not in ('train', 'test'):
         raise UsageError(f"calibration pipeline must be 'train' or 'test', "
                          f'got {pipeline!r}')
@@ -78,9 +97,10 @@ def calibration_inputs(cfg: Config, model, num: int, size: Sequence[int],
     h, w = size
     out = []
     bar = ProgressBar(num)
-    for i in picks:
-        x = model.data_preprocessor(_batch(dataset[int(i)]), False)[
-            'inputs'].float()
+    for k, i in enumerate(picks):
+        with _seeded(seed * 100003 + k):
+            sample = dataset[int(i)]
+        x = model.data_preprocessor(_batch(sample), False)['inputs'].float()
         if x.shape[-2] > h and x.shape[-1] > w:
             top = int(rng.integers(0, x.shape[-2] - h + 1))
             left = int(rng.integers(0, x.shape[-1] - w + 1))

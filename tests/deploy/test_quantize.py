@@ -24,6 +24,13 @@ def test_calibration_inputs(synthetic_root, tmp_path):
     # the train pipeline's random scale/crop/distortion: other pixels than
     # the deterministic test pipeline on the same images
     assert any(not np.allclose(a, b) for a, b in zip(train, test))
+    # the same seed gives the same inputs, random transforms included;
+    # another seed other ones
+    again = calibration_inputs(cfg, model, 3, (64, 128))
+    assert all(np.array_equal(a, b) for a, b in zip(train, again))
+    other = calibration_inputs(cfg, model, 3, (64, 128), seed=1)
+    assert any(a.shape == b.shape and not np.array_equal(a, b)
+               for a, b in zip(train, other))
     with pytest.raises(UsageError, match="'train' or 'test'"):
         calibration_inputs(cfg, model, 1, (64, 128), pipeline='val')
     with pytest.raises(UsageError, match='train split of the config holds 8'):
