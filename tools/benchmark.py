@@ -46,7 +46,9 @@ def build_parser():
                    'and time it side by side with PyTorch (CPU, fp32)')
     p.add_argument('--int8', action='store_true',
                    help='with --backend onnxruntime: also time its static '
-                   'INT8 model (QDQ, per-channel weights)')
+                   'INT8 model (QDQ, per-channel weights; convs on the '
+                   'kernels measured faster here, ConvSym timed next to '
+                   'QGEMM where QGEMM wins)')
     p.add_argument('--bf16', action='store_true',
                    help='also time a bf16 copy of each fused model (CPUs '
                    'with AVX512_BF16 or AMX)')
