@@ -39,6 +39,27 @@ def _time(model, sessions: dict, x: torch.Tensor, repeat: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _sessions(files: dict, x: torch.Tensor) -> tuple:
+    """ONNX Runtime sessions of the fp32 and the INT8 model (its convs on
+    the kernels measured faster here) and, where those are QGEMM, of the
+    INT8 file's own ConvSym kernels too; with the route, the probe's gain
+    and the max |diff| of the INT8 routes' outputs on ``x``."""
+    sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
+    route, gain = resolve_route('auto'), measured_route()[1]
+    if route != 'convsym':
+        print_log(f'INT8 convolutions on ONNX Runtime\'s QGEMM kernels '
+                  f'({gain:.2f}x its ConvSym kernels on a probe convolution '
+                  'here); the ConvSym kernels of the file as written are '
+                  'timed next to them', logger='current')
+        sessions['int8_convsym'] = ort_session(files['int8'],
+                                               int8_conv='convsym')
+    outs = [OrtEncodeDecode(v)(x) for k, v in sessions.items()
+            if k.startswith('int8')]
+    return sessions, dict(route=route, probe_gemm_vs_convsym=gain,
+                          max_abs_diff_vs_convsym=float(
+                              (outs[0] - outs[-1]).abs().max()))
+
+
 def _compare(fp32: dict, int8: dict) -> dict:
     same = sum((a == b).sum().item() for a, b in zip(fp32['preds'],
                                                       int8['preds']))
@@ -79,19 +100,7 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
                                 pipeline=calib_pipeline)
     quantize_onnx(files['fp32'], files['int8'], inputs, method,
                   reduce_range)
-    sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
-    route, gain = resolve_route('auto'), measured_route()[1]
-    if route != 'convsym':
-        print_log(f'INT8 convolutions on ONNX Runtime\'s QGEMM kernels '
-                  f'({gain:.2f}x its ConvSym kernels on a probe convolution '
-                  'here); the ConvSym kernels of the file as written are '
-                  'timed next to them', logger='current')
-        sessions['int8_convsym'] = ort_session(files['int8'],
-                                               int8_conv='convsym')
-    routes = {k: OrtEncodeDecode(v)(torch.from_numpy(inputs[0]))
-              for k, v in sessions.items() if k.startswith('int8')}
-    diff = float((routes['int8'] - routes.get('int8_convsym', routes[
-        'int8'])).abs().max())
+    sessions, int8_conv = _sessions(files, torch.from_numpy(inputs[0]))
     ort_models = {}
     for k in ('fp32', 'int8'):
         ort_models[k] = copy.copy(model)
@@ -112,8 +121,7 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
         int8_per_class_iou=evals['int8']['per_class_iou'],
         **_compare(evals['fp32'], evals['int8']),
         seconds=speed, cpu_isa=isa,
-        int8_conv=dict(route=route, probe_gemm_vs_convsym=gain,
-                       max_abs_diff_vs_convsym=diff),
+        int8_conv=int8_conv,
         threads=torch.get_num_threads(), files=files)
     with open(files['json'], 'w') as f:
         json.dump(result, f, indent=2)
