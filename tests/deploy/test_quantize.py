@@ -85,6 +85,7 @@ np.save(sys.argv[2], s.run(None, {'image': np.ones((1, 16, 8, 8),
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CAN_MASK_ISA,
                     reason='needs AVX-512 VNNI and CPUID faulting')
 def test_without_vnni_only_7_bit_weights_give_the_vnni_result(tmp_path):

@@ -130,6 +130,7 @@ def _run(*level, code=PROBE, extra=()):
                           timeout=300)
 
 
+@pytest.mark.slow
 @needs_masking
 def test_onnxruntime_and_pytorch_pick_the_smaller_cpus_kernels():
     exact, saturated = 255 * 127 * 64, 32767 * 32
@@ -147,6 +148,7 @@ def test_onnxruntime_and_pytorch_pick_the_smaller_cpus_kernels():
     assert out[('avx512_vnni', )][2].startswith('AVX-512 VNNI (masked')
 
 
+@pytest.mark.slow
 @needs_masking
 def test_other_segfaults_still_end_the_process():
     """Faults that are not a cpuid reach the program's own handler
@@ -160,6 +162,7 @@ def test_other_segfaults_still_end_the_process():
     assert 'Fatal Python error: Segmentation fault' in proc.stderr
 
 
+@pytest.mark.slow
 @needs_masking
 def test_a_bad_mask_runs_nothing():
     env = masked_env('avx2')
