@@ -16,7 +16,6 @@ from mmengine.logging import print_log
 
 from ..benchmark.measure import time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
-from ..deploy.int8_conv import measured_route, resolve_route
 from ..deploy.onnx import OrtEncodeDecode, export_onnx, ort_session, require
 from ..deploy.quantize import (build_dataset, calibration_inputs, evaluate,
                                export_size, markdown, quantize_onnx,
@@ -40,22 +39,22 @@ def _time(model, sessions: dict, x: torch.Tensor, repeat: int) -> dict:
 
 
 def _sessions(files: dict, x: torch.Tensor) -> tuple:
-    """ONNX Runtime sessions of the fp32 and the INT8 model (its convs on
-    the kernels measured faster here) and, where those are QGEMM, of the
-    INT8 file's own ConvSym kernels too; with the route, the probe's gain
-    and the max |diff| of the INT8 routes' outputs on ``x``."""
-    sessions = {k: ort_session(files[k]) for k in ('fp32', 'int8')}
-    route, gain = resolve_route('auto'), measured_route()[1]
-    if route != 'convsym':
-        print_log(f'INT8 convolutions on ONNX Runtime\'s QGEMM kernels '
-                  f'({gain:.2f}x its ConvSym kernels on a probe convolution '
-                  'here); the ConvSym kernels of the file as written are '
-                  'timed next to them', logger='current')
+    """ONNX Runtime sessions of the fp32 and the INT8 model (each conv on
+    the kernels measured faster for it here) and, where any moved to
+    QGEMM, of the INT8 file's own ConvSym kernels too; with the route, the
+    probe timings and the max |diff| of the INT8 routes' outputs on
+    ``x``."""
+    sessions = {'fp32': ort_session(files['fp32'])}
+    sessions['int8'], plan = ort_session(files['int8'], with_plan=True)
+    if any(plan.gemm):
+        print_log("the ConvSym kernels of the file as written are timed "
+                  'next to them', logger='current')
         sessions['int8_convsym'] = ort_session(files['int8'],
                                                int8_conv='convsym')
     outs = [OrtEncodeDecode(v)(x) for k, v in sessions.items()
             if k.startswith('int8')]
-    return sessions, dict(route=route, probe_gemm_vs_convsym=gain,
+    return sessions, dict(route=plan.summary,
+                          probe_seconds=plan.seconds,
                           max_abs_diff_vs_convsym=float(
                               (outs[0] - outs[-1]).abs().max()))
 

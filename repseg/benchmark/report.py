@@ -25,8 +25,12 @@ _EXTRA_RUNS = (('native', 'tab:gray', 'fused, native convs'),
                 'ONNX Runtime INT8, ConvSym kernels'))
 
 
-# INT8 conv routes (repseg.deploy.int8_conv) as the table names them
-_ROUTE_NAMES = dict(convsym='ConvSym', gemm='QGEMM')
+def _route(plan: Optional[str]) -> str:
+    """An INT8 route plan summary (repseg.deploy.int8_conv) as the table
+    names it: 'ConvSym', 'QGEMM' or 'QGEMM 30/34'."""
+    if not plan:
+        return '-'
+    return plan.replace('convsym', 'ConvSym').replace('gemm', 'QGEMM')
 
 
 def _fmt(v, spec='.2f'):
@@ -94,7 +98,7 @@ def markdown_table(result: dict) -> str:
             cells += [_fmt(r.get('onnxruntime_int8_img_per_s'), '.3f'),
                       _fmt(r.get('int8_vs_onnxruntime')) + 'x',
                       _fmt(r.get('int8_vs_pytorch')) + 'x',
-                      _ROUTE_NAMES.get(r.get('int8_conv'), '-')]
+                      _route(r.get('int8_conv'))]
         if routes:
             cells += [
                 _fmt(r.get('onnxruntime_int8_convsym_img_per_s'), '.3f'),

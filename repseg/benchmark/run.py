@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 
 from ..deploy.build import SegForward, build_segmentor, check_shape
-from ..deploy.int8_conv import resolve_route
 from ..deploy.onnx import OrtEncodeDecode, ort_session, to_onnx
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
@@ -186,10 +185,10 @@ def _ort_callable(module, x, tmp_dir, row):
 def _int8_runs(x, tmp_dir, row) -> list:
     """Quantize the exported fp32 model of ``row`` (static QDQ, per-channel
     weights) and return ``[(label, callable)]`` that run it with
-    onnxruntime: its convolutions on the kernels measured faster here
-    (``row['int8_conv']``, :mod:`repseg.deploy.int8_conv`) and, when that
-    is not the file as written, on ONNX Runtime's ConvSym kernels too (the
-    two side by side; their outputs must be identical). The calibration
+    onnxruntime: each convolution on the kernels measured faster for it
+    here (``row['int8_conv']``, :mod:`repseg.deploy.int8_conv`) and, when
+    any moved from the file as written, all on ONNX Runtime's ConvSym
+    kernels too (the two side by side; their outputs must be identical). The calibration
     uses random inputs: this is for timing only (accuracy under INT8:
     tools/quantize.py)."""
     from ..deploy.quantize import quantize_onnx
@@ -198,9 +197,10 @@ def _int8_runs(x, tmp_dir, row) -> list:
     gen = torch.Generator().manual_seed(1)
     quantize_onnx(fp32, int8, [
         torch.randn(x[:1].shape, generator=gen).numpy() for _ in range(4)])
-    row['int8_conv'] = resolve_route('auto')
-    runs = [('onnxruntime_int8', OrtEncodeDecode(ort_session(int8)))]
-    if row['int8_conv'] != 'convsym':
+    session, plan = ort_session(int8, with_plan=True)
+    row['int8_conv'] = plan.summary
+    runs = [('onnxruntime_int8', OrtEncodeDecode(session))]
+    if any(plan.gemm):
         convsym = OrtEncodeDecode(ort_session(int8, int8_conv='convsym'))
         check = compare_outputs(runs[0][1](x[:1]), convsym(x[:1]))
         row['int8_routes_max_abs_diff'] = check['max_abs_diff']

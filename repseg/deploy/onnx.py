@@ -29,22 +29,26 @@ def require(name: str):
             f'"repseg[onnx]" (or pip install onnx onnxruntime)') from e
 
 
-def ort_session(path: str, int8_conv: str = 'auto'):
+def ort_session(path: str, int8_conv: str = 'auto', with_plan: bool = False):
     """An ONNX Runtime CPU session with as many threads as torch uses (so
     PyTorch and ONNX Runtime timings compare like with like).
 
     ``int8_conv``: the kernels of an INT8 model's convolutions (see
-    :mod:`repseg.deploy.int8_conv`): 'auto' measures which is faster on
-    this CPU (QGEMM with AMX; else ONNX Runtime's ConvSym), 'convsym' runs
-    the file as written, 'gemm' forces QGEMM. Models without symmetric
-    INT8 conv weights (fp32 ones) load unchanged."""
+    :mod:`repseg.deploy.int8_conv`): 'auto' runs each on the kernels
+    measured faster for it on this CPU (QGEMM, which uses AMX, or ONNX
+    Runtime's ConvSym), 'convsym' runs the file as written, 'gemm' moves
+    every one to QGEMM. Models without symmetric INT8 convolutions (fp32
+    ones) load unchanged. ``with_plan``: return ``(session, RoutePlan)``.
+    """
     ort = require('onnxruntime')
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     if int8_conv != 'convsym':
         require('onnx')
-    return ort.InferenceSession(session_source(path, int8_conv), opts,
-                                providers=['CPUExecutionProvider'])
+    source, plan = session_source(path, int8_conv, torch.get_num_threads())
+    session = ort.InferenceSession(source, opts,
+                                   providers=['CPUExecutionProvider'])
+    return (session, plan) if with_plan else session
 
 
 class OrtEncodeDecode:

@@ -207,6 +207,15 @@ def saturation_note(isa: str, reduce_range: bool) -> str:
             '--reduce-range, 7-bit weights) avoids the saturation')
 
 
+def _route_name(route: str) -> str:
+    """'ConvSym kernels', 'QGEMM kernels' or 'QGEMM kernels (30 of 34;
+    the rest ConvSym)' for a plan summary (repseg.deploy.int8_conv)."""
+    if route in ('convsym', 'gemm'):
+        return f"{dict(gemm='QGEMM', convsym='ConvSym')[route]} kernels"
+    n, total = route.split()[-1].split('/')
+    return f'QGEMM kernels ({n} of {total}; the rest ConvSym)'
+
+
 def markdown(result: dict) -> str:
     """The table of a quantization run: accuracy of fp32 and INT8, their
     pixel agreement and speed side by side."""
@@ -243,8 +252,7 @@ def markdown(result: dict) -> str:
         f"{result['calibration']['pipeline']} pipeline); input "
         f"{result['input_size'][0]}x{result['input_size'][1]}; "
         f"{result['threads']} threads; CPU vector ISA {result['cpu_isa']}; "
-        f"INT8 convolutions on ONNX Runtime's "
-        f"{dict(gemm='QGEMM', convsym='ConvSym')[route]} kernels."
+        f"INT8 convolutions on ONNX Runtime's {_route_name(route)}."
     ]
     return '\n'.join(lines)
 

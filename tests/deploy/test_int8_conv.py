@@ -1,14 +1,14 @@
-"""The kernels of INT8 convolutions chosen at run time
+"""The kernels of each INT8 convolution chosen at run time
 (repseg.deploy.int8_conv): the QGEMM route re-expresses symmetric weights
-exactly, the session gives the same outputs on both routes, and the choice
-follows what the probe measured."""
+exactly, sessions give the same outputs on every route, and the plan
+follows what the probes measured at each convolution's shape."""
 import numpy as np
 import pytest
 
 from repseg.deploy import int8_conv
-from repseg.deploy.int8_conv import (check_route, measured_route,
-                                     resolve_route, session_source,
-                                     symmetric_conv_weights, to_gemm_route)
+from repseg.deploy.int8_conv import (RoutePlan, check_route, plan_routes,
+                                     probe_conv, session_source,
+                                     symmetric_convs, to_gemm_route)
 from repseg.errors import UsageError
 from repseg.ops.cpu import cpu_vector_isa
 
@@ -43,80 +43,118 @@ def _qdq_model(path, tmp_path):
     return inputs
 
 
-def _dequantized(pairs, model):
+def _dequantized(convs):
     """name -> (q - zero point) of each conv weight (per output channel),
     as int32."""
-    inits = {i.name: i for i in model.graph.initializer}
-    return {w.name: numpy_helper.to_array(inits[w.name]).astype(np.int32)
-            - numpy_helper.to_array(inits[zp.name]).astype(
+    return {c.weight.name: numpy_helper.to_array(c.weight).astype(np.int32)
+            - numpy_helper.to_array(c.zero_point).astype(
                 np.int32).reshape(-1, 1, 1, 1)
-            for w, zp in pairs}
+            for c in convs}
 
 
 def test_gemm_route_keeps_every_weight(tmp_path):
     path = str(tmp_path / 'int8.onnx')
     _qdq_model(path, tmp_path)
     model = onnx.load(path)
-    pairs = symmetric_conv_weights(model)
-    assert len(pairs) == 2
-    before = _dequantized(pairs, model)
+    convs = symmetric_convs(model)
+    assert [c.node.op_type for c in convs] == ['Conv', 'Conv']
+    before = _dequantized(convs)
     assert to_gemm_route(model) == 2
-    after = _dequantized(pairs, model)
+    after = _dequantized(convs)
     for name, q in before.items():
         np.testing.assert_array_equal(after[name], q)
-    zps = [numpy_helper.to_array(zp) for _, zp in pairs]
-    assert all((z == -1).all() and z.shape == (w.dims[0], )
-               for z, (w, _) in zip(zps, pairs))
+    assert all((numpy_helper.to_array(c.zero_point) == -1).all()
+               for c in convs)
     # nothing symmetric is left: a second pass changes nothing
-    assert symmetric_conv_weights(model) == [] and to_gemm_route(model) == 0
+    assert symmetric_convs(model) == [] and to_gemm_route(model) == 0
     onnx.checker.check_model(model)
+    # only the convolutions asked for
+    model = onnx.load(path)
+    first, second = symmetric_convs(model)
+    assert to_gemm_route(model, [second]) == 1
+    assert [c.weight.name for c in symmetric_convs(model)] == [
+        first.weight.name]
 
 
 def test_only_symmetric_int8_conv_weights_are_taken():
     # QOperator format (QLinearConv) with zero points 0 is taken; with -1
     # (already the QGEMM route) or a -128 weight (outside [-127, 127]) not
-    for zero_point, taken in ((0, 1), (-1, 0)):
-        model = onnx.load_from_string(int8_conv._probe_model(zero_point,
-                                                             channels=4))
-        assert len(symmetric_conv_weights(model)) == taken
-    model = onnx.load_from_string(int8_conv._probe_model(0, channels=4))
-    (w, _), = symmetric_conv_weights(model)
-    q = numpy_helper.to_array(w).copy()
+    def probe(zero_point):
+        return onnx.load_from_string(int8_conv._probe_model(
+            zero_point, (1, 4, 8, 8), (4, 4, 3, 3)))
+    assert len(symmetric_convs(probe(0))) == 1
+    assert symmetric_convs(probe(-1)) == []
+    model = probe(0)
+    (c, ) = symmetric_convs(model)
+    q = numpy_helper.to_array(c.weight).copy()
     q.flat[0] = -128
-    w.CopyFrom(numpy_helper.from_array(q, w.name))
-    assert symmetric_conv_weights(model) == []
+    c.weight.CopyFrom(numpy_helper.from_array(q, c.weight.name))
+    assert symmetric_convs(model) == []
+
+
+def test_plan_follows_the_probes_at_each_shape(tmp_path, monkeypatch):
+    path = str(tmp_path / 'int8.onnx')
+    _qdq_model(path, tmp_path)
+    model = onnx.load(path)
+    seen = []
+
+    def fake_probe(x_shape, w_shape, attrs=(), threads=1):
+        seen.append((x_shape, w_shape, threads))
+        # QGEMM faster for the first conv, slower for the dilated one
+        return (2.0, 1.0) if w_shape == (16, 8, 3, 3) else (1.0, 1.2)
+
+    monkeypatch.setattr(int8_conv, 'probe_conv', fake_probe)
+    plan = plan_routes(model, 'auto', threads=2)
+    # each conv probed at its own input shape (batch 1), weights, threads
+    assert seen == [((1, 8, 20, 20), (16, 8, 3, 3), 2),
+                    ((1, 16, 20, 20), (8, 16, 3, 3), 2)]
+    assert plan.gemm == [True, False] and plan.summary == 'gemm 1/2'
+    assert plan.seconds == dict(convsym=3.0, gemm=2.2, chosen=2.0)
+    # near-ties stay as written; explicit routes are not measured
+    monkeypatch.setattr(int8_conv, 'probe_conv',
+                        lambda *a, **k: (1.02, 1.0))
+    assert plan_routes(model, 'auto').summary == 'convsym'
+    monkeypatch.setattr(int8_conv, 'probe_conv', None)
+    assert plan_routes(model, 'gemm').summary == 'gemm'
+    assert plan_routes(model, 'convsym').summary == 'convsym'
+    with pytest.raises(UsageError, match='auto, convsym, gemm'):
+        check_route('amx')
 
 
 def test_session_source_of_each_route(tmp_path, monkeypatch):
     path = str(tmp_path / 'int8.onnx')
     _qdq_model(path, tmp_path)
     fp32 = str(tmp_path / 'fp32.onnx')
-    assert session_source(path, 'convsym') == path
-    assert session_source(fp32, 'gemm') == fp32
-    gemm = onnx.load_from_string(session_source(path, 'gemm'))
-    assert symmetric_conv_weights(gemm) == []
-    zps = [numpy_helper.to_array(i) for i in gemm.graph.initializer
-           if i.data_type == TensorProto.INT8 and len(i.dims) == 1]
-    assert zps and all((z == -1).all() for z in zps)
-    for route in ('gemm', 'convsym'):
-        monkeypatch.setattr(int8_conv, 'measured_route',
-                            lambda route=route: (route, 1.0))
-        source = session_source(path, 'auto')
-        assert (source == path) == (route == 'convsym')
+    assert session_source(path, 'convsym')[0] == path
+    assert session_source(fp32, 'gemm')[0] == fp32
+    source, plan = session_source(path, 'gemm')
+    assert plan.summary == 'gemm'
+    assert symmetric_convs(onnx.load_from_string(source)) == []
+    for timings, moved in (((2.0, 1.0), 2), ((1.0, 2.0), 0)):
+        monkeypatch.setattr(int8_conv, 'probe_conv',
+                            lambda *a, t=timings, **k: t)
+        source, plan = session_source(path, 'auto')
+        assert sum(plan.gemm) == moved
+        assert (source == path) == (moved == 0)
 
 
-def test_sessions_of_both_routes_give_the_same_outputs(tmp_path):
+def test_sessions_of_every_route_give_the_same_outputs(tmp_path):
     from repseg.deploy.onnx import ort_session
     path = str(tmp_path / 'int8.onnx')
     inputs = _qdq_model(path, tmp_path)
     out = {route: ort_session(path, int8_conv=route).run(
-        None, {'image': inputs[0]})[0] for route in ('convsym', 'gemm')}
-    if 'VNNI' in cpu_vector_isa().split(' (')[0]:
-        # integer-exact on both routes where no int16 sum saturates
-        np.testing.assert_array_equal(out['gemm'], out['convsym'])
-    else:
-        np.testing.assert_allclose(out['gemm'], out['convsym'],
-                                   atol=0.1 * np.abs(out['convsym']).max())
+        None, {'image': inputs[0]})[0] for route in ('convsym', 'gemm',
+                                                      'auto')}
+    session, plan = ort_session(path, with_plan=True)
+    assert isinstance(plan, RoutePlan) and len(plan.gemm) == 2
+    for route in ('gemm', 'auto'):
+        if 'VNNI' in cpu_vector_isa().split(' (')[0]:
+            # integer-exact on both routes where no int16 sum saturates
+            np.testing.assert_array_equal(out[route], out['convsym'])
+        else:
+            np.testing.assert_allclose(
+                out[route], out['convsym'],
+                atol=0.1 * np.abs(out['convsym']).max())
     # an fp32 model has no INT8 weights: loaded as it is on every route
     fp32 = str(tmp_path / 'fp32.onnx')
     ref = ort_session(fp32, int8_conv='convsym').run(
@@ -127,29 +165,35 @@ def test_sessions_of_both_routes_give_the_same_outputs(tmp_path):
         ort_session(path, int8_conv='fast')
 
 
-def test_auto_takes_what_the_probe_measured_faster(monkeypatch):
-    measured_route.cache_clear()
-    try:
-        for seconds, route in (({'convsym': 2.0, 'gemm': 1.0}, 'gemm'),
-                               ({'convsym': 1.1, 'gemm': 1.0}, 'convsym'),
-                               ({'convsym': 1.0, 'gemm': 1.3}, 'convsym')):
-            measured_route.cache_clear()
-            monkeypatch.setattr(int8_conv, 'probe_routes',
-                                lambda seconds=seconds: seconds)
-            assert resolve_route('auto') == route
-            assert measured_route()[1] == pytest.approx(
-                seconds['convsym'] / seconds['gemm'])
-        # explicit routes are taken as given, without measuring
-        monkeypatch.setattr(int8_conv, 'probe_routes', None)
-        assert resolve_route('convsym') == 'convsym'
-        assert resolve_route('gemm') == 'gemm'
-        with pytest.raises(UsageError, match='auto, convsym, gemm'):
-            check_route('amx')
-    finally:
-        measured_route.cache_clear()
-
-
 def test_the_probe_times_both_routes():
-    seconds = int8_conv.probe_routes(repeat=2)
-    assert set(seconds) == {'convsym', 'gemm'}
-    assert all(0 < s < 10 for s in seconds.values())
+    convsym, gemm = probe_conv((1, 8, 16, 16), (8, 8, 3, 3), threads=1,
+                               repeat=1)
+    assert 0 < convsym < 10 and 0 < gemm < 10
+
+
+def test_shapes_follow_computed_resize_sizes():
+    """PSPNet's pyramid upsamples to a size computed from the input's
+    Shape; the bottleneck conv after it must still get a shape to be
+    probed at (the biggest conv of PSPNet-B1g2)."""
+    nodes = [
+        helper.make_node('Shape', ['image'], ['s']),
+        helper.make_node('Slice', ['s', 'two', 'four'], ['hw']),
+        helper.make_node('Concat', ['nc', 'hw'], ['sizes'], axis=0),
+        helper.make_node('Resize', ['pooled', '', '', 'sizes'], ['up'],
+                         mode='linear'),
+        helper.make_node('Concat', ['image', 'up'], ['cat'], axis=1),
+        helper.make_node('Relu', ['cat'], ['out']),
+    ]
+    inits = [numpy_helper.from_array(np.array([2], np.int64), 'two'),
+             numpy_helper.from_array(np.array([4], np.int64), 'four'),
+             numpy_helper.from_array(np.array([1, 8], np.int64), 'nc'),
+             numpy_helper.from_array(np.zeros((1, 8, 2, 2), np.float32),
+                                     'pooled')]
+    graph = helper.make_graph(
+        nodes, 'g', [helper.make_tensor_value_info(
+            'image', TensorProto.FLOAT, ['batch', 8, 12, 10])],
+        [helper.make_tensor_value_info('out', TensorProto.FLOAT, None)],
+        inits)
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid('', 17)])
+    assert int8_conv._shapes(model)['cat'] == (1, 16, 12, 10)

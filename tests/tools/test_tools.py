@@ -414,10 +414,11 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
                                          reduce_range=False)
     assert result['pixel_agreement'] > 0.9
     assert len(result['per_class_iou_change']) == 19
-    # the INT8 convs' kernels as measured faster here; where that is QGEMM
-    # the file's own ConvSym kernels are timed too, with the same outputs
+    # each INT8 conv on the kernels measured faster for it here; where any
+    # moved to QGEMM the file's own ConvSym kernels are timed too, with the
+    # same outputs
     runs = {'pytorch_fp32', 'onnxruntime_fp32', 'onnxruntime_int8'}
-    if result['int8_conv']['route'] == 'gemm':
+    if result['int8_conv']['route'] != 'convsym':
         runs.add('onnxruntime_int8_convsym')
         assert 'ConvSym kernels (the file as written; max abs diff to the ' \
             'row above 0)' in proc.stdout
