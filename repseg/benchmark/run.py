@@ -188,9 +188,9 @@ def _int8_runs(x, tmp_dir, row) -> list:
     onnxruntime: each convolution on the kernels measured faster for it
     here (``row['int8_conv']``, :mod:`repseg.deploy.int8_conv`) and, when
     any moved from the file as written, all on ONNX Runtime's ConvSym
-    kernels too (the two side by side; their outputs must be identical). The calibration
-    uses random inputs: this is for timing only (accuracy under INT8:
-    tools/quantize.py)."""
+    kernels too (the two side by side; their outputs must be identical).
+    The calibration uses random inputs: this is for timing only (accuracy
+    under INT8: tools/quantize.py)."""
     from ..deploy.quantize import quantize_onnx
     fp32 = osp.join(tmp_dir, f"{row['name']}.onnx")
     int8 = osp.join(tmp_dir, f"{row['name']}_int8.onnx")
