@@ -4,6 +4,7 @@ import os
 import os.path as osp
 
 from repseg.apis import load_cfg
+from repseg.ops.isa_mask import cpu_flags
 from repseg.reparam import REL_TOL  # noqa: F401  (the suite's tolerance)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -57,18 +58,10 @@ def small_cfg(config, data_root, work_dir, crop=64, iters=1,
     return cfg
 
 
-def _cpu_flags():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return set(next((ln.split(':', 1)[1].split() for ln in f
-                             if ln.startswith('flags')), []))
-    except OSError:
-        return set()
-
-
 #: tests that hide CPU features (tools/cpu_isa.py --as LEVEL) and compare
 #: with the unmasked kernels need the full ISA and CPUID faulting
-CAN_MASK_ISA = ({'cpuid_fault', 'avx512f', 'avx512_vnni'} <= _cpu_flags()
+CAN_MASK_ISA = ({'cpuid_fault', 'avx512f', 'avx512_vnni'}
+                <= (cpu_flags() or set())
                 and os.uname().machine == 'x86_64')
 
 

@@ -32,7 +32,7 @@ from ..deploy.onnx import OrtEncodeDecode, ort_session, to_onnx
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError, opt
-from ..ops.cpu import cpu_vector_isa
+from ..ops.cpu import cpu_vector_isa, seen_isa
 from ..ops.fast_conv import (count_fast_convs, count_nnpack_runs, is_nnpack,
                              kernel_transform_bytes, resolve_conv_impl,
                              use_fast_convs)
@@ -433,8 +433,7 @@ def run_benchmark(entries: List[dict],
                'bf16 is the CPU half-precision option')
     if (s.bf16 or s.dtype == 'bf16') and s.dev.type == 'cpu':
         isa = cpu_vector_isa(with_caps=False)
-        seen = isa.split(' (')[0]   # what is left when features are masked
-        if not ('BF16' in seen or 'AMX' in seen):
+        if not ('BF16' in seen_isa(isa) or 'AMX' in seen_isa(isa)):
             logger(f'note: this CPU ({isa}) has no AVX512_BF16 or AMX: bf16 '
                    'convs run on slow fallback kernels here (with oneDNN '
                    'capped at AVX2, one 257x257 PSPNet-B1g2 forward took '

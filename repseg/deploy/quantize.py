@@ -24,6 +24,7 @@ from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
 from ..errors import UsageError
+from ..ops.cpu import seen_isa
 from .onnx import require
 
 #: --calib-method choices -> onnxruntime's CalibrationMethod names
@@ -199,7 +200,7 @@ def saturation_note(isa: str, reduce_range: bool) -> str:
     """A note for INT8 models with 8-bit weights run on a CPU whose label
     (:func:`repseg.ops.cpu.cpu_vector_isa`, as this process sees it) has no
     VNNI, or '' when there is nothing to say."""
-    if reduce_range or 'VNNI' in isa.split(' (')[0]:
+    if reduce_range or 'VNNI' in seen_isa(isa):
         return ''
     return (f'note: this CPU ({isa}) has no VNNI: ONNX Runtime adds U8S8 '
             'products in saturating int16 pairs here, so the INT8 accuracy '

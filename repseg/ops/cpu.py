@@ -4,7 +4,7 @@ speed (a speed figure means little without it), and any cap put on what
 PyTorch may use of it or mask hiding part of it (:mod:`.isa_mask`)."""
 import os
 
-from .isa_mask import hidden_flags
+from .isa_mask import cpu_flags, hidden_flags
 
 
 #: the vector extensions that decide conv, INT8 and bf16 speed on x86
@@ -32,7 +32,7 @@ def cpu_vector_isa(cpuinfo: str = '/proc/cpuinfo',
     'AVX2 (masked; hardware: AVX-512 VNNI BF16 AMX)'. Then the caps on
     PyTorch's kernels when any is set (``with_caps``): e.g.
     'AVX-512 VNNI BF16 AMX (PyTorch capped: ONEDNN_MAX_CPU_ISA=AVX2)'."""
-    flags = _cpu_flags(cpuinfo)
+    flags = cpu_flags(cpuinfo)
     if flags is None:
         isa = 'unknown'
     else:
@@ -44,13 +44,11 @@ def cpu_vector_isa(cpuinfo: str = '/proc/cpuinfo',
     return f'{isa} (PyTorch capped: {caps})' if caps else isa
 
 
-def _cpu_flags(cpuinfo: str):
-    try:
-        with open(cpuinfo) as f:
-            return set(next((ln.split(':', 1)[1].split() for ln in f
-                             if ln.startswith('flags')), []))
-    except OSError:
-        return None
+def seen_isa(label: str) -> str:
+    """The part of a :func:`cpu_vector_isa` label the process can use (what
+    is left when features are masked, without caps), e.g. 'AVX2' of
+    'AVX2 (masked; hardware: AVX-512 VNNI BF16 AMX)'."""
+    return label.split(' (')[0]
 
 
 def _label(flags: set) -> str:
@@ -67,4 +65,4 @@ def _label(flags: set) -> str:
     return ' '.join(parts)
 
 
-__all__ = ['ISA_FLAGS', 'ISA_CAPS', 'cpu_vector_isa', 'isa_caps']
+__all__ = ['ISA_FLAGS', 'ISA_CAPS', 'cpu_vector_isa', 'isa_caps', 'seen_isa']

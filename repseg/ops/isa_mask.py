@@ -123,14 +123,21 @@ def hidden_flags() -> List[str]:
     return flags_of_spec(spec) if loaded else []
 
 
-def cpuid_faulting_available(cpuinfo: str = '/proc/cpuinfo') -> bool:
-    """Whether the kernel reports CPUID faulting (flag ``cpuid_fault``)."""
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> Optional[set]:
+    """The flags the kernel reports for the CPU (the first ``flags`` line of
+    ``cpuinfo``: the hardware's, whatever is hidden from cpuid), or None
+    where the file cannot be read."""
     try:
         with open(cpuinfo) as f:
-            return any(ln.startswith('flags') and 'cpuid_fault' in ln.split()
-                       for ln in f)
+            return set(next((ln.split(':', 1)[1].split() for ln in f
+                             if ln.startswith('flags')), []))
     except OSError:
-        return False
+        return None
+
+
+def cpuid_faulting_available(cpuinfo: str = '/proc/cpuinfo') -> bool:
+    """Whether the kernel reports CPUID faulting (flag ``cpuid_fault``)."""
+    return 'cpuid_fault' in (cpu_flags(cpuinfo) or ())
 
 
 def mask_library(cache_dir: Optional[str] = None) -> str:
@@ -193,6 +200,6 @@ def masked_env(level: str, env: Optional[Mapping[str, str]] = None,
 
 __all__ = [
     'FEATURE_BITS', 'LEVELS', 'ENV_MASK', 'hidden_by', 'mask_spec',
-    'flags_of_spec', 'hidden_flags', 'cpuid_faulting_available',
+    'flags_of_spec', 'hidden_flags', 'cpu_flags', 'cpuid_faulting_available',
     'mask_library', 'masked_env'
 ]
