@@ -16,7 +16,8 @@ from mmengine.logging import print_log
 
 from ..benchmark.measure import time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
-from ..deploy.onnx import OrtEncodeDecode, export_onnx, ort_session, require
+from ..deploy.onnx import (OrtEncodeDecode, export_onnx, int8_sessions,
+                           ort_session, require)
 from ..deploy.quantize import (build_dataset, calibration_inputs, evaluate,
                                export_size, markdown, quantize_onnx,
                                saturation_note, save_per_class_png)
@@ -39,24 +40,18 @@ def _time(model, sessions: dict, x: torch.Tensor, repeat: int) -> dict:
 
 
 def _sessions(files: dict, x: torch.Tensor) -> tuple:
-    """ONNX Runtime sessions of the fp32 and the INT8 model (each conv on
-    the kernels measured faster for it here) and, where any moved to
-    QGEMM, of the INT8 file's own ConvSym kernels too; with the route, the
-    probe timings and the max |diff| of the INT8 routes' outputs on
-    ``x``."""
-    sessions = {'fp32': ort_session(files['fp32'])}
-    sessions['int8'], plan = ort_session(files['int8'], with_plan=True)
-    if any(plan.gemm):
+    """ONNX Runtime sessions of the fp32 and the INT8 model
+    (:func:`repseg.deploy.onnx.int8_sessions`: each conv on the kernels
+    measured faster for it here, and the file as written next to it where
+    any moved); with the route, the probe timings and the max |diff| of
+    the INT8 routes' outputs on ``x``."""
+    sessions, plan, diff = int8_sessions(files['int8'], x)
+    if diff is not None:
         print_log("the ConvSym kernels of the file as written are timed "
                   'next to them', logger='current')
-        sessions['int8_convsym'] = ort_session(files['int8'],
-                                               int8_conv='convsym')
-    outs = [OrtEncodeDecode(v)(x) for k, v in sessions.items()
-            if k.startswith('int8')]
-    return sessions, dict(route=plan.summary,
-                          probe_seconds=plan.seconds,
-                          max_abs_diff_vs_convsym=float(
-                              (outs[0] - outs[-1]).abs().max()))
+    return dict(fp32=ort_session(files['fp32']), **sessions), dict(
+        route=plan.summary, probe_seconds=plan.seconds,
+        max_abs_diff_vs_convsym=diff or 0.0)
 
 
 def _compare(fp32: dict, int8: dict) -> dict:

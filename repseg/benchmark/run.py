@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 
 from ..deploy.build import SegForward, build_segmentor, check_shape
-from ..deploy.onnx import OrtEncodeDecode, ort_session, to_onnx
+from ..deploy.onnx import (OrtEncodeDecode, int8_sessions, ort_session,
+                           to_onnx)
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError, opt
@@ -197,15 +198,12 @@ def _int8_runs(x, tmp_dir, row) -> list:
     gen = torch.Generator().manual_seed(1)
     quantize_onnx(fp32, int8, [
         torch.randn(x[:1].shape, generator=gen).numpy() for _ in range(4)])
-    session, plan = ort_session(int8, with_plan=True)
+    sessions, plan, diff = int8_sessions(int8, x[:1])
     row['int8_conv'] = plan.summary
-    runs = [('onnxruntime_int8', OrtEncodeDecode(session))]
-    if any(plan.gemm):
-        convsym = OrtEncodeDecode(ort_session(int8, int8_conv='convsym'))
-        check = compare_outputs(runs[0][1](x[:1]), convsym(x[:1]))
-        row['int8_routes_max_abs_diff'] = check['max_abs_diff']
-        runs.append(('onnxruntime_int8_convsym', convsym))
-    return runs
+    if diff is not None:
+        row['int8_routes_max_abs_diff'] = diff
+    return [(f'onnxruntime_{k}', OrtEncodeDecode(v))
+            for k, v in sessions.items()]
 
 
 class _Bf16(SegForward):

@@ -51,6 +51,23 @@ def ort_session(path: str, int8_conv: str = 'auto', with_plan: bool = False):
     return (session, plan) if with_plan else session
 
 
+def int8_sessions(path: str, x: torch.Tensor) -> tuple:
+    """Sessions of an INT8 model for a side-by-side timing: ``'int8'``,
+    each convolution on the kernels measured faster for it here, and,
+    where any moved to QGEMM, ``'int8_convsym'``, the file as written.
+    Returns ``(sessions, plan, max_abs_diff)``: the RoutePlan and the
+    max |diff| of the two sessions' outputs on ``x`` (None with one
+    session)."""
+    session, plan = ort_session(path, with_plan=True)
+    sessions, diff = {'int8': session}, None
+    if any(plan.gemm):
+        sessions['int8_convsym'] = ort_session(path, int8_conv='convsym')
+        diff = compare_outputs(
+            OrtEncodeDecode(session)(x),
+            OrtEncodeDecode(sessions['int8_convsym'])(x))['max_abs_diff']
+    return sessions, plan, diff
+
+
 class OrtEncodeDecode:
     """An ONNX Runtime session of an exported fused segmentor as a callable
     ``(inputs, batch_img_metas=None) -> logits`` tensor: a drop-in for the
