@@ -18,8 +18,6 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.8',
     packages=find_packages(include=['repseg', 'repseg.*']),
-    # the cpuid mask library is built from source on first use
-    package_data={'repseg.ops': ['cpuid_mask.c']},
     # torchvision is deliberately NOT a dependency: the PyPI build is built
     # against CUDA torch and fails to import next to CPU torch. GPU users
     # install the torchvision matching their torch themselves.
@@ -36,8 +34,10 @@ setup(
         'safetensors',
     ],
     extras_require={
-        'tests': ['pytest>=7', 'hypothesis>=6', 'onnx', 'onnxruntime'],
+        'tests': ['pytest>=7', 'hypothesis>=6', 'onnx', 'onnxruntime',
+                  'openvino', 'nncf'],
         'onnx': ['onnx', 'onnxruntime'],
+        'openvino': ['onnx', 'openvino', 'nncf'],
     },
     zip_safe=False,
 )

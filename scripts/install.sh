@@ -48,12 +48,13 @@ else
   $PIP install "setuptools>=77,<81"
 fi
 
-# 3. mmengine, mmsegmentation and repseg itself (editable), with test extras.
+# 3. mmengine, mmsegmentation and repseg itself (editable), with test extras
+#    (onnx/onnxruntime, openvino and nncf: the deployment runtimes).
 REPO=$(pwd)
 # run from / so that the check sees the installed repseg, not this folder
 if (cd / && $PY - <<PYEOF 2>/dev/null
 import os, sys
-import mmengine, mmseg, pytest, hypothesis, onnx, onnxruntime, safetensors, repseg
+import mmengine, mmseg, pytest, hypothesis, onnx, onnxruntime, openvino, nncf, safetensors, repseg
 ok = (mmengine.__version__ == '$MMENGINE_VERSION'
       and mmseg.__version__ == '$MMSEG_VERSION'
       and os.path.dirname(os.path.dirname(os.path.abspath(repseg.__file__)))

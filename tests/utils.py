@@ -2,9 +2,10 @@
 in conftest.py)."""
 import os
 import os.path as osp
+import sys
 
 from repseg.apis import load_cfg
-from repseg.ops.isa_mask import cpu_flags
+from repseg.ops.cpu import cpu_flags
 from repseg.reparam import REL_TOL  # noqa: F401  (the suite's tolerance)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -13,6 +14,10 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 os.environ['PYTHONPATH'] = os.pathsep.join(
     p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
 CONFIG_DIR = osp.join(ROOT, 'configs')
+#: the developers' instruments (tools/dev), importable by the tests
+DEV_TOOLS = osp.join(ROOT, 'tools', 'dev')
+if DEV_TOOLS not in sys.path:
+    sys.path.insert(0, DEV_TOOLS)
 DEMO_CONFIG = osp.join(CONFIG_DIR, 'pspnet_repvgg_a0_synthetic.py')
 
 
@@ -58,7 +63,7 @@ def small_cfg(config, data_root, work_dir, crop=64, iters=1,
     return cfg
 
 
-#: tests that hide CPU features (tools/cpu_isa.py --as LEVEL) and compare
+#: tests that hide CPU features (tools/dev/cpu_isa.py --as LEVEL) and compare
 #: with the unmasked kernels need the full ISA and CPUID faulting
 CAN_MASK_ISA = ({'cpuid_fault', 'avx512f', 'avx512_vnni'}
                 <= (cpu_flags() or set())
@@ -66,8 +71,8 @@ CAN_MASK_ISA = ({'cpuid_fault', 'avx512f', 'avx512_vnni'}
 
 
 def run_as_isa(level, *command, timeout=300):
-    """Run ``command`` through tools/cpu_isa.py ``--as level``."""
+    """Run ``command`` through tools/dev/cpu_isa.py ``--as level``."""
     import subprocess
     return subprocess.run(
-        ['python', osp.join(ROOT, 'tools', 'cpu_isa.py'), '--as', level,
+        ['python', osp.join(DEV_TOOLS, 'cpu_isa.py'), '--as', level,
          '--', *command], capture_output=True, text=True, timeout=timeout)

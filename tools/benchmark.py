@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Speed test of FUSED PSPNets at 713x713, side by side with the ResNet
-baselines (the RepVGG paper's Table 8).
+"""Speed test of fused segmentors, side by side: by default the RepVGG
+paper's Table 8 line-up (PSPNets at 713x713 with their ResNet baselines),
+or any one config; in PyTorch and, with --backend, in ONNX Runtime and
+OpenVINO (fp32, --bf16, --int8).
 
   python tools/benchmark.py                       # the Table 8 line-up
   python tools/benchmark.py --fast                # only the -fast rows + ResNets
   python tools/benchmark.py CONFIG [CHECKPOINT]   # one model
+  python tools/benchmark.py CONFIG --backend openvino onnxruntime --int8
 """
 import argparse
 import sys
@@ -40,18 +43,20 @@ def build_parser():
     p.add_argument('--compile', action='store_true', help='torch.compile')
     p.add_argument('--compare-unfused', action='store_true',
                    help='also time the training-time (unfused) form')
-    p.add_argument('--backend', choices=['pytorch', 'onnxruntime'],
-                   default='pytorch',
-                   help='onnxruntime: also export each fused model to ONNX '
-                   'and time it side by side with PyTorch (CPU, fp32)')
+    p.add_argument('--backend', nargs='+', default=['pytorch'],
+                   choices=['pytorch', 'onnxruntime', 'openvino'],
+                   help='runtimes to time next to PyTorch (always timed): '
+                   'each fused model is exported to ONNX (and OpenVINO IR) '
+                   'and run on the CPU with the same thread count')
     p.add_argument('--int8', action='store_true',
-                   help='with --backend onnxruntime: also time its static '
-                   'INT8 model (QDQ, per-channel weights; convs on the '
-                   'kernels measured faster here, ConvSym timed next to '
-                   'QGEMM where QGEMM wins)')
+                   help="with --backend: also time each runtime's INT8 model "
+                   '(ONNX Runtime: static QDQ, per-channel weights; '
+                   'OpenVINO: NNCF), calibrated on random inputs (timing '
+                   'only; accuracy: tools/quantize.py)')
     p.add_argument('--bf16', action='store_true',
-                   help='also time a bf16 copy of each fused model (CPUs '
-                   'with AVX512_BF16 or AMX)')
+                   help='also time a bf16 copy of each fused model in '
+                   'PyTorch and, with --backend openvino, in OpenVINO '
+                   '(CPUs with AVX512_BF16 or AMX)')
     p.add_argument('--conv-impl',
                    choices=['auto', 'nnpack', 'nnpack-precomputed',
                             'native'],

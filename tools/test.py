@@ -17,8 +17,8 @@ def build_parser():
     parser.add_argument(
         'checkpoint',
         help='training checkpoint (fused on load), fused deploy checkpoint, '
-        'or an exported .onnx model (fp32 or INT8, evaluated with ONNX '
-        'Runtime)')
+        'or an exported model, fp32 or INT8: .onnx (evaluated with ONNX '
+        'Runtime) or OpenVINO IR .xml (with its .bin next to it)')
     parser.add_argument('--work-dir', help='the dir to save logs')
     parser.add_argument(
         '--out', help='dir to save the predicted label maps (PNG)')

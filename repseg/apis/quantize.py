@@ -1,14 +1,18 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """INT8 deployment in one call (tools/quantize.py): the fused model
-exported to ONNX, calibrated on train images and quantized
-(:mod:`repseg.deploy.quantize`), fp32 and INT8 evaluated on the test set,
-and PyTorch fp32 / ONNX Runtime fp32 / INT8 timed side by side
+exported to ONNX, calibrated on train images and quantized by each runtime
+asked for (:mod:`repseg.deploy.runtimes`: ONNX Runtime, OpenVINO + NNCF,
+optionally with accuracy control on a held-out control set), every model
+(PyTorch fp32, each runtime's fp32, bf16 where it has it, INT8) evaluated
+on the test set in one pass and timed side by side
 (:func:`repseg.benchmark.measure.time_interleaved`)."""
 import copy
+import dataclasses
 import json
 import os
 import os.path as osp
 import statistics
+from typing import Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -16,22 +20,22 @@ from mmengine.logging import print_log
 
 from ..benchmark.measure import time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
-from ..deploy.onnx import (OrtEncodeDecode, export_onnx, int8_sessions,
-                           ort_session, require)
-from ..deploy.quantize import (build_dataset, calibration_inputs, evaluate,
-                               export_size, markdown, quantize_onnx,
-                               saturation_note, save_per_class_png)
+from ..deploy.onnx import export_model
+from ..deploy.quantize import (build_dataset, calibration_set,
+                               control_batches, evaluate, export_size,
+                               markdown, miou, saturation_note,
+                               save_per_class_png, split_train)
+from ..deploy.runtimes import ControlSet, QuantOptions, get_runtime
+from ..errors import UsageError, opt
 from ..ops.cpu import cpu_vector_isa
 from ..ops.fast_conv import use_fast_convs
 
+REFERENCE = 'pytorch_fp32'
 
-def _time(model, sessions: dict, x: torch.Tensor, repeat: int) -> dict:
-    """Median seconds per image of PyTorch fp32 (fused, fastest conv
-    backend) and of each ONNX Runtime session (fp32, INT8, ...), after one
-    warm-up call each."""
-    fns = {'pytorch_fp32': SegForward(use_fast_convs(model, 'auto'))}
-    fns.update({f'onnxruntime_{k}': OrtEncodeDecode(v)
-                for k, v in sessions.items()})
+
+def _time(fns: dict, x: torch.Tensor, repeat: int) -> dict:
+    """Median seconds per image of each callable, after one warm-up call
+    each, in interleaved rounds."""
     with torch.no_grad():
         for fn in fns.values():
             fn(x)
@@ -39,29 +43,17 @@ def _time(model, sessions: dict, x: torch.Tensor, repeat: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _sessions(files: dict, x: torch.Tensor) -> tuple:
-    """ONNX Runtime sessions of the fp32 and the INT8 model
-    (:func:`repseg.deploy.onnx.int8_sessions`: each conv on the kernels
-    measured faster for it here, and the file as written next to it where
-    any moved); with the route, the probe timings and the max |diff| of
-    the INT8 routes' outputs on ``x``."""
-    sessions, plan, diff = int8_sessions(files['int8'], x)
-    if diff is not None:
-        print_log("the ConvSym kernels of the file as written are timed "
-                  'next to them', logger='current')
-    return dict(fp32=ort_session(files['fp32']), **sessions), dict(
-        route=plan.summary, probe_seconds=plan.seconds,
-        max_abs_diff_vs_convsym=diff or 0.0)
+def _agreement(ref: list, preds: list) -> float:
+    same = sum((a == b).sum().item() for a, b in zip(ref, preds))
+    return same / max(sum(a.numel() for a in ref), 1)
 
 
-def _compare(fp32: dict, int8: dict) -> dict:
-    same = sum((a == b).sum().item() for a, b in zip(fp32['preds'],
-                                                      int8['preds']))
-    total = sum(a.numel() for a in fp32['preds'])
-    delta = [None if a is None or b is None else b - a
-             for a, b in zip(fp32['per_class_iou'], int8['per_class_iou'])]
-    return dict(pixel_agreement=same / max(total, 1),
-                per_class_iou_change=delta)
+def _with_forward(model, forward):
+    """A shallow copy of the segmentor ``model`` whose ``encode_decode``
+    is ``forward`` (a runtime model): mmseg's test loop runs around it."""
+    m = copy.copy(model)
+    m.encode_decode = forward
+    return m
 
 
 def quantize(cfg: Config, checkpoint: str, out_dir: str,
@@ -69,54 +61,177 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
              repeat: int = 3, force: bool = False,
              allow_unsafe: bool = False,
              calib_pipeline: str = 'train',
-             reduce_range: bool = False) -> dict:
-    """Fuse, export, calibrate, quantize, evaluate and time (what
-    tools/quantize.py runs; ``reduce_range``: 7-bit weights, see
-    :func:`repseg.deploy.quantize.quantize_onnx`); writes
-    ``model_fp32.onnx``, ``model_int8.onnx``, ``quantize.json``,
-    ``quantize.md`` and ``per_class_iou.png`` into
-    ``out_dir`` and returns what ``quantize.json`` holds."""
-    require('onnxruntime')
-    files = {k: osp.join(out_dir, f) for k, f in (
-        ('fp32', 'model_fp32.onnx'), ('int8', 'model_int8.onnx'),
-        ('json', 'quantize.json'), ('md', 'quantize.md'),
-        ('png', 'per_class_iou.png'))}
-    refuse_overwrite(files.values(), force)
+             reduce_range: bool = False,
+             backends: Sequence[str] = ('onnxruntime', ),
+             preset: str = 'performance',
+             fast_bias_correction: bool = True,
+             ignored_types: Sequence[str] = ('MatMul', ),
+             max_drop: Optional[float] = None,
+             control_images: Optional[int] = None,
+             seed: int = 0) -> dict:
+    """Fuse, export, calibrate, quantize with every runtime of ``backends``,
+    evaluate and time (what tools/quantize.py runs).
+
+    Calibration: ``num_calib`` train images (``calib_pipeline``, ``seed``).
+    ONNX Runtime reads ``method`` and ``reduce_range``; OpenVINO (NNCF)
+    ``preset``, ``fast_bias_correction`` and ``ignored_types`` (see
+    :class:`repseg.deploy.runtimes.QuantOptions`). ``max_drop`` (mIoU
+    points): OpenVINO's accuracy control on a control set of
+    ``control_images`` train images held out from calibration (default: a
+    quarter of the train split, at most 50), never test images.
+
+    Writes the models (``model_{fp32,int8}{.onnx,.xml}``),
+    ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into
+    ``out_dir`` and returns what ``quantize.json`` holds.
+    """
+    backends = list(dict.fromkeys(backends))
+    runtimes = [get_runtime(b) for b in backends]
+    if not runtimes:
+        raise UsageError(f'name at least one {opt("backend", None)}')
+    if max_drop is not None:
+        if 'openvino' not in backends:
+            raise UsageError(
+                f'{opt("max_drop", max_drop)} is accuracy control, which '
+                f'OpenVINO (NNCF) has and ONNX Runtime has not: add '
+                f'{opt("backend", "openvino")}')
+        if not 0 <= max_drop <= 100:
+            raise UsageError(f'{opt("max_drop", max_drop)} is in mIoU '
+                             'points: give a value from 0 to 100')
+    for r in runtimes:
+        r.require()
+    if osp.isfile(out_dir):
+        raise UsageError(f'the output {out_dir!r} is a file; give a folder')
+    files = {'json': 'quantize.json', 'md': 'quantize.md',
+             'png': 'per_class_iou.png'}
+    for r in runtimes:
+        for p in ('fp32', 'int8'):
+            files[f'{r.name}_{p}'] = f'model_{p}{r.suffix}'
+    files = {k: osp.join(out_dir, f) for k, f in files.items()}
+    written = [f for k, p in files.items() for f in (
+        get_runtime(k.rsplit('_', 1)[0]).files(p) if k[-4:] in ('fp32',
+                                                                'int8')
+        else [p])]
+    refuse_overwrite(written, force)
+
+    # the splits: control images held out of the train split first, so
+    # that the counts are checked before anything long runs
+    held_out = 0
+    if max_drop is not None or control_images:
+        total = len(build_dataset(dict(dataset=cfg.train_dataloader.dataset),
+                                  []))
+        held_out = control_images or max(1, min(total // 4, 50))
+    pool, control_idx = split_train(cfg, held_out)
+    if not 1 <= num_calib <= len(pool):
+        raise UsageError(
+            f'calibration asks for {num_calib} images but the train split '
+            f'holds {len(pool)} for it'
+            + (f' ({held_out} more are the control set)' if held_out else '')
+            + f': ask for 1 to {len(pool)} calibration images')
+
     os.makedirs(out_dir, exist_ok=True)
     model = build_fused(copy.deepcopy(cfg), checkpoint, allow_unsafe)
-    first = build_dataset(cfg.test_dataloader)[0]
-    size = export_size(cfg, model, first)
-    export_onnx(cfg, None, files['fp32'], size, force=True, verify=False,
-                model=model)
-    print_log(f'calibrating on {num_calib} train images ({method}, '
-              f'{calib_pipeline} pipeline)', logger='current')
-    inputs = calibration_inputs(cfg, model, num_calib, size,
-                                pipeline=calib_pipeline)
-    quantize_onnx(files['fp32'], files['int8'], inputs, method,
-                  reduce_range)
-    sessions, int8_conv = _sessions(files, torch.from_numpy(inputs[0]))
-    ort_models = {}
-    for k in ('fp32', 'int8'):
-        ort_models[k] = copy.copy(model)
-        ort_models[k].encode_decode = OrtEncodeDecode(sessions[k])
+    size = export_size(cfg, model,
+                       build_dataset(cfg.test_dataloader)[0])
+    onnx_fp32 = files.get('onnxruntime_fp32',
+                          osp.join(out_dir, '.model_fp32.onnx'))
+    export_model(cfg, None, onnx_fp32, size, force=True, verify=False,
+                 model=model)
+    print_log(f'calibrating on {num_calib} train images ({calib_pipeline} '
+              f'pipeline, seed {seed})', logger='current')
+    inputs, calib_files = calibration_set(cfg, model, num_calib, size, seed,
+                                          calib_pipeline, pool)
+    control = None
+    if control_idx:
+        batches = control_batches(cfg, control_idx)
+        control = ControlSet(
+            items=batches, name=f'{len(control_idx)} train images held out '
+            'of calibration (test pipeline)',
+            metric=lambda fwd, items: miou(_with_forward(model, fwd), cfg,
+                                           items))
+    options = QuantOptions(method=method, reduce_range=reduce_range,
+                           preset=preset,
+                           fast_bias_correction=fast_bias_correction,
+                           ignored_types=tuple(ignored_types))
+    runs = {REFERENCE: dict(runtime='pytorch', precision='fp32',
+                            forward=SegForward(use_fast_convs(model, 'auto')),
+                            info=dict(precision='fp32', float_layers=[]))}
+    quant_info = {}
+    for r in runtimes:
+        fp32 = r.from_onnx(onnx_fp32, files[f'{r.name}_fp32'])
+        o = dataclasses.replace(options, max_drop=max_drop
+                                if r.name == 'openvino' else None)
+        print_log(f'quantizing with {r.label}', logger='current')
+        quant_info[r.name] = r.quantize(fp32, files[f'{r.name}_int8'],
+                                        inputs, o, control)
+        for p in r.precisions():
+            path = files[f"{r.name}_{'int8' if p == 'int8' else 'fp32'}"]
+            loaded = r.load(path, p)
+            runs[f'{r.name}_{p}'] = dict(runtime=r.name, precision=p,
+                                         forward=loaded, info=loaded.info)
+    if 'openvino' not in backends or 'bf16' in runs:
+        bf16_note = ''
+    else:
+        bf16_note = (f'OpenVINO bf16 is not measured: this CPU '
+                     f'({cpu_vector_isa()}) has no AVX512_BF16 or AMX')
+    if 'onnxruntime' not in backends:
+        os.remove(onnx_fp32)   # the intermediate file of the IR
     isa = cpu_vector_isa()
-    note = saturation_note(isa, reduce_range)
+    note = saturation_note(isa, reduce_range) if 'onnxruntime' in \
+        backends else ''
     if note:
         print_log(note, logger='current')
-    evals = evaluate(ort_models, cfg)
-    speed = _time(model, sessions, torch.from_numpy(inputs[0]), repeat)
+    seg = {k: _with_forward(model, v['forward']) for k, v in runs.items()}
+    evals = evaluate(seg, cfg)
+    x = torch.from_numpy(inputs[0])
+    speed = _time({k: v['forward'] for k, v in runs.items()}, x, repeat)
+    ref = evals[REFERENCE]
+    rows = []
+    for k, v in runs.items():
+        e = evals[k]
+        rows.append(dict(
+            name=k, runtime=v['runtime'], precision=v['precision'],
+            precision_ran=v['info']['precision'],
+            kernels=v['info'].get('kernels', ''),
+            threads=v['info'].get('threads', torch.get_num_threads()),
+            file=v['info'].get('file'), metrics=e['metrics'],
+            per_class_iou=e['per_class_iou'],
+            argmax_agreement=_agreement(ref['preds'], e['preds']),
+            seconds=speed[k], float_layers=v['info']['float_layers']))
+    accuracy_control = None
+    if control is not None:
+        ov = {p: _with_forward(model, runs[f'openvino_{p}']['forward'])
+              for p in ('fp32', 'int8')}
+        on_control = evaluate(ov, cfg, control.items, quiet=True)
+        c_fp32 = on_control['fp32']['metrics']['mIoU']
+        c_int8 = on_control['int8']['metrics']['mIoU']
+        e_fp32 = evals['openvino_fp32']['metrics']['mIoU']
+        e_int8 = evals['openvino_int8']['metrics']['mIoU']
+        accuracy_control = dict(
+            max_drop=max_drop, runtime='openvino', control_set=control.name,
+            control_files=[b['data_samples'][0].img_path
+                           for b in control.items],
+            control_fp32_miou=c_fp32, control_int8_miou=c_int8,
+            control_drop=c_fp32 - c_int8,
+            evaluation_fp32_miou=e_fp32, evaluation_int8_miou=e_int8,
+            evaluation_drop=e_fp32 - e_int8,
+            float_layers=runs['openvino_int8']['info']['float_layers'])
     result = dict(
         config=cfg.filename, checkpoint=checkpoint, input_size=list(size),
+        backends=backends,
         calibration=dict(images=num_calib, method=method, split='train',
-                         pipeline=calib_pipeline, reduce_range=reduce_range),
-        fp32=evals['fp32']['metrics'], int8=evals['int8']['metrics'],
-        classes=evals['fp32']['classes'],
-        fp32_per_class_iou=evals['fp32']['per_class_iou'],
-        int8_per_class_iou=evals['int8']['per_class_iou'],
-        **_compare(evals['fp32'], evals['int8']),
-        seconds=speed, cpu_isa=isa,
-        int8_conv=int8_conv,
-        threads=torch.get_num_threads(), files=files)
+                         pipeline=calib_pipeline, seed=seed,
+                         reduce_range=reduce_range, preset=preset,
+                         fast_bias_correction=fast_bias_correction,
+                         ignored_types=list(ignored_types),
+                         files=calib_files),
+        evaluation=dict(split='test', images=len(ref['preds']),
+                        reference=REFERENCE),
+        accuracy_control=accuracy_control,
+        classes=ref['classes'], runs=rows,
+        notes=[n for n in (note, bf16_note) if n],
+        cpu_isa=isa, threads=torch.get_num_threads(),
+        files={k: v for k, v in files.items() if osp.exists(v)
+               or k in ('json', 'md', 'png')})
     with open(files['json'], 'w') as f:
         json.dump(result, f, indent=2)
     with open(files['md'], 'w') as f:

@@ -32,28 +32,34 @@ def fused_eval_hook_cfg(cfg: Config) -> dict:
     return hooks[-1]
 
 
-def test_onnx(cfg: Config, path: str) -> dict:
-    """Evaluate an exported ONNX model (fp32 or INT8) on the config's test
-    set: mmseg's test loop (whole or sliding-window inference and its
-    post-processing) with ONNX Runtime running every forward."""
+def test_exported(cfg: Config, path: str) -> dict:
+    """Evaluate an exported model (ONNX for ONNX Runtime, IR ``.xml`` for
+    OpenVINO; fp32 or INT8, run as written) on the config's test set:
+    mmseg's test loop (whole or sliding-window inference and its
+    post-processing) with the runtime running every forward."""
     from ..deploy.build import build_segmentor
-    from ..deploy.onnx import OrtEncodeDecode, ort_session
     from ..deploy.quantize import evaluate
+    from ..deploy.runtimes import runtime_of_file
+    runtime = runtime_of_file(path)
     model = build_segmentor(cfg).eval()
-    model.encode_decode = OrtEncodeDecode(ort_session(path))
-    name = f'ONNX Runtime ({osp.basename(path)})'
+    model.encode_decode = runtime.load(path)
+    info = model.encode_decode.info
+    name = f"{runtime.label} ({osp.basename(path)}, {info['precision']})"
     try:
         result = evaluate({name: model}, cfg)[name]
-    except Exception as e:  # noqa: B902  (onnxruntime's own errors)
-        if 'InvalidArgument' not in type(e).__name__ + str(e):
+    except Exception as e:  # noqa: B902  (the runtimes' own errors)
+        msg = type(e).__name__ + str(e)
+        if not any(k in msg for k in ('InvalidArgument', 'shape', 'Shape',
+                                      'dimension')):
             raise
         raise UsageError(
             f'{path!r} does not take the inputs of this config\'s test '
-            f'loop: {str(e).splitlines()[0][:300]}. Export it at the size '
-            'the test loop runs (the sliding window of a "slide" config, '
-            'else the test images; tools/quantize.py does).') from None
+            f'loop: {str(e).strip().splitlines()[0][:300]}. Export it at the '
+            'size the test loop runs (the sliding window of a "slide" '
+            'config, else the test images; tools/quantize.py does).'
+        ) from None
     metrics = result['metrics']
-    print_log('ONNX Runtime: ' + '  '.join(
+    print_log(f'{name}: ' + '  '.join(
         f'{k}: {v:.4f}' for k, v in metrics.items()), logger='current')
     return metrics
 
@@ -66,19 +72,20 @@ def test(cfg: Config,
          allow_unsafe: bool = False,
          conv_impl: Optional[str] = None) -> dict:
     """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint, or
-    an ONNX model: :func:`test_onnx`) with the config's test loop; the
+    an exported ONNX / OpenVINO IR model: :func:`test_exported`) with the config's test loop; the
     FusedEvalHook evaluates the fused model (with ``conv_impl`` for its 3x3
     convs when given, see :func:`repseg.ops.use_fast_convs`)."""
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
-    if checkpoint.endswith('.onnx'):
+    from ..deploy.runtimes import runtime_of_file
+    if runtime_of_file(checkpoint) is not None:
         if out or show_dir:
-            raise UsageError('an ONNX model is evaluated for its metrics '
-                             f'only; drop {opt("out", None)} / '
+            raise UsageError('an exported model is evaluated for its '
+                             f'metrics only; drop {opt("out", None)} / '
                              f'{opt("show_dir", None)}')
         if check:
             check_data(cfg, loaders=('test_dataloader', ))
-        return test_onnx(cfg, checkpoint)
+        return test_exported(cfg, checkpoint)
     cfg = copy.deepcopy(cfg)
     hook = fused_eval_hook_cfg(cfg)
     if conv_impl is not None:
@@ -123,4 +130,4 @@ def test(cfg: Config,
     return metrics
 
 
-__all__ = ['test', 'test_onnx', 'fused_eval_hook_cfg']
+__all__ = ['test', 'test_exported', 'fused_eval_hook_cfg']

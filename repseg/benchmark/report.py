@@ -21,16 +21,10 @@ _EXTRA_RUNS = (('native', 'tab:gray', 'fused, native convs'),
                ('bf16', 'tab:purple', 'fused, bf16 (PyTorch)'),
                ('onnxruntime', 'tab:green', 'ONNX Runtime fp32'),
                ('onnxruntime_int8', 'tab:red', 'ONNX Runtime INT8'),
-               ('onnxruntime_int8_convsym', 'tab:orange',
-                'ONNX Runtime INT8, ConvSym kernels'))
-
-
-def _route(plan: Optional[str]) -> str:
-    """An INT8 route plan summary (repseg.deploy.int8_conv) as the table
-    names it: 'ConvSym', 'QGEMM' or 'QGEMM 30/34'."""
-    if not plan:
-        return '-'
-    return plan.replace('convsym', 'ConvSym').replace('gemm', 'QGEMM')
+               ('openvino', 'tab:olive', 'OpenVINO fp32'),
+               ('openvino_bf16', 'tab:pink', 'OpenVINO bf16'),
+               ('openvino_int8', 'tab:brown', 'OpenVINO INT8 (NNCF)'))
+_RUNTIME_NAMES = dict(onnxruntime='ONNX Runtime', openvino='OpenVINO')
 
 
 def _fmt(v, spec='.2f'):
@@ -40,9 +34,7 @@ def _fmt(v, spec='.2f'):
 def markdown_table(result: dict) -> str:
     rows = result['rows']
     unf = any('unfused_img_per_s' in r for r in rows)
-    ort = any('onnxruntime_img_per_s' in r for r in rows)
     nat = any('native_img_per_s' in r for r in rows)
-    int8 = any('onnxruntime_int8_img_per_s' in r for r in rows)
     bf16 = any('bf16_img_per_s' in r for r in rows)
     head = ['model', 'dilation', 'img/s', 'latency ms (median ± IQR)',
             'params M', 'GFLOPs', 'peak fwd mem MiB', 'vs ResNet']
@@ -53,15 +45,6 @@ def markdown_table(result: dict) -> str:
         head += ['native-conv img/s', 'nnpack/native']
     if bf16:
         head += ['bf16 img/s', 'bf16/fp32', 'bf16 argmax agreement %']
-    if ort:
-        head += ['onnxruntime img/s', 'ort/pytorch',
-                 'max abs(ort-pytorch) / max abs(logit)']
-    if int8:
-        head += ['ort INT8 img/s', 'INT8/ort fp32', 'INT8/pytorch',
-                 'INT8 conv kernels']
-    routes = any('int8_vs_convsym' in r for r in rows)
-    if routes:
-        head += ['INT8 ConvSym img/s', 'QGEMM/ConvSym']
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     for r in rows:
@@ -87,22 +70,6 @@ def markdown_table(result: dict) -> str:
             cells += [_fmt(r.get('bf16_img_per_s'), '.3f'),
                       _fmt(r.get('bf16_vs_pytorch')) + 'x',
                       _fmt(None if agree is None else 100 * agree, '.2f')]
-        if ort:
-            cells += [_fmt(r.get('onnxruntime_img_per_s'), '.3f'),
-                      _fmt(r.get('onnxruntime_vs_pytorch')) + 'x',
-                      _fmt(r['onnxruntime_max_abs_diff'] /
-                           max(r['onnxruntime_max_abs_logit'], 1e-12)
-                           if r.get('onnxruntime_max_abs_diff') is not None
-                           else None, '.1e')]
-        if int8:
-            cells += [_fmt(r.get('onnxruntime_int8_img_per_s'), '.3f'),
-                      _fmt(r.get('int8_vs_onnxruntime')) + 'x',
-                      _fmt(r.get('int8_vs_pytorch')) + 'x',
-                      _route(r.get('int8_conv'))]
-        if routes:
-            cells += [
-                _fmt(r.get('onnxruntime_int8_convsym_img_per_s'), '.3f'),
-                _fmt(r.get('int8_vs_convsym')) + 'x']
         lines.append('| ' + ' | '.join(cells) + ' |')
     e = result['env']
     lines.append('')
@@ -121,6 +88,45 @@ def markdown_table(result: dict) -> str:
            f"(conv_impl {e['conv_impl']!r})."
            if is_nnpack(e.get('conv_impl', 'native')) else
            "PyTorch's native convolutions (conv_impl 'native')."))
+    runtimes = runtime_table(result)
+    if runtimes:
+        lines += ['', runtimes]
+    return '\n'.join(lines)
+
+
+def runtime_table(result: dict) -> Optional[str]:
+    """One line per model, runtime and precision (what the runtime says it
+    ran, its kernels, speed against the same model's PyTorch rows, output
+    agreement with PyTorch fp32), or None when no runtime was timed."""
+    rows = [r for r in result['rows'] if r.get('runtimes')]
+    if not rows:
+        return None
+    nat = any('vs_pytorch_native' in run for r in rows
+              for run in r['runtimes'].values())
+    head = ['model', 'runtime', 'asked', 'precision ran', 'img/s',
+            'latency ms (median ± IQR)', 'vs PyTorch fp32 (fused, '
+            'fastest conv)'] + (['vs PyTorch fp32 native conv'] if nat
+                                else []) + [
+        'max abs diff / max abs logit', 'argmax agreement %',
+        'convs+matmuls in float', 'kernels']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for r in rows:
+        for run in r['runtimes'].values():
+            cells = [r['name'], _RUNTIME_NAMES.get(run['runtime'],
+                                                   run['runtime']),
+                     run['precision'], run['precision_ran'],
+                     _fmt(run.get('img_per_s'), '.3f'),
+                     f"{run['latency_ms']:.0f} ± "
+                     f"{run['latency_iqr_ms']:.0f}",
+                     _fmt(run.get('vs_pytorch')) + 'x']
+            if nat:
+                cells.append(_fmt(run.get('vs_pytorch_native')) + 'x')
+            cells += [_fmt(run['relative_diff'], '.1e'),
+                      _fmt(100 * run['argmax_agreement'], '.2f'),
+                      str(run['float_layers'])
+                      if run['precision'] == 'int8' else '-',
+                      run.get('kernels') or '-']
+            lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -287,4 +293,4 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     return files
 
 
-__all__ = ['markdown_table', 'profile_table', 'save_outputs']
+__all__ = ['markdown_table', 'runtime_table', 'profile_table', 'save_outputs']

@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 
 from ..deploy.build import SegForward, build_segmentor, check_shape
-from ..deploy.onnx import (OrtEncodeDecode, int8_sessions, ort_session,
-                           to_onnx)
+from ..deploy.onnx import to_onnx
+from ..deploy.runtimes import RUNTIMES, get_runtime
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError, opt
@@ -78,7 +78,7 @@ class BenchmarkSettings:
     compare_unfused: bool = False
     flops: bool = True
     fast: bool = False
-    backend: str = 'pytorch'
+    backend: Sequence[str] = ()
     conv_impl: str = 'auto'
     compare_conv_impl: bool = False
     profile: bool = False
@@ -134,33 +134,44 @@ class BenchmarkSettings:
                              "'auto' on a CPU with fp32)")
         return s
 
+    @property
+    def runtimes(self) -> List[str]:
+        """The runtimes timed next to PyTorch ('pytorch' itself dropped)."""
+        names = [self.backend] if isinstance(self.backend, str) else list(
+            self.backend or ())
+        return [n for n in dict.fromkeys(names) if n != 'pytorch']
+
     def _check_combinations(self) -> None:
-        if self.backend not in ('pytorch', 'onnxruntime'):
-            raise UsageError(f'{opt("backend", None)} must be '
-                             "'pytorch' or 'onnxruntime'")
-        if self.backend == 'onnxruntime' and (
+        bad = [n for n in self.runtimes if n not in RUNTIMES]
+        if bad:
+            raise UsageError(f'{opt("backend", bad[0])} is not a runtime: '
+                             f"choose from 'pytorch', "
+                             f"{', '.join(map(repr, RUNTIMES))}")
+        if self.runtimes and (
                 self.dev.type != 'cpu' or self.dtype != 'fp32'
                 or self.compile or self.channels_last or self.amp):
             raise UsageError(
-                f'{opt("backend", "onnxruntime")} times the fp32 model on '
-                f'the CPU: drop {opt("compile")} / {opt("channels_last")} / '
-                f'{opt("amp")} and keep {opt("dtype", "fp32")}')
+                f'{opt("backend", self.runtimes[0])} times the exported fp32 '
+                f'model on the CPU: drop {opt("compile")} / '
+                f'{opt("channels_last")} / {opt("amp")} and keep '
+                f'{opt("dtype", "fp32")}')
         if self.channels_last and is_nnpack(self.conv_impl):
             raise UsageError(f'{opt("conv_impl", self.conv_impl)} runs NCHW '
                              'tensors; it cannot be combined with '
                              f'{opt("channels_last")}')
-        if self.int8 and self.backend != 'onnxruntime':
-            raise UsageError(f'{opt("int8")} times the ONNX Runtime INT8 '
-                             'model next to fp32; it needs '
+        if self.int8 and not self.runtimes:
+            raise UsageError(f'{opt("int8")} times the INT8 model of a '
+                             'runtime next to fp32; it needs '
+                             f'{opt("backend", "openvino")} or '
                              f'{opt("backend", "onnxruntime")}')
         if self.bf16 and (self.dtype != 'fp32' or self.amp):
             raise UsageError(f'{opt("bf16")} times a bf16 copy of each fp32 '
                              f'model next to it; drop {opt("dtype", None)} '
                              f'/ {opt("amp")}')
-        if self.profile and (self.compile or self.backend == 'onnxruntime'):
+        if self.profile and (self.compile or self.runtimes):
             raise UsageError(f'{opt("profile")} times the layers of the eager '
                              f'PyTorch model; drop {opt("compile")} / '
-                             f'{opt("backend", "onnxruntime")}')
+                             f'{opt("backend", None)}')
 
     def autocast(self):
         """The autocast context of ``amp`` (bf16 on the CPU)."""
@@ -170,40 +181,53 @@ class BenchmarkSettings:
                               if self.dev.type == 'cpu' else torch.float16)
 
 
-def _ort_callable(module, x, tmp_dir, row):
-    """Export ``module`` to ONNX at the benchmark shape and return a callable
-    that runs it with onnxruntime (CPU); records the max difference."""
-    path = osp.join(tmp_dir, f"{row['name']}.onnx")
-    to_onnx(module, x[:1], path)
-    run = OrtEncodeDecode(ort_session(path))
+def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
+                  logger: Callable) -> list:
+    """Export ``module`` (the fused model) to ONNX at the benchmark shape
+    and return ``[(label, callable)]`` that run it in each runtime of
+    ``s.runtimes``: fp32 (label = the runtime's name), bf16 with ``s.bf16``
+    where the runtime and the CPU have it, INT8 with ``s.int8`` (calibrated
+    on random inputs: this is for timing only; accuracy under INT8:
+    tools/quantize.py). Each run's output is compared with PyTorch and
+    what the runtime says it ran is recorded in ``row['runtimes']``."""
+    onnx_path = osp.join(tmp_dir, f"{row['name']}.onnx")
+    to_onnx(module, x[:1], onnx_path)
     with torch.no_grad():
-        check = compare_outputs(module(x[:1]), run(x[:1]))
-    row['onnxruntime_max_abs_diff'] = check['max_abs_diff']
-    row['onnxruntime_max_abs_logit'] = check['max_abs']
-    return run
-
-
-def _int8_runs(x, tmp_dir, row) -> list:
-    """Quantize the exported fp32 model of ``row`` (static QDQ, per-channel
-    weights) and return ``[(label, callable)]`` that run it with
-    onnxruntime: each convolution on the kernels measured faster for it
-    here (``row['int8_conv']``, :mod:`repseg.deploy.int8_conv`) and, when
-    any moved from the file as written, all on ONNX Runtime's ConvSym
-    kernels too (the two side by side; their outputs must be identical).
-    The calibration uses random inputs: this is for timing only (accuracy
-    under INT8: tools/quantize.py)."""
-    from ..deploy.quantize import quantize_onnx
-    fp32 = osp.join(tmp_dir, f"{row['name']}.onnx")
-    int8 = osp.join(tmp_dir, f"{row['name']}_int8.onnx")
+        ref = module(x[:1])
     gen = torch.Generator().manual_seed(1)
-    quantize_onnx(fp32, int8, [
-        torch.randn(x[:1].shape, generator=gen).numpy() for _ in range(4)])
-    sessions, plan, diff = int8_sessions(int8, x[:1])
-    row['int8_conv'] = plan.summary
-    if diff is not None:
-        row['int8_routes_max_abs_diff'] = diff
-    return [(f'onnxruntime_{k}', OrtEncodeDecode(v))
-            for k, v in sessions.items()]
+    calib = [torch.randn(x[:1].shape, generator=gen).numpy()
+             for _ in range(4)]
+    runs, info = [], row.setdefault('runtimes', {})
+    for name in s.runtimes:
+        rt = get_runtime(name)
+        fp32 = rt.from_onnx(onnx_path, osp.join(
+            tmp_dir, f"{row['name']}_{name}{rt.suffix}"))
+        wanted = [('fp32', fp32)]
+        if s.bf16:
+            if 'bf16' in rt.precisions():
+                wanted.append(('bf16', fp32))
+            else:
+                logger(f'note: {rt.label} has no bf16 on this CPU '
+                       f'({cpu_vector_isa()}): its bf16 row is left out '
+                       '(it would run fp32)')
+        if s.int8:
+            int8 = osp.join(tmp_dir, f"{row['name']}_{name}_int8{rt.suffix}")
+            rt.quantize(fp32, int8, calib)
+            wanted.append(('int8', int8))
+        for precision, path in wanted:
+            label = name if precision == 'fp32' else f'{name}_{precision}'
+            model = rt.load(path, precision)
+            check = compare_outputs(ref, model(x[:1]))
+            info[label] = dict(
+                runtime=name, precision=precision,
+                precision_ran=model.info['precision'],
+                kernels=model.info.get('kernels', ''),
+                float_layers=len(model.info.get('float_layers', [])),
+                threads=model.info.get('threads'),
+                relative_diff=check['relative'],
+                argmax_agreement=check['argmax_agreement'])
+            runs.append((label, model))
+    return runs
 
 
 class _Bf16(SegForward):
@@ -271,7 +295,7 @@ def _compare(a_fwd, b_fwd, x, s: BenchmarkSettings) -> dict:
 
 
 def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
-                 tmp_dir: str) -> tuple:
+                 tmp_dir: str, logger: Callable = print) -> tuple:
     """Build, fuse and check one entry; returns its row and its timed runs
     [(label, callable)]."""
     unfused = build_for_benchmark(entry['config'], entry.get('checkpoint'),
@@ -320,11 +344,8 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
         row['bf16_max_abs_logit'] = check['max_abs']
         row['bf16_argmax_agreement'] = check['argmax_agreement']
         runs.append(('bf16', timed(bf16_fwd)))
-    if s.backend == 'onnxruntime':
-        runs.append(('onnxruntime',
-                     _ort_callable(fused_fwd, x, tmp_dir, row)))
-    if s.int8:
-        runs += _int8_runs(x, tmp_dir, row)
+    if s.runtimes:
+        runs += _runtime_runs(fused_fwd, x, tmp_dir, row, s, logger)
     if s.compare_unfused:
         unfused_fwd = prepared(use_fast_convs(unfused, s.conv_impl,
                                               inplace=True))
@@ -389,18 +410,14 @@ def _summarize(rows: list, runs: list, times: dict,
                            ('conv_impl_speedup', 'native')):
             if f'{label}_img_per_s' in row:
                 row[key] = row['fused_img_per_s'] / row[f'{label}_img_per_s']
-        if 'onnxruntime_img_per_s' in row:
-            row['onnxruntime_vs_pytorch'] = (row['onnxruntime_img_per_s'] /
-                                             row['fused_img_per_s'])
-        if 'onnxruntime_int8_img_per_s' in row:
-            row['int8_vs_onnxruntime'] = (row['onnxruntime_int8_img_per_s'] /
-                                          row['onnxruntime_img_per_s'])
-            row['int8_vs_pytorch'] = (row['onnxruntime_int8_img_per_s'] /
-                                      row['fused_img_per_s'])
-        if 'onnxruntime_int8_convsym_img_per_s' in row:
-            row['int8_vs_convsym'] = (
-                row['onnxruntime_int8_img_per_s'] /
-                row['onnxruntime_int8_convsym_img_per_s'])
+        for label, run in row.get('runtimes', {}).items():
+            run['img_per_s'] = row[f'{label}_img_per_s']
+            run['latency_ms'] = row[f'{label}_latency_ms']
+            run['latency_iqr_ms'] = row[f'{label}_latency_iqr_ms']
+            run['vs_pytorch'] = run['img_per_s'] / row['fused_img_per_s']
+            if 'native_img_per_s' in row:
+                run['vs_pytorch_native'] = (run['img_per_s'] /
+                                            row['native_img_per_s'])
         if 'bf16_img_per_s' in row:
             row['bf16_vs_pytorch'] = (row['bf16_img_per_s'] /
                                       row['fused_img_per_s'])
@@ -446,7 +463,7 @@ def run_benchmark(entries: List[dict],
     try:
         for entry in entries:
             t0 = time.time()
-            row, entry_runs = _build_entry(entry, s, x, tmp_dir)
+            row, entry_runs = _build_entry(entry, s, x, tmp_dir, logger)
             rows.append(row)
             runs += [(row, label, fn) for label, fn in entry_runs]
             logger(f"built {row['name']} ({row['params_m']:.2f} M params "
@@ -465,7 +482,7 @@ def run_benchmark(entries: List[dict],
     env = environment(s.dev, s.batch_size, s.dtype, dict(
         channels_last=s.channels_last, compile=s.compile, amp=s.amp))
     env.update(shape=list(s.shape), warmup=s.warmup, iters=s.iters,
-               repeat=s.repeat, fast=s.fast, backend=s.backend,
+               repeat=s.repeat, fast=s.fast, backend=s.runtimes,
                conv_impl=s.conv_impl,
                timing='interleaved rounds; latency = per image, median and '
                'interquartile range over all timed batches')

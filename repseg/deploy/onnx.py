@@ -1,11 +1,14 @@
 # Copyright (c) repseg contributors. All rights reserved.
-"""ONNX export of the fused segmentor, checked with onnx's checker and run
-with onnxruntime against PyTorch (onnx/onnxruntime are optional extras:
-``pip install repseg[onnx]``)."""
+"""Export of the fused segmentor: ONNX (:func:`to_onnx`, any fixed input
+size; PSPNet's adaptive pooling exactly), then the file of the runtime asked
+for (ONNX itself for ONNX Runtime, IR for OpenVINO, see
+:mod:`repseg.deploy.runtimes`), verified against PyTorch in that runtime
+(:func:`export_model`)."""
 import copy
 import json
 import os
 import os.path as osp
+import tempfile
 import warnings
 from typing import Optional, Sequence
 
@@ -13,74 +16,10 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from ..errors import BackendError, UsageError
+from ..errors import UsageError, opt
 from ..reparam import compare_outputs
 from .build import SegForward, build_fused, check_shape, refuse_overwrite
-from .int8_conv import session_source
-
-
-def require(name: str):
-    """Import an optional package of the ONNX path (onnx, onnxruntime)."""
-    try:
-        return __import__(name)
-    except ImportError as e:
-        raise BackendError(
-            f'ONNX export needs the optional package {name!r}: pip install '
-            f'"repseg[onnx]" (or pip install onnx onnxruntime)') from e
-
-
-def ort_session(path: str, int8_conv: str = 'auto', with_plan: bool = False):
-    """An ONNX Runtime CPU session with as many threads as torch uses (so
-    PyTorch and ONNX Runtime timings compare like with like).
-
-    ``int8_conv``: the kernels of an INT8 model's convolutions (see
-    :mod:`repseg.deploy.int8_conv`): 'auto' runs each on the kernels
-    measured faster for it on this CPU (QGEMM, which uses AMX, or ONNX
-    Runtime's ConvSym), 'convsym' runs the file as written, 'gemm' moves
-    every one to QGEMM. Models without symmetric INT8 convolutions (fp32
-    ones) load unchanged. ``with_plan``: return ``(session, RoutePlan)``.
-    """
-    ort = require('onnxruntime')
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    if int8_conv != 'convsym':
-        require('onnx')
-    source, plan = session_source(path, int8_conv, torch.get_num_threads())
-    session = ort.InferenceSession(source, opts,
-                                   providers=['CPUExecutionProvider'])
-    return (session, plan) if with_plan else session
-
-
-def int8_sessions(path: str, x: torch.Tensor) -> tuple:
-    """Sessions of an INT8 model for a side-by-side timing: ``'int8'``,
-    each convolution on the kernels measured faster for it here, and,
-    where any moved to QGEMM, ``'int8_convsym'``, the file as written.
-    Returns ``(sessions, plan, max_abs_diff)``: the RoutePlan and the
-    max |diff| of the two sessions' outputs on ``x`` (None with one
-    session)."""
-    session, plan = ort_session(path, with_plan=True)
-    sessions, diff = {'int8': session}, None
-    if any(plan.gemm):
-        sessions['int8_convsym'] = ort_session(path, int8_conv='convsym')
-        diff = compare_outputs(
-            OrtEncodeDecode(session)(x),
-            OrtEncodeDecode(sessions['int8_convsym'])(x))['max_abs_diff']
-    return sessions, plan, diff
-
-
-class OrtEncodeDecode:
-    """An ONNX Runtime session of an exported fused segmentor as a callable
-    ``(inputs, batch_img_metas=None) -> logits`` tensor: a drop-in for the
-    segmentor's ``encode_decode`` (mmseg's test loop, whole or sliding
-    window, then runs around it) and for a forward in timing loops."""
-
-    def __init__(self, session):
-        self.session = session
-
-    def __call__(self, inputs: torch.Tensor,
-                 batch_img_metas=None) -> torch.Tensor:
-        out = self.session.run(None, {'image': inputs.float().numpy()})[0]
-        return torch.from_numpy(out)
+from .runtimes import get_runtime
 
 
 def _pool_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
@@ -231,42 +170,73 @@ def input_spec(cfg: Config, shape: Sequence[int],
             'axis 1 is the label map', classes=classes))
 
 
-def export_onnx(cfg: Config,
-                checkpoint: Optional[str],
-                out: str,
-                shape: Sequence[int] = (713, 713),
-                dynamic_shape: bool = False,
-                opset: int = 17,
-                force: bool = False,
-                verify: bool = True,
-                model: Optional[torch.nn.Module] = None,
-                allow_unsafe: bool = False) -> dict:
+def export_model(cfg: Config,
+                 checkpoint: Optional[str],
+                 out: str,
+                 shape: Sequence[int] = (713, 713),
+                 dynamic_shape: bool = False,
+                 opset: int = 17,
+                 force: bool = False,
+                 verify: bool = True,
+                 model: Optional[torch.nn.Module] = None,
+                 allow_unsafe: bool = False,
+                 backend: str = 'onnxruntime') -> dict:
     """Export the fused segmentor (input ``(N, 3, H, W)`` normalized image,
-    output logits ``(N, num_classes, H, W)``) to ``out``.
+    output logits ``(N, num_classes, H, W)``) to ``out``, the model file of
+    the runtime ``backend`` ('onnxruntime': ``OUT.onnx``; 'openvino': IR,
+    ``OUT.xml`` + ``OUT.bin``, converted from the ONNX export), with
+    ``OUT.json`` describing its input and output.
 
     The batch axis is always dynamic; ``dynamic_shape`` also makes H and W
-    dynamic. Returns a dict with the max |onnxruntime - PyTorch| on a random
-    input of ``shape`` (when ``verify``). ``model``: an already built fused
-    segmentor to export instead of building one from ``cfg`` and
-    ``checkpoint``; ``allow_unsafe``: let a checkpoint that needs full
-    unpickling load (only for files you trust).
+    dynamic. With ``verify``, the file is run in its runtime (fp32) on a
+    random input of ``shape`` and compared with PyTorch: the result holds
+    :func:`repseg.reparam.compare_outputs`'s fields and ``runtime`` (what
+    the runtime says it ran). ``model``: an already built fused segmentor
+    to export instead of building one from ``cfg`` and ``checkpoint``;
+    ``allow_unsafe``: let a checkpoint that needs full unpickling load
+    (only for files you trust).
     """
-    onnx = require('onnx')
+    runtime = get_runtime(backend)
+    runtime.require()
+    if not out.lower().endswith(runtime.suffix):
+        raise UsageError(
+            f'{runtime.label} models are {runtime.suffix} files: name the '
+            f'output NAME{runtime.suffix} (got {out!r}) or choose another '
+            f'{opt("backend", None)}')
+    if osp.isdir(out):
+        raise UsageError(f'the output {out!r} is a folder; give a file name '
+                         f'ending in {runtime.suffix}')
     shape = check_shape(shape)
     spec_path = osp.splitext(out)[0] + '.json'
-    refuse_overwrite((out, spec_path), force)
+    refuse_overwrite(runtime.files(out) + [spec_path], force)
     model = SegForward(model if model is not None else
                        build_fused(cfg, checkpoint, allow_unsafe))
     x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
-    to_onnx(model, x, out, opset, dynamic_shape)
-    onnx.checker.check_model(onnx.load(out))
+    if backend == 'onnxruntime':
+        import onnx
+        to_onnx(model, x, out, opset, dynamic_shape)
+        onnx.checker.check_model(onnx.load(out))
+    else:
+        with tempfile.TemporaryDirectory(prefix='repseg_export_') as tmp:
+            onnx_path = osp.join(tmp, 'model.onnx')
+            to_onnx(model, x, onnx_path, opset, dynamic_shape)
+            runtime.from_onnx(onnx_path, out)
     with open(spec_path, 'w') as f:
         json.dump(input_spec(cfg, shape, dynamic_shape), f, indent=2)
-    result = dict(out=out, bytes=osp.getsize(out), shape=list(shape),
-                  spec=spec_path)
+    result = dict(out=out, backend=backend, files=runtime.files(out),
+                  bytes=sum(osp.getsize(p) for p in runtime.files(out)),
+                  shape=list(shape), spec=spec_path)
     if verify:
         with torch.no_grad():
             ref = model(x)
-        got = OrtEncodeDecode(ort_session(out))(x)
-        result.update(compare_outputs(ref, got))
+        loaded = runtime.load(out, 'fp32')
+        result.update(compare_outputs(ref, loaded(x)), runtime=loaded.info)
     return result
+
+
+def export_onnx(cfg: Config, checkpoint: Optional[str], out: str,
+                *args, **kwargs) -> dict:
+    """:func:`export_model` to ONNX (checked with onnx's checker, verified
+    with ONNX Runtime)."""
+    return export_model(cfg, checkpoint, out, *args, backend='onnxruntime',
+                        **kwargs)

@@ -1,10 +1,41 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """What the CPU offers: the vector ISA that decides conv, INT8 and bf16
 speed (a speed figure means little without it), and any cap put on what
-PyTorch may use of it or mask hiding part of it (:mod:`.isa_mask`)."""
+PyTorch may use of it or mask hiding part of it (the developers' instrument
+tools/dev/cpu_isa.py)."""
 import os
+from typing import List, Optional
 
-from .isa_mask import cpu_flags, hidden_flags
+#: set by tools/dev/cpu_isa.py: the /proc/cpuinfo flags it hides from cpuid
+HIDDEN_ENV = 'REPSEG_CPUID_HIDDEN'
+#: file-name prefix of its preloaded mask library
+MASK_LIB_PREFIX = 'repseg-cpuid-mask-'
+
+
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> Optional[set]:
+    """The flags the kernel reports for the CPU (the first ``flags`` line of
+    ``cpuinfo``: the hardware's, whatever is hidden from cpuid), or None
+    where the file cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            return set(next((ln.split(':', 1)[1].split() for ln in f
+                             if ln.startswith('flags')), []))
+    except OSError:
+        return None
+
+
+def hidden_flags() -> List[str]:
+    """The flags hidden from THIS process by tools/dev/cpu_isa.py (its mask
+    library is loaded and ``REPSEG_CPUID_HIDDEN`` names them), or []."""
+    hidden = [f for f in os.environ.get(HIDDEN_ENV, '').split(',') if f]
+    if not hidden:
+        return []
+    try:
+        with open('/proc/self/maps') as f:
+            loaded = MASK_LIB_PREFIX in f.read()
+    except OSError:
+        loaded = False
+    return hidden if loaded else []
 
 
 #: the vector extensions that decide conv, INT8 and bf16 speed on x86
@@ -27,7 +58,7 @@ def cpu_vector_isa(cpuinfo: str = '/proc/cpuinfo',
                    with_caps: bool = True) -> str:
     """The CPU's vector ISA as one label, e.g. 'AVX-512 VNNI BF16' or
     'AVX2' (from /proc/cpuinfo; 'unknown' where it cannot be read), as this
-    process sees it: when features are hidden from it (:mod:`.isa_mask`)
+    process sees it: when features are hidden from it (tools/dev/cpu_isa.py)
     the label is what is left, followed by what the hardware has, e.g.
     'AVX2 (masked; hardware: AVX-512 VNNI BF16 AMX)'. Then the caps on
     PyTorch's kernels when any is set (``with_caps``): e.g.
@@ -65,4 +96,5 @@ def _label(flags: set) -> str:
     return ' '.join(parts)
 
 
-__all__ = ['ISA_FLAGS', 'ISA_CAPS', 'cpu_vector_isa', 'isa_caps', 'seen_isa']
+__all__ = ['ISA_FLAGS', 'ISA_CAPS', 'cpu_vector_isa', 'isa_caps', 'seen_isa',
+           'cpu_flags', 'hidden_flags']

@@ -165,7 +165,8 @@ def test_conv_impl_choices(monkeypatch):
     with pytest.raises(UsageError, match="needs conv_impl='nnpack'"):
         run_benchmark(entry, shape=(64, 64), conv_impl='native',
                       compare_conv_impl=True)
-    with pytest.raises(UsageError, match="needs backend='onnxruntime'"):
+    with pytest.raises(UsageError, match="needs backend='openvino' or "
+                       "backend='onnxruntime'"):
         run_benchmark(entry, shape=(64, 64), int8=True)
     with pytest.raises(UsageError, match='profile=True times the layers'):
         run_benchmark(entry, shape=(64, 64), profile=True, compile=True)
@@ -289,8 +290,10 @@ def test_settings_of_a_tool_namespace():
     from repseg.benchmark import BenchmarkSettings
     s = BenchmarkSettings.of({'int8': True, 'config': 'x.py', 'repeat': 5,
                               'flops': True}, flops=False)
-    assert (s.int8, s.repeat, s.flops, s.backend) == (True, 5, False,
-                                                      'pytorch')
+    assert (s.int8, s.repeat, s.flops, s.runtimes) == (True, 5, False, [])
+    s = BenchmarkSettings.of({'backend': ['pytorch', 'openvino',
+                                          'openvino']})
+    assert s.runtimes == ['openvino']
 
 
 def test_bf16_on_a_cpu_without_bf16_units_is_flagged(monkeypatch):

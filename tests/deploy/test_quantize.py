@@ -6,8 +6,9 @@ import pytest
 
 from repseg.apis import UsageError
 from repseg.deploy import build_fused
-from repseg.deploy.quantize import (calibration_inputs, markdown,
-                                    quantize_onnx, saturation_note)
+from repseg.deploy.quantize import (calibration_inputs, calibration_set,
+                                    markdown, saturation_note, split_train)
+from repseg.deploy.runtimes import QuantOptions, get_runtime
 from tests.utils import CAN_MASK_ISA, DEMO_CONFIG, run_as_isa, small_cfg
 
 
@@ -35,6 +36,39 @@ def test_calibration_inputs(synthetic_root, tmp_path):
         calibration_inputs(cfg, model, 1, (64, 128), pipeline='val')
     with pytest.raises(UsageError, match='train split of the config holds 8'):
         calibration_inputs(cfg, model, 9, (64, 128))
+
+
+def quantize_onnx(fp32, int8, inputs, reduce_range=False):
+    return get_runtime('onnxruntime').quantize(
+        fp32, int8, inputs, QuantOptions(reduce_range=reduce_range))
+
+
+def test_calibration_never_uses_control_or_evaluation_images(
+        synthetic_root, tmp_path):
+    """Calibration draws from the train split minus the control set; the
+    control set is train images too; neither holds a test image."""
+    cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path)
+    model = build_fused(cfg, None)
+    pool, control = split_train(cfg, 3)
+    assert (pool, control) == ([0, 1, 2, 3, 4], [5, 6, 7])
+    _, files = calibration_set(cfg, model, 5, (64, 128), pool=pool)
+    from repseg.deploy.quantize import build_dataset, control_batches
+    train = build_dataset(cfg.train_dataloader, [])
+    test = build_dataset(cfg.test_dataloader, [])
+    train_files = [train.get_data_info(i)['img_path'] for i in range(8)]
+    test_files = {test.get_data_info(i)['img_path']
+                  for i in range(len(test))}
+    control_files = {b['data_samples'][0].img_path
+                     for b in control_batches(cfg, control)}
+    assert sorted(files) == sorted(train_files[:5])
+    assert control_files == set(train_files[5:])
+    assert not (set(files) | control_files) & test_files
+    assert all('/train/' in f for f in files)
+    with pytest.raises(UsageError, match='holds 5 for it \\(3 more are the '
+                       'control set\\)'):
+        calibration_set(cfg, model, 6, (64, 128), pool=pool)
+    with pytest.raises(UsageError, match='hold out between 0 and 7'):
+        split_train(cfg, 8)
 
 
 def _conv_onnx(path):
@@ -89,8 +123,8 @@ np.save(sys.argv[2], s.run(None, {'image': np.ones((1, 16, 8, 8),
 @pytest.mark.skipif(not CAN_MASK_ISA,
                     reason='needs AVX-512 VNNI and CPUID faulting')
 def test_without_vnni_only_7_bit_weights_give_the_vnni_result(tmp_path):
-    """The same INT8 model run with AVX2 kernels (tools/cpu_isa.py --as
-    avx2) and with VNNI: 8-bit weights saturate int16 pair sums on AVX2 and
+    """The same INT8 model run with AVX2 kernels (tools/dev/cpu_isa.py
+    --as avx2) and with VNNI: 8-bit weights saturate int16 pair sums on AVX2 and
     give another output; 7-bit weights give the VNNI output exactly."""
     import onnxruntime as ort
     fp32 = str(tmp_path / 'c.onnx')
@@ -122,14 +156,25 @@ def test_saturation_note_and_the_7_bit_row():
     for isa in ('AVX-512 VNNI BF16 AMX', 'AVX2 VNNI'):
         assert saturation_note(isa, reduce_range=False) == ''
     metrics = dict(mIoU=30.0, mAcc=40.0, aAcc=80.0)
-    result = dict(fp32=metrics, int8=metrics, pixel_agreement=0.97,
-                  seconds=dict(pytorch_fp32=0.2, onnxruntime_fp32=0.2,
-                               onnxruntime_int8=0.1),
+
+    def run(runtime, precision, seconds):
+        return dict(name=f'{runtime}_{precision}', runtime=runtime,
+                    precision=precision, precision_ran=precision,
+                    metrics=metrics, per_class_iou=[], argmax_agreement=0.97,
+                    seconds=seconds, float_layers=[])
+
+    result = dict(runs=[run('pytorch', 'fp32', 0.2),
+                        run('onnxruntime', 'fp32', 0.2),
+                        run('onnxruntime', 'int8', 0.1)],
                   calibration=dict(images=4, method='minmax',
                                    pipeline='train', reduce_range=True),
-                  input_size=[64, 64], threads=1, cpu_isa='AVX2',
-                  per_class_iou_change=[])
-    assert '| ONNX Runtime INT8 (QDQ, per-channel, 7-bit weights) |' in \
-        markdown(result)
+                  evaluation=dict(images=8), input_size=[64, 64], threads=1,
+                  cpu_isa='AVX2')
+    table = markdown(result)
+    assert '| ONNX Runtime INT8 (QDQ, per-channel, 7-bit weights, minmax) ' \
+        '| int8 | 30.00 |' in table
+    assert '| PyTorch fp32 (fused) | fp32 |' in table
+    assert '| 2.00x |' in table     # 0.2 s / 0.1 s
     del result['calibration']['reduce_range']    # a json of an older run
-    assert '| ONNX Runtime INT8 (QDQ, per-channel) |' in markdown(result)
+    assert '| ONNX Runtime INT8 (QDQ, per-channel, minmax) |' in \
+        markdown(result)

@@ -35,6 +35,8 @@ def _cases(tmp):
                        'does not exist'),
         'export_onnx.py': ([DEMO_CONFIG, none + '.pth',
                             str(tmp / 'o.onnx')], 'does not exist'),
+        'export.py': ([DEMO_CONFIG, none + '.pth', str(tmp / 'o.xml')],
+                      'does not exist'),
         'benchmark.py': ([DEMO_CONFIG, '--shape', '8'], 'not supported'),
         'quantize.py': ([DEMO_CONFIG, none + '.pth', '--out',
                          str(tmp / 'q')], 'does not exist'),
@@ -42,14 +44,15 @@ def _cases(tmp):
         'convert_cityscapes.py': ([none], 'does not exist'),
         'demo.py': (['--data-root', str(junk), '--work-dir',
                      str(tmp / 'w')], 'is missing'),
-        'cpu_isa.py': (['--as', 'avx2', '--', none], 'no such program'),
+        'dev/cpu_isa.py': (['--as', 'avx2', '--', none],
+                           'no such program'),
     }
 
 
 @pytest.mark.parametrize('tool', [
-    'train.py', 'test.py', 'convert.py', 'export_onnx.py', 'benchmark.py',
-    'quantize.py', 'check_dataset.py', 'convert_cityscapes.py', 'demo.py',
-    'cpu_isa.py'
+    'train.py', 'test.py', 'convert.py', 'export_onnx.py', 'export.py',
+    'benchmark.py', 'quantize.py', 'check_dataset.py',
+    'convert_cityscapes.py', 'demo.py', 'dev/cpu_isa.py'
 ])
 def test_tool_error_is_one_line(tool, tmp_path):
     args, message = _cases(tmp_path)[tool]
@@ -75,8 +78,14 @@ def test_tools_spell_settings_as_their_own_flags(tmp_path):
     flags instead."""
     last = _last_error('benchmark.py', DEMO_CONFIG, '--shape', '64',
                        '--int8')
-    assert last == ('error: --int8 times the ONNX Runtime INT8 model next to '
-                    'fp32; it needs --backend onnxruntime'), last
+    assert last == ('error: --int8 times the INT8 model of a runtime next '
+                    'to fp32; it needs --backend openvino or --backend '
+                    'onnxruntime'), last
+    last = _last_error('quantize.py', DEMO_CONFIG, 'x.pth', '--out',
+                       str(tmp_path / 'q'), '--max-drop', '0.2')
+    assert last == ('error: --max-drop 0.2 is accuracy control, which '
+                    'OpenVINO (NNCF) has and ONNX Runtime has not: add '
+                    '--backend openvino'), last
     onnx = tmp_path / 'm.onnx'
     onnx.write_bytes(b'')
     last = _last_error('test.py', DEMO_CONFIG, str(onnx), '--show-dir',

@@ -393,37 +393,51 @@ def test_pretrained_download_without_network(small_config, tmp_path,
 
 
 def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
-    """tools/quantize.py: a static INT8 QDQ model with per-channel weights,
-    fp32 and INT8 evaluated on the test set (fp32 ONNX Runtime gives the
-    PyTorch fused model's mIoU), timed side by side, files written; an
-    ONNX file evaluates with tools/test.py like a checkpoint."""
+    """tools/quantize.py with both runtimes and accuracy control: static
+    INT8 QDQ (ONNX Runtime, per-channel weights) and NNCF INT8 (OpenVINO)
+    next to PyTorch fp32 and each runtime's fp32, evaluated on the test set
+    in one pass (each runtime's fp32 gives the PyTorch fused model's
+    mIoU), timed side by side, files written; the control set is held out
+    of calibration and the drop on it is within --max-drop; every exported
+    file evaluates with tools/test.py like a checkpoint."""
     import json
 
     import onnx
     path, work, ckpt = trained
     out = tmp_path / 'q'
     proc = run_tool('quantize.py', path, ckpt, '--out', str(out),
-                    '--calib-images', '4', '--calib-pipeline', 'test',
-                    '--repeat', '1')
-    assert '| ONNX Runtime INT8 (QDQ, per-channel) |' in proc.stdout
+                    '--backend', 'onnxruntime', 'openvino',
+                    '--calib-images', '4', '--control-images', '2',
+                    '--max-drop', '0.5', '--repeat', '1')
+    assert '| ONNX Runtime INT8 (QDQ, per-channel, minmax) | int8 |' in \
+        proc.stdout
+    assert '| OpenVINO INT8 (NNCF, performance preset, accuracy control ' \
+        '<= 0.5 mIoU) | int8 |' in proc.stdout
     result = json.loads((out / 'quantize.json').read_text())
-    assert set(result['fp32']) == set(result['int8']) == {
-        'mIoU', 'mAcc', 'aAcc'}
-    assert result['calibration'] == dict(images=4, method='minmax',
-                                         split='train', pipeline='test',
-                                         reduce_range=False)
-    assert result['pixel_agreement'] > 0.9
-    assert len(result['per_class_iou_change']) == 19
-    # each INT8 conv on the kernels measured faster for it here; where any
-    # moved to QGEMM the file's own ConvSym kernels are timed too, with the
-    # same outputs
-    runs = {'pytorch_fp32', 'onnxruntime_fp32', 'onnxruntime_int8'}
-    if result['int8_conv']['route'] != 'convsym':
-        runs.add('onnxruntime_int8_convsym')
-        assert 'ConvSym kernels (the file as written; max abs diff to the ' \
-            'row above 0)' in proc.stdout
-    assert set(result['seconds']) == runs
-    assert result['int8_conv']['max_abs_diff_vs_convsym'] == 0
+    runs = {r['name']: r for r in result['runs']}
+    assert {'pytorch_fp32', 'onnxruntime_fp32', 'onnxruntime_int8',
+            'openvino_fp32', 'openvino_int8'} <= set(runs)
+    for name, r in runs.items():
+        assert set(r['metrics']) == {'mIoU', 'mAcc', 'aAcc'}
+        assert r['precision_ran'] == r['precision'], name
+        assert len(r['per_class_iou']) == 19 and r['seconds'] > 0
+    ref = runs['pytorch_fp32']['metrics']['mIoU']
+    for name in ('onnxruntime_fp32', 'openvino_fp32'):
+        assert runs[name]['metrics']['mIoU'] == pytest.approx(ref, abs=0.02)
+        assert runs[name]['argmax_agreement'] > 0.999
+    c = result['calibration']
+    assert (c['images'], c['split'], c['pipeline']) == (4, 'train', 'train')
+    # control set: 2 train images, none calibrated on, none evaluated
+    ac = result['accuracy_control']
+    assert len(ac['control_files']) == 2
+    assert not set(ac['control_files']) & set(c['files'])
+    assert all('/train/' in f for f in ac['control_files'] + c['files'])
+    assert ac['control_drop'] <= 0.5 + 1e-6
+    assert ac['evaluation_drop'] == pytest.approx(
+        runs['openvino_fp32']['metrics']['mIoU'] -
+        runs['openvino_int8']['metrics']['mIoU'])
+    assert 'Accuracy control (OpenVINO, max drop 0.5 mIoU) on the control ' \
+        'set, 2 train images held out' in proc.stdout
     assert result['cpu_isa'] in proc.stdout
     ops = {n.op_type for n in onnx.load(str(out / 'model_int8.onnx'))
            .graph.node}
@@ -434,18 +448,23 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
     scales = [i for n, i in inits.items() if n.endswith('_scale')
               and len(i.dims) == 1 and i.dims[0] > 1]
     assert scales
+    assert (out / 'model_int8.bin').is_file()
     assert (out / 'per_class_iou.png').read_bytes()[:4] == b'\x89PNG'
     # the same mIoU as PyTorch's fused model evaluated by tools/test.py
     miou = _miou(run_tool('test.py', path, ckpt, '--work-dir',
                           str(tmp_path / 't')).stdout)
-    assert result['fp32']['mIoU'] == pytest.approx(miou, abs=0.02)
-    # an ONNX file (fp32 or INT8) evaluates with tools/test.py
-    for kind in ('fp32', 'int8'):
-        proc = run_tool('test.py', path, str(out / f'model_{kind}.onnx'),
-                        '--work-dir', str(tmp_path / f'o{kind}'))
-        assert 'ONNX Runtime' in proc.stdout + proc.stderr
+    assert ref == pytest.approx(miou, abs=0.02)
+    # every exported file (fp32 or INT8, ONNX or IR) evaluates with
+    # tools/test.py
+    for name, f in (('onnxruntime_fp32', 'model_fp32.onnx'),
+                    ('onnxruntime_int8', 'model_int8.onnx'),
+                    ('openvino_int8', 'model_int8.xml')):
+        proc = run_tool('test.py', path, str(out / f), '--work-dir',
+                        str(tmp_path / name))
+        assert ('OpenVINO' if 'xml' in f else 'ONNX Runtime') in \
+            proc.stdout + proc.stderr
         assert _miou(proc.stdout + proc.stderr) == pytest.approx(
-            result[kind]['mIoU'], abs=0.02)
+            runs[name]['metrics']['mIoU'], abs=0.02)
     # refuses to overwrite; too many calibration images is one error
     proc = run_tool('quantize.py', path, ckpt, '--out', str(out),
                     check=False)
@@ -462,7 +481,7 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
                     reason='needs AVX-512 VNNI and CPUID faulting')
 def test_quantize_with_7_bit_weights_on_an_avx2_cpu(trained, tmp_path):
     """tools/quantize.py --reduce-range, run as on an AVX2 CPU
-    (tools/cpu_isa.py --as avx2): 7-bit weights in the INT8 model, the
+    (tools/dev/cpu_isa.py --as avx2): 7-bit weights in the INT8 model, the
     run's record says so and names the masked ISA; no saturation note."""
     import json
 

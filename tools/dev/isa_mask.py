@@ -1,5 +1,7 @@
 # Copyright (c) repseg contributors. All rights reserved.
-"""Run a command as if the CPU had a smaller vector ISA.
+"""Run a command as if the CPU had a smaller vector ISA (a developer's
+measuring instrument, not part of the installed package; used by
+tools/dev/cpu_isa.py).
 
 INT8 and bf16 speed (and U8S8 INT8 accuracy: without VNNI, ONNX Runtime's
 kernels add products in saturating int16) depend on the CPU's vector
@@ -21,7 +23,8 @@ import sys
 import tempfile
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from ..errors import BackendError, UsageError
+from repseg.errors import BackendError, UsageError
+from repseg.ops.cpu import HIDDEN_ENV, MASK_LIB_PREFIX, cpu_flags
 
 #: /proc/cpuinfo flag -> (cpuid leaf, subleaf, register, bit) of the vector
 #: extensions above AVX2 (Intel SDM vol. 2A, CPUID leaf 07H)
@@ -71,7 +74,7 @@ LEVELS: Dict[str, Tuple[str, ...]] = {
 
 ENV_MASK = 'REPSEG_CPUID_MASK'
 _SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'cpuid_mask.c')
-_LIB_PREFIX = 'repseg-cpuid-mask-'
+_LIB_PREFIX = MASK_LIB_PREFIX
 
 
 def hidden_by(level: str) -> List[str]:
@@ -107,32 +110,6 @@ def flags_of_spec(spec: str) -> List[str]:
         hidden.update(f for f, (*k, bit) in FEATURE_BITS.items()
                       if tuple(k) == key and mask >> bit & 1)
     return [f for f in FEATURE_BITS if f in hidden]
-
-
-def hidden_flags() -> List[str]:
-    """The flags hidden from THIS process (the mask library is loaded and
-    ``REPSEG_CPUID_MASK`` names them), or [] when nothing is hidden."""
-    spec = os.environ.get(ENV_MASK, '')
-    if not spec:
-        return []
-    try:
-        with open('/proc/self/maps') as f:
-            loaded = _LIB_PREFIX in f.read()
-    except OSError:
-        loaded = False
-    return flags_of_spec(spec) if loaded else []
-
-
-def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> Optional[set]:
-    """The flags the kernel reports for the CPU (the first ``flags`` line of
-    ``cpuinfo``: the hardware's, whatever is hidden from cpuid), or None
-    where the file cannot be read."""
-    try:
-        with open(cpuinfo) as f:
-            return set(next((ln.split(':', 1)[1].split() for ln in f
-                             if ln.startswith('flags')), []))
-    except OSError:
-        return None
 
 
 def cpuid_faulting_available(cpuinfo: str = '/proc/cpuinfo') -> bool:
@@ -195,11 +172,13 @@ def masked_env(level: str, env: Optional[Mapping[str, str]] = None,
                if p and _LIB_PREFIX not in p]
     env['LD_PRELOAD'] = ':'.join([lib] + preload)
     env[ENV_MASK] = mask_spec(flags)
+    # what the ISA label of repseg.ops.cpu reports as hidden
+    env[HIDDEN_ENV] = ','.join(flags)
     return env
 
 
 __all__ = [
     'FEATURE_BITS', 'LEVELS', 'ENV_MASK', 'hidden_by', 'mask_spec',
-    'flags_of_spec', 'hidden_flags', 'cpu_flags', 'cpuid_faulting_available',
+    'flags_of_spec', 'cpu_flags', 'cpuid_faulting_available',
     'mask_library', 'masked_env'
 ]

@@ -1,5 +1,5 @@
 """Running a process as if the CPU had a smaller vector ISA
-(repseg.ops.isa_mask, tools/cpu_isa.py): the cpuid bits, the label every
+(tools/dev/isa_mask.py, tools/dev/cpu_isa.py): the cpuid bits, the label every
 speed figure carries, and - on a CPU that has AVX-512 VNNI and CPUID
 faulting - that ONNX Runtime and PyTorch really pick the smaller CPU's
 kernels (observed through U8S8 int16 saturation, which only kernels
@@ -11,8 +11,10 @@ import sys
 import pytest
 
 from repseg.errors import BackendError, UsageError
-from repseg.ops import cpu, isa_mask
-from repseg.ops.isa_mask import (ENV_MASK, LEVELS, flags_of_spec, hidden_by,
+from repseg.ops import cpu
+from tests.utils import DEV_TOOLS  # noqa: F401  (puts tools/dev on sys.path)
+import isa_mask  # noqa: E402
+from isa_mask import (ENV_MASK, LEVELS, flags_of_spec, hidden_by,
                                  mask_spec, masked_env)
 
 from tests.utils import CAN_MASK_ISA, ROOT, run_as_isa
@@ -65,7 +67,8 @@ def test_a_mask_variable_without_the_library_is_not_believed(monkeypatch):
     """This process has not preloaded the library: a stray
     REPSEG_CPUID_MASK must not relabel its figures."""
     monkeypatch.setenv(ENV_MASK, mask_spec(hidden_by('avx2')))
-    assert isa_mask.hidden_flags() == []
+    monkeypatch.setenv(cpu.HIDDEN_ENV, ','.join(hidden_by('avx2')))
+    assert cpu.hidden_flags() == []
 
 
 def test_masked_env(tmp_path, monkeypatch):
@@ -78,17 +81,14 @@ def test_masked_env(tmp_path, monkeypatch):
     assert env['LD_PRELOAD'] == f'{lib}:/a.so'
     assert env['PATH'] == '/bin'
     assert flags_of_spec(env[ENV_MASK]) == hidden_by('avx512')
+    assert env[cpu.HIDDEN_ENV].split(',') == hidden_by('avx512')
     monkeypatch.setattr(isa_mask, 'cpuid_faulting_available', lambda: False)
     with pytest.raises(BackendError, match='no CPUID faulting'):
         masked_env('avx2', {})
 
 
 def test_the_tool_says_what_is_wrong(monkeypatch, capsys):
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
-    try:
-        import cpu_isa
-    finally:
-        sys.path.pop(0)
+    import cpu_isa
     monkeypatch.setattr(isa_mask, 'cpuid_faulting_available', lambda: False)
     with pytest.raises(SystemExit) as e:
         cpu_isa.main(['--as', 'avx2', '--', 'true'])

@@ -1,20 +1,23 @@
 #!/usr/bin/env python
-"""The CPU's vector ISA, and running a command as if it had a smaller one
-(its extensions hidden from `cpuid`, so ONNX Runtime, oneDNN and ATen pick
-that CPU's kernels):
+"""A developer's instrument: the CPU's vector ISA, and running a command as
+if it had a smaller one (its extensions hidden from `cpuid`, so ONNX
+Runtime, OpenVINO, oneDNN and ATen pick that CPU's kernels):
 
-  python tools/cpu_isa.py                        # the ISA and the levels
-  python tools/cpu_isa.py --as avx2 -- python tools/benchmark.py CONFIG \\
-      --backend onnxruntime --int8
+  python tools/dev/cpu_isa.py                    # the ISA and the levels
+  python tools/dev/cpu_isa.py --as avx2 -- python tools/benchmark.py CONFIG \\
+      --backend onnxruntime openvino --int8
 """
 import argparse
 import os
+import os.path as osp
 import shutil
 import sys
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
 
 def build_parser():
-    from repseg.ops.isa_mask import LEVELS
+    from isa_mask import LEVELS
     p = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,8 +35,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from repseg.errors import RepsegError
     from repseg.ops.cpu import cpu_vector_isa
-    from repseg.ops.isa_mask import (LEVELS, cpuid_faulting_available,
-                                     hidden_by, masked_env)
+    from isa_mask import (LEVELS, cpuid_faulting_available, hidden_by,
+                          masked_env)
     command = args.command[1:] if args.command[:1] == ['--'] else \
         args.command
     if not args.level:

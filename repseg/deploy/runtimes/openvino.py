@@ -1,0 +1,243 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""OpenVINO (CPU plugin), Intel's runtime: IR files (``.xml`` + ``.bin``)
+converted from the exported ONNX, fp32 / bf16 (on CPUs with AVX512_BF16 or
+AMX) / INT8 quantized with NNCF (``nncf.quantize``, or
+``nncf.quantize_with_accuracy_control`` with a control set).
+
+Models are compiled for latency with one stream and as many threads as
+torch uses, with the inference precision set explicitly (OpenVINO's CPU
+default on bf16-capable CPUs is bf16: an fp32 request is compiled as f32).
+What ran is read back from the compiled model's runtime graph (per-node
+``runtimePrecision`` and ``primitiveType``), not from the request.
+"""
+import os
+import os.path as osp
+from typing import List, Optional
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+
+from ...errors import BackendError, UsageError
+from .base import ControlSet, QuantOptions, Runtime, RuntimeModel, count_by
+
+#: runtime-graph layer types that are convolutions or matrix products
+_LAYERS = {'Convolution', 'GroupConvolution', 'Deconvolution', 'MatMul',
+           'FullyConnected'}
+_HINT = dict(fp32='f32', int8='f32', bf16='bf16')
+_PRECISION = {'i8': 'int8', 'u8': 'int8', 'bf16': 'bf16', 'f32': 'fp32',
+              'f16': 'fp16'}
+PRESETS = ('performance', 'mixed')
+
+
+def _weights_file(xml: str) -> str:
+    return osp.splitext(xml)[0] + '.bin'
+
+
+def runtime_layers(compiled) -> List[dict]:
+    """``name``, ``type``, ``precision`` ('int8', 'bf16', 'fp32') and
+    ``kernel`` (the CPU plugin's primitive, e.g. 'brgconv_avx512_amx_I8')
+    of every convolution and matrix product of a compiled model, as its
+    runtime graph says they run."""
+    out = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+
+        def get(key):
+            v = info[key] if key in info else ''
+            return v.astype(str) if hasattr(v, 'astype') else str(v)
+
+        kind = get('layerType')
+        if kind in _LAYERS:
+            prec = get('runtimePrecision').lower()
+            out.append(dict(name=op.get_friendly_name(), type=kind,
+                            precision=_PRECISION.get(prec, prec),
+                            kernel=get('primitiveType')))
+    return out
+
+
+def ran_precision(layers: List[dict]) -> str:
+    """The precision of a compiled model's convolutions: 'int8' when any
+    runs in INT8, else the precision they share (e.g. 'bf16', 'fp32')."""
+    convs = [la for la in layers if 'Convolution' in la['type']] or layers
+    precs = {la['precision'] for la in convs}
+    if 'int8' in precs:
+        return 'int8'
+    return precs.pop() if len(precs) == 1 else '/'.join(sorted(precs))
+
+
+class OpenVINO(Runtime):
+    name = 'openvino'
+    label = 'OpenVINO'
+    suffix = '.xml'
+    packages = ('openvino', )
+
+    def __init__(self):
+        self._core = None
+
+    @property
+    def core(self):
+        if self._core is None:
+            self._core = self.require().Core()
+        return self._core
+
+    def files(self, path: str) -> List[str]:
+        return [path, _weights_file(path)]
+
+    def precisions(self):
+        caps = self.core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
+        return ('fp32', 'bf16', 'int8') if 'BF16' in caps else ('fp32',
+                                                                 'int8')
+
+    def _save(self, model, out: str) -> str:
+        """Write IR ``out`` + its ``.bin`` atomically, in fp32 (OpenVINO's
+        ``save_model`` would compress weights to fp16 by default)."""
+        ov = self.require()
+        if not out.endswith('.xml'):
+            raise UsageError(f'OpenVINO IR is written as NAME.xml + NAME.bin;'
+                             f' name the output with .xml, got {out!r}')
+        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+        tmp = out[:-4] + '.tmp.xml'
+        ov.save_model(model, tmp, compress_to_fp16=False)
+        os.replace(_weights_file(tmp), _weights_file(out))
+        os.replace(tmp, out)
+        return out
+
+    def from_onnx(self, onnx_path: str, out: str) -> str:
+        ov = self.require()
+        return self._save(ov.convert_model(onnx_path), out)
+
+    def read(self, path: str):
+        """The IR at ``path`` as an ``openvino.Model``."""
+        if not osp.isfile(path):
+            raise BackendError(f'OpenVINO IR {path!r} does not exist')
+        if not osp.isfile(_weights_file(path)):
+            raise BackendError(
+                f'the weights of the OpenVINO IR {path!r} are missing: '
+                f'{_weights_file(path)!r} must lie next to it (an IR is the '
+                '.xml and the .bin of the same name; copy both)')
+        return self.core.read_model(path)
+
+    def compile(self, model, precision: str = 'fp32'):
+        """Compile an ``openvino.Model`` for the CPU: one stream, latency
+        hint, torch's thread count, the inference precision of
+        ``precision`` (float parts of an INT8 model in fp32)."""
+        self._check_precision(precision)
+        config = {'INFERENCE_NUM_THREADS': torch.get_num_threads(),
+                  'NUM_STREAMS': 1, 'PERFORMANCE_HINT': 'LATENCY',
+                  'INFERENCE_PRECISION_HINT': _HINT[precision]}
+        try:
+            return self.core.compile_model(model, 'CPU', config)
+        except RuntimeError as e:
+            lines = [s for s in str(e).splitlines() if s.strip()]
+            raise BackendError(
+                f'OpenVINO could not compile the model for the CPU: '
+                f'{(lines[-1] if lines else "")[:300]}') from None
+
+    def wrap(self, compiled, path: str = '') -> RuntimeModel:
+        """A compiled model as a :class:`RuntimeModel` (one infer request,
+        reused)."""
+        layers = runtime_layers(compiled)
+        ran = ran_precision(layers)
+        request = compiled.create_infer_request()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            request.infer({0: x})
+            return request.get_output_tensor(0).data
+
+        kernels = count_by(la['kernel'] for la in layers
+                           if 'Convolution' in la['type'])
+        info = dict(
+            runtime=self.name, file=path, precision=ran,
+            inference_precision_hint=str(
+                compiled.get_property('INFERENCE_PRECISION_HINT')),
+            kernels=', '.join(f'{k} x{n}' for k, n in kernels.items()),
+            threads=int(compiled.get_property('INFERENCE_NUM_THREADS')),
+            float_layers=[la['name'] for la in layers
+                          if la['precision'] != 'int8'] if ran == 'int8'
+            else [])
+        return RuntimeModel(run, info)
+
+    def load(self, path: str, precision: Optional[str] = None
+             ) -> RuntimeModel:
+        model = self.wrap(self.compile(self.read(path), precision or 'fp32'),
+                          path)
+        ran = model.info['precision']
+        if precision and (precision == 'int8') != (ran == 'int8'):
+            raise UsageError(
+                f'{path!r} runs in {ran} but {precision} was asked for: '
+                'load an INT8 IR with int8, an fp32 IR with fp32 or bf16')
+        if precision == 'bf16' and ran != 'bf16':
+            raise BackendError(f'OpenVINO was asked for bf16 but compiled '
+                               f'{path!r} in {ran}')
+        return model
+
+    def _check_precision(self, precision: str) -> None:
+        if precision == 'bf16' and precision not in self.precisions():
+            from ...ops.cpu import cpu_vector_isa
+            raise BackendError(
+                f'this CPU ({cpu_vector_isa()}) has no AVX512_BF16 or AMX: '
+                'OpenVINO would silently run fp32 instead of bf16. Time '
+                'fp32 or INT8 here, or bf16 on a CPU that has them')
+        super()._check_precision(precision)
+
+    def quantize(self, fp32_path: str, out: str,
+                 inputs: List[np.ndarray],
+                 options: Optional[QuantOptions] = None,
+                 control: Optional[ControlSet] = None) -> dict:
+        """NNCF post-training quantization of the IR ``fp32_path``
+        calibrated on ``inputs``; with ``options.max_drop`` and
+        ``control``, ``nncf.quantize_with_accuracy_control`` on the control
+        set (absolute mIoU drop). Returns ``file`` and, with accuracy
+        control, the control set's name and fp32 / INT8 mIoU."""
+        o = options or QuantOptions()
+        if o.preset not in PRESETS:
+            raise UsageError(f'NNCF preset must be one of {PRESETS}, got '
+                             f'{o.preset!r}')
+        if o.reduce_range:
+            raise UsageError('reduce_range (7-bit weights) is an ONNX '
+                             'Runtime option; NNCF chooses per CPU itself')
+        if o.max_drop is not None and control is None:
+            raise UsageError('accuracy control needs a control set')
+        if not inputs:
+            raise UsageError('quantization needs at least one calibration '
+                             'input')
+        try:
+            import nncf
+        except Exception as e:  # noqa: B902
+            raise BackendError(
+                f'INT8 with OpenVINO needs NNCF, which cannot be imported '
+                f'here ({type(e).__name__}: {str(e)[:200]}): pip install '
+                'nncf (or run scripts/install.sh)') from None
+        model = self.read(fp32_path)
+        kwargs = dict(
+            preset=getattr(nncf.QuantizationPreset, o.preset.upper()),
+            subset_size=len(inputs),
+            fast_bias_correction=o.fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(types=list(o.ignored_types),
+                                            validate=False)
+            if o.ignored_types else None)
+        calib = nncf.Dataset(list(inputs))
+        result = dict(file=out)
+        if o.max_drop is None:
+            q = nncf.quantize(model, calib, **kwargs)
+        else:
+            scores = []
+
+            def validate(compiled, items):
+                score = control.metric(self.wrap(compiled), list(items))
+                scores.append(score)
+                return score
+
+            print_log(f'accuracy control: at most {o.max_drop} mIoU points '
+                      f'lost on {control.name}', logger='current')
+            q = nncf.quantize_with_accuracy_control(
+                model, calib, nncf.Dataset(control.items), validate,
+                max_drop=o.max_drop, drop_type=nncf.DropType.ABSOLUTE,
+                **kwargs)
+            result.update(control=control.name)
+        self._save(q, out)
+        return result
+
+
+__all__ = ['OpenVINO', 'runtime_layers', 'ran_precision', 'PRESETS']

@@ -1,0 +1,268 @@
+"""The OpenVINO runtime (repseg.deploy.runtimes.openvino): IR export
+verified against PyTorch, what ran read from the compiled model, INT8 with
+NNCF at every export size (the pyramid's pooling products), accuracy
+control on a control set, and its errors."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from repseg.apis import load_cfg
+from repseg.deploy import build_fused, build_segmentor, export_model
+from repseg.deploy.onnx import to_onnx
+from repseg.deploy.runtimes import (ControlSet, QuantOptions, get_runtime,
+                                    runtime_of_file)
+from repseg.deploy.runtimes.openvino import ran_precision
+from repseg.errors import BackendError, UsageError
+from repseg.testing import randomize_bn_
+
+from tests.utils import CONFIG_DIR, DEMO_CONFIG, ROOT
+
+OV = get_runtime('openvino')
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    cfg = load_cfg(DEMO_CONFIG)
+    model = randomize_bn_(build_segmentor(cfg), seed=12)
+    path = str(tmp_path_factory.mktemp('ov') / 'a0.pth')
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return path
+
+
+def _upernet_cfg():
+    """UPerNet (a pooling pyramid in its head too) on a small A0."""
+    return load_cfg(osp.join(CONFIG_DIR, 'upernet_repvgg_b1g2.py'),
+                    cfg_options={'model.backbone.arch': 'A0',
+                                 'model.backbone.init_cfg': None,
+                                 'model.decode_head.in_channels':
+                                 [48, 96, 192, 1280],
+                                 'model.decode_head.channels': 16,
+                                 'model.auxiliary_head.in_channels': 192,
+                                 'model.auxiliary_head.channels': 16})
+
+
+def _pytorch_logits(cfg, checkpoint, x):
+    from repseg.deploy import SegForward
+    with torch.no_grad():
+        return SegForward(build_fused(cfg, checkpoint))(x)
+
+
+@pytest.mark.parametrize('decoder', ['pspnet', 'upernet'])
+def test_ir_export_equals_pytorch(checkpoint, tmp_path, decoder):
+    """fp32 IR (.xml + .bin) from the fused model: the export's own check
+    and an independent run of the files with openvino agree with PyTorch
+    to float rounding (relative 1e-4), on PSPNet and UPerNet at a size
+    whose pyramid bins are unequal."""
+    import openvino as ov
+    cfg = load_cfg(DEMO_CONFIG) if decoder == 'pspnet' else _upernet_cfg()
+    ckpt = checkpoint if decoder == 'pspnet' else None
+    out = str(tmp_path / 'm.xml')
+    r = export_model(cfg, ckpt, out, (128, 256), backend='openvino')
+    assert r['files'] == [out, str(tmp_path / 'm.bin')]
+    assert all(osp.isfile(f) for f in r['files'])
+    assert r['relative'] <= 1e-4 and r['argmax_agreement'] >= 0.9999
+    assert r['runtime']['precision'] == 'fp32'
+    assert r['runtime']['threads'] == torch.get_num_threads()
+    # independently of repseg's runtime module: the IR on disk holds fp32
+    # weights (no fp16 compression) and computes what PyTorch computes
+    x = torch.randn(1, 3, 128, 256, generator=torch.Generator().manual_seed(3))
+    compiled = ov.Core().compile_model(
+        out, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    got = compiled(x.numpy())[0]
+    ref = _pytorch_logits(cfg, ckpt, x).numpy()
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    consts = [op for op in ov.Core().read_model(out).get_ordered_ops()
+              if op.get_type_name() == 'Constant'
+              and op.get_output_element_type(0).is_real()]
+    assert consts and all(str(c.get_output_element_type(0)) == '<Type: '
+                          "'float32'>" for c in consts)
+
+
+def test_export_tool_writes_ir_and_reports(checkpoint, tmp_path):
+    out = str(tmp_path / 'a0.xml')
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'export.py'), DEMO_CONFIG,
+         checkpoint, out, '--shape', '128', '256'],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'openvino (fp32, ' in proc.stdout     # backend from the suffix
+    assert 'argmax agreement' in proc.stdout
+    assert osp.isfile(out[:-4] + '.bin') and osp.isfile(out[:-4] + '.json')
+    # an .onnx name with --backend openvino: one line saying what to do
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'export.py'), DEMO_CONFIG,
+         checkpoint, str(tmp_path / 'x.onnx'), '--backend', 'openvino'],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: OpenVINO models are .xml files: name the output NAME.xml "
+        f"(got '{tmp_path / 'x.onnx'}') or choose another --backend")
+
+
+def test_ir_without_its_weights_is_one_clear_error(checkpoint, tmp_path):
+    out = str(tmp_path / 'm.xml')
+    export_model(load_cfg(DEMO_CONFIG), checkpoint, out, (64, 64),
+                 backend='openvino', verify=False)
+    os.remove(out[:-4] + '.bin')
+    with pytest.raises(BackendError, match=r"m\.bin' must lie next to it"):
+        OV.load(out)
+    assert runtime_of_file(out) is OV
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_not_run_as_fp32(checkpoint,
+                                                             tmp_path):
+    out = str(tmp_path / 'm.xml')
+    export_model(load_cfg(DEMO_CONFIG), checkpoint, out, (64, 64),
+                 backend='openvino', verify=False)
+    if 'bf16' in OV.precisions():
+        model = OV.load(out, 'bf16')
+        assert model.info['precision'] == 'bf16'
+    else:
+        with pytest.raises(BackendError, match='no AVX512_BF16 or AMX'):
+            OV.load(out, 'bf16')
+
+
+class _FakeOp:
+    def __init__(self, name, kind, prec, kernel):
+        self.name = name
+        self.info = dict(layerType=kind, runtimePrecision=prec,
+                         primitiveType=kernel)
+
+    def get_friendly_name(self):
+        return self.name
+
+    def get_rt_info(self):
+        return self.info
+
+
+class _FakeCompiled:
+    """What an AMX CPU's OpenVINO returns for an fp32 IR compiled with its
+    default (bf16) inference precision."""
+
+    def __init__(self, ops):
+        self.ops = ops
+
+    def get_runtime_model(self):
+        ops = self.ops
+
+        class Runtime:
+            def get_ordered_ops(self):
+                return ops
+        return Runtime()
+
+    def get_property(self, key):
+        return dict(INFERENCE_PRECISION_HINT='bf16',
+                    INFERENCE_NUM_THREADS=1)[key]
+
+    def create_infer_request(self):
+        return None
+
+
+def test_precision_is_read_from_the_runtime_graph_not_the_request():
+    """bf16 must never be reported as fp32: what ran comes from the
+    compiled model's per-node runtime precision."""
+    bf16 = _FakeCompiled([
+        _FakeOp('conv1', 'Convolution', 'bf16', 'brgconv_avx512_amx_bf16'),
+        _FakeOp('conv2', 'Convolution', 'bf16', 'brgconv_avx512_amx_bf16'),
+        _FakeOp('pool', 'MatMul', 'f32', 'jit_f32')])
+    info = OV.wrap(bf16, 'm.xml').info
+    assert info['precision'] == 'bf16'
+    assert info['kernels'] == 'brgconv_avx512_amx_bf16 x2'
+    int8 = _FakeCompiled([
+        _FakeOp('conv1', 'Convolution', 'u8', 'brgconv_avx512_amx_I8'),
+        _FakeOp('conv2', 'Convolution', 'f32', 'brgconv_avx512_f32'),
+        _FakeOp('pool', 'MatMul', 'f32', 'jit_f32')])
+    info = OV.wrap(int8, 'm.xml').info
+    assert info['precision'] == 'int8'
+    assert info['float_layers'] == ['conv2', 'pool']
+    assert ran_precision([dict(type='Convolution', precision='fp32')]) == \
+        'fp32'
+
+
+def _calib(shape, n=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 3, *shape, generator=gen).numpy()
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize('shape', [(128, 256), (96, 96), (713, 713)])
+def test_int8_compiles_and_runs_at_every_export_size(checkpoint, tmp_path,
+                                                     shape):
+    """PSPNet's pyramid: matrix products at 128x256 (unequal bins), average
+    pooling at 96x96 and 713x713 (equal bins): the NNCF INT8 IR compiles,
+    runs its convolutions in INT8 with only the pooling products in float,
+    and stays close to fp32."""
+    fp32 = str(tmp_path / 'm.xml')
+    export_model(load_cfg(DEMO_CONFIG), checkpoint, fp32, shape,
+                 backend='openvino', verify=False)
+    int8 = str(tmp_path / 'm_int8.xml')
+    OV.quantize(fp32, int8, _calib(shape, 2))
+    q = OV.load(int8, 'int8')
+    assert q.info['precision'] == 'int8'
+    assert all('MatMul' in n or 'Pool' in n or 'pool' in n
+               for n in q.info['float_layers']), q.info['float_layers']
+    x = torch.from_numpy(_calib(shape, 1, seed=5)[0])
+    ref = OV.load(fp32)(x)
+    got = q(x)
+    assert got.shape == ref.shape
+    agree = (got.argmax(1) == ref.argmax(1)).float().mean().item()
+    assert agree > 0.8, agree
+
+
+def _small_onnx(tmp_path):
+    """A 4-conv network with two ReLUs (INT8 loses a little on it)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 5, 1)).eval()
+    path = str(tmp_path / 'net.onnx')
+    to_onnx(net, torch.randn(1, 3, 16, 16), path)
+    return path
+
+
+def test_accuracy_control_keeps_layers_in_float_until_the_drop_fits(
+        tmp_path):
+    """The control metric is the argmax agreement (in points) with the fp32
+    model on control inputs: plain INT8 loses some, so max_drop=0 must
+    leave layers in float and meet it; ignoring the control would not."""
+    onnx_path = _small_onnx(tmp_path)
+    fp32 = OV.from_onnx(onnx_path, str(tmp_path / 'net.xml'))
+    ref_model = OV.load(fp32)
+    items = _calib((16, 16), 8, seed=7)
+
+    def agreement(fwd, batch):
+        hits = [(fwd(torch.from_numpy(x)).argmax(1) == ref_model(
+            torch.from_numpy(x)).argmax(1)).float().mean().item()
+            for x in batch]
+        return 100 * float(np.mean(hits))
+
+    control = ControlSet(items=items, metric=agreement, name='8 inputs')
+    calib = _calib((16, 16), 4)
+    plain = OV.quantize(fp32, str(tmp_path / 'plain.xml'), calib)
+    plain_model = OV.load(plain['file'], 'int8')
+    plain_drop = 100 - agreement(plain_model, items)
+    assert plain_drop > 0.5      # else the test could not tell
+    assert plain_model.info['float_layers'] == []
+    ctrl = OV.quantize(fp32, str(tmp_path / 'ctrl.xml'), calib,
+                       QuantOptions(max_drop=0.0), control)
+    ctrl_model = OV.load(ctrl['file'])
+    assert ctrl['control'] == '8 inputs'
+    assert 100 - agreement(ctrl_model, items) <= 0.0 + 1e-9
+    assert ctrl_model.info['float_layers']
+    with pytest.raises(UsageError, match='needs a control set'):
+        OV.quantize(fp32, str(tmp_path / 'x.xml'), calib,
+                    QuantOptions(max_drop=0.2))
+
+
+def test_onnxruntime_has_no_accuracy_control(tmp_path):
+    with pytest.raises(UsageError, match='has no accuracy control'):
+        get_runtime('onnxruntime').quantize(
+            _small_onnx(tmp_path), str(tmp_path / 'q.onnx'),
+            _calib((16, 16), 1), QuantOptions(max_drop=0.2))
