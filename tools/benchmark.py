@@ -5,7 +5,7 @@ or any one config; in PyTorch and, with --backend, in ONNX Runtime and
 OpenVINO (fp32, --bf16, --int8).
 
   python tools/benchmark.py                       # the Table 8 line-up
-  python tools/benchmark.py --fast                # only the -fast rows + ResNets
+  python tools/benchmark.py --fast                # the -fast rows + ResNets
   python tools/benchmark.py CONFIG [CHECKPOINT]   # one model
   python tools/benchmark.py CONFIG --backend openvino onnxruntime --int8
 """

@@ -21,7 +21,8 @@ def main(argv=None):
         sys.exit(f'error: {e.render(parser)}')
     for split, n in counts.items():
         note = '' if n == OFFICIAL_COUNTS[split] else \
-            f'  (the official gtFine {split} split has {OFFICIAL_COUNTS[split]})'
+            f'  (the official gtFine {split} split has ' \
+            f'{OFFICIAL_COUNTS[split]})'
         print(f'{split}: {n} images with train-id labels{note}')
     print('OK')
 

@@ -81,10 +81,12 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     from repseg.apis import check_data, quantize
+    from repseg.apis.quantize import check_options
     from repseg.deploy.quantize import markdown
     from repseg.engine import load_cfg
     from repseg.errors import RepsegError
     try:
+        check_options(args.backend, args.max_drop)
         cfg = load_cfg(args.config, cfg_options=args.cfg_options)
         check_data(cfg, ('train_dataloader', 'test_dataloader'))
         result = quantize(

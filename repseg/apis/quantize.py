@@ -50,10 +50,30 @@ def _agreement(ref: list, preds: list) -> float:
 
 def _with_forward(model, forward):
     """A shallow copy of the segmentor ``model`` whose ``encode_decode``
-    is ``forward`` (a runtime model): mmseg's test loop runs around it."""
+    is ``forward`` (a runtime model, not a module: the copy shares its
+    submodules with ``model``): mmseg's test loop runs around it."""
     m = copy.copy(model)
     m.encode_decode = forward
     return m
+
+
+def check_options(backends: Sequence[str],
+                  max_drop: Optional[float] = None) -> list:
+    """The runtimes of ``backends`` (each once), or a UsageError for an
+    option that does not fit them (checked before any data is read)."""
+    runtimes = [get_runtime(b) for b in dict.fromkeys(backends)]
+    if not runtimes:
+        raise UsageError(f'name at least one {opt("backend", None)}')
+    if max_drop is not None:
+        if 'openvino' not in backends:
+            raise UsageError(
+                f'{opt("max_drop", max_drop)} is accuracy control, which '
+                f'OpenVINO (NNCF) has and ONNX Runtime has not: add '
+                f'{opt("backend", "openvino")}')
+        if not 0 <= max_drop <= 100:
+            raise UsageError(f'{opt("max_drop", max_drop)} is in mIoU '
+                             'points: give a value from 0 to 100')
+    return runtimes
 
 
 def quantize(cfg: Config, checkpoint: str, out_dir: str,
@@ -84,52 +104,37 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into
     ``out_dir`` and returns what ``quantize.json`` holds.
     """
-    backends = list(dict.fromkeys(backends))
-    runtimes = [get_runtime(b) for b in backends]
-    if not runtimes:
-        raise UsageError(f'name at least one {opt("backend", None)}')
-    if max_drop is not None:
-        if 'openvino' not in backends:
-            raise UsageError(
-                f'{opt("max_drop", max_drop)} is accuracy control, which '
-                f'OpenVINO (NNCF) has and ONNX Runtime has not: add '
-                f'{opt("backend", "openvino")}')
-        if not 0 <= max_drop <= 100:
-            raise UsageError(f'{opt("max_drop", max_drop)} is in mIoU '
-                             'points: give a value from 0 to 100')
+    runtimes = check_options(backends, max_drop)
+    backends = [r.name for r in runtimes]
     for r in runtimes:
         r.require()
     if osp.isfile(out_dir):
         raise UsageError(f'the output {out_dir!r} is a file; give a folder')
-    files = {'json': 'quantize.json', 'md': 'quantize.md',
-             'png': 'per_class_iou.png'}
+    files = {k: osp.join(out_dir, f) for k, f in (
+        ('json', 'quantize.json'), ('md', 'quantize.md'),
+        ('png', 'per_class_iou.png'))}
+    written = list(files.values())
     for r in runtimes:
         for p in ('fp32', 'int8'):
-            files[f'{r.name}_{p}'] = f'model_{p}{r.suffix}'
-    files = {k: osp.join(out_dir, f) for k, f in files.items()}
-    written = [f for k, p in files.items() for f in (
-        get_runtime(k.rsplit('_', 1)[0]).files(p) if k[-4:] in ('fp32',
-                                                                'int8')
-        else [p])]
+            files[f'{r.name}_{p}'] = osp.join(out_dir,
+                                              f'model_{p}{r.suffix}')
+            written += r.files(files[f'{r.name}_{p}'])
     refuse_overwrite(written, force)
 
-    # the splits: control images held out of the train split first, so
-    # that the counts are checked before anything long runs
-    held_out = 0
-    if max_drop is not None or control_images:
-        total = len(build_dataset(dict(dataset=cfg.train_dataloader.dataset),
-                                  []))
-        held_out = control_images or max(1, min(total // 4, 50))
-    pool, control_idx = split_train(cfg, held_out)
+    model = build_fused(copy.deepcopy(cfg), checkpoint, allow_unsafe)
+    # the control set is held out of the train split; counts are checked
+    # before anything long runs
+    pool, control_idx = split_train(
+        cfg, control_images if control_images else
+        ('auto' if max_drop is not None else 0))
     if not 1 <= num_calib <= len(pool):
         raise UsageError(
             f'calibration asks for {num_calib} images but the train split '
             f'holds {len(pool)} for it'
-            + (f' ({held_out} more are the control set)' if held_out else '')
+            + (f' ({len(control_idx)} more are the control set)'
+               if control_idx else '')
             + f': ask for 1 to {len(pool)} calibration images')
-
     os.makedirs(out_dir, exist_ok=True)
-    model = build_fused(copy.deepcopy(cfg), checkpoint, allow_unsafe)
     size = export_size(cfg, model,
                        build_dataset(cfg.test_dataloader)[0])
     onnx_fp32 = files.get('onnxruntime_fp32',
@@ -152,8 +157,9 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
                            preset=preset,
                            fast_bias_correction=fast_bias_correction,
                            ignored_types=tuple(ignored_types))
+    fast = use_fast_convs(model, 'auto')
     runs = {REFERENCE: dict(runtime='pytorch', precision='fp32',
-                            forward=SegForward(use_fast_convs(model, 'auto')),
+                            segmentor=fast, forward=SegForward(fast),
                             info=dict(precision='fp32', float_layers=[]))}
     quant_info = {}
     for r in runtimes:
@@ -180,7 +186,8 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
         backends else ''
     if note:
         print_log(note, logger='current')
-    seg = {k: _with_forward(model, v['forward']) for k, v in runs.items()}
+    seg = {k: v.get('segmentor') or _with_forward(model, v['forward'])
+           for k, v in runs.items()}
     evals = evaluate(seg, cfg)
     x = torch.from_numpy(inputs[0])
     speed = _time({k: v['forward'] for k, v in runs.items()}, x, repeat)
@@ -240,4 +247,4 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     return result
 
 
-__all__ = ['quantize']
+__all__ = ['quantize', 'check_options']

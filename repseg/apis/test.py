@@ -72,9 +72,10 @@ def test(cfg: Config,
          allow_unsafe: bool = False,
          conv_impl: Optional[str] = None) -> dict:
     """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint, or
-    an exported ONNX / OpenVINO IR model: :func:`test_exported`) with the config's test loop; the
-    FusedEvalHook evaluates the fused model (with ``conv_impl`` for its 3x3
-    convs when given, see :func:`repseg.ops.use_fast_convs`)."""
+    an exported ONNX / OpenVINO IR model: :func:`test_exported`) with the
+    config's test loop; the FusedEvalHook evaluates the fused model (with
+    ``conv_impl`` for its 3x3 convs when given, see
+    :func:`repseg.ops.use_fast_convs`)."""
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
     from ..deploy.runtimes import runtime_of_file

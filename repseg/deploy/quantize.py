@@ -12,11 +12,9 @@ the timing).
 own quantizers (``onnxruntime.quantization``, NNCF) do the work.
 """
 import copy
-import os
-import os.path as osp
 import random
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -75,11 +73,14 @@ def _train_dataset_cfg(cfg: Config) -> dict:
     return ds
 
 
-def split_train(cfg: Config, held_out: int) -> tuple:
+def split_train(cfg: Config, held_out: Union[int, str]) -> tuple:
     """Indices of the train split for calibration and for the control set:
-    the last ``held_out`` images (in the dataset's sorted order) are held
-    out, calibration draws from the others."""
+    the last ``held_out`` images (in the dataset's sorted order; 'auto': a
+    quarter of the split, at most 50) are held out, calibration draws from
+    the others."""
     n = len(build_dataset(dict(dataset=_train_dataset_cfg(cfg)), []))
+    if held_out == 'auto':
+        held_out = max(1, min(n // 4, 50))
     if held_out < 0 or held_out >= n:
         raise UsageError(
             f'the control set asks for {held_out} of the {n} train images; '
@@ -247,8 +248,9 @@ _RUNTIME_LABELS = dict(pytorch='PyTorch', onnxruntime='ONNX Runtime',
 def run_label(row: dict, result: dict) -> str:
     """'OpenVINO INT8 (NNCF, performance preset, accuracy control <= 0.2)'
     and the like for a row of a quantization run."""
+    precision = 'INT8' if row['precision'] == 'int8' else row['precision']
     name = f"{_RUNTIME_LABELS.get(row['runtime'], row['runtime'])} " \
-        f"{row['precision'].upper().replace('FP32', 'fp32').replace('BF16', 'bf16')}"
+        f'{precision}'
     c = result['calibration']
     if row['runtime'] == 'pytorch':
         return name + ' (fused)'

@@ -61,7 +61,8 @@ def test_convert_label_ids_reproduces_train_ids(tmp_path):
     generate_synthetic_cityscapes(ref, num_train=3, num_val=2, seed=3)
     generate_synthetic_cityscapes(raw, num_train=3, num_val=2, seed=3,
                                   train_ids=False)
-    with pytest.raises(DatasetError, match='not converted.*convert_cityscapes'):
+    with pytest.raises(DatasetError,
+                       match='not converted.*convert_cityscapes'):
         check_cityscapes(raw)
     assert convert_label_ids(raw) == 5
     assert convert_label_ids(raw) == 0          # existing files are kept

@@ -28,6 +28,7 @@ OV = get_runtime('openvino')
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     cfg = load_cfg(DEMO_CONFIG)
+    torch.manual_seed(12)    # module fixtures run before the per-test seed
     model = randomize_bn_(build_segmentor(cfg), seed=12)
     path = str(tmp_path_factory.mktemp('ov') / 'a0.pth')
     torch.save(dict(state_dict=model.state_dict()), path)
@@ -60,7 +61,11 @@ def test_ir_export_equals_pytorch(checkpoint, tmp_path, decoder):
     whose pyramid bins are unequal."""
     import openvino as ov
     cfg = load_cfg(DEMO_CONFIG) if decoder == 'pspnet' else _upernet_cfg()
-    ckpt = checkpoint if decoder == 'pspnet' else None
+    ckpt = checkpoint
+    if decoder != 'pspnet':
+        ckpt = str(tmp_path / 'upernet.pth')
+        torch.save(dict(state_dict=randomize_bn_(
+            build_segmentor(cfg), seed=13).state_dict()), ckpt)
     out = str(tmp_path / 'm.xml')
     r = export_model(cfg, ckpt, out, (128, 256), backend='openvino')
     assert r['files'] == [out, str(tmp_path / 'm.bin')]
@@ -210,18 +215,26 @@ def test_int8_compiles_and_runs_at_every_export_size(checkpoint, tmp_path,
     ref = OV.load(fp32)(x)
     got = q(x)
     assert got.shape == ref.shape
+    err = ((got - ref).abs().mean() / ref.abs().mean()).item()
     agree = (got.argmax(1) == ref.argmax(1)).float().mean().item()
-    assert agree > 0.8, agree
+    assert err < 0.2 and agree > 0.95, (err, agree)   # seeded: 0.08-0.10,
+    # 99.5-99.9% measured
 
 
 def _small_onnx(tmp_path):
-    """A 4-conv network with two ReLUs (INT8 loses a little on it)."""
+    """A 4-conv network that per-channel INT8 hurts: RepVGG's failure mode
+    planted in its second conv (input channel 0 never fires after the
+    ReLU, and every output channel has a huge tap on it, so that its other
+    weights round to zero)."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
         torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
         torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
         torch.nn.Conv2d(16, 5, 1)).eval()
+    with torch.no_grad():
+        net[0].bias[0] = -1e3             # dead after the ReLU
+        net[2].weight[:, 0, 1, 1] = 300.0  # huge taps on the dead channel
     path = str(tmp_path / 'net.onnx')
     to_onnx(net, torch.randn(1, 3, 16, 16), path)
     return path
@@ -229,32 +242,35 @@ def _small_onnx(tmp_path):
 
 def test_accuracy_control_keeps_layers_in_float_until_the_drop_fits(
         tmp_path):
-    """The control metric is the argmax agreement (in points) with the fp32
-    model on control inputs: plain INT8 loses some, so max_drop=0 must
-    leave layers in float and meet it; ignoring the control would not."""
+    """The control metric is how close the logits stay to the fp32 model's
+    on control inputs (100 - relative L1 error in percent): plain INT8
+    loses a lot on this net, so max_drop=1 must leave layers in float and
+    meet it; ignoring the control would not."""
     onnx_path = _small_onnx(tmp_path)
     fp32 = OV.from_onnx(onnx_path, str(tmp_path / 'net.xml'))
     ref_model = OV.load(fp32)
     items = _calib((16, 16), 8, seed=7)
 
     def agreement(fwd, batch):
-        hits = [(fwd(torch.from_numpy(x)).argmax(1) == ref_model(
-            torch.from_numpy(x)).argmax(1)).float().mean().item()
-            for x in batch]
-        return 100 * float(np.mean(hits))
+        errs = []
+        for x in batch:
+            ref = ref_model(torch.from_numpy(x))
+            out = fwd(torch.from_numpy(x))
+            errs.append(((out - ref).abs().mean() / ref.abs().mean()).item())
+        return 100 - 100 * float(np.mean(errs))
 
     control = ControlSet(items=items, metric=agreement, name='8 inputs')
     calib = _calib((16, 16), 4)
     plain = OV.quantize(fp32, str(tmp_path / 'plain.xml'), calib)
     plain_model = OV.load(plain['file'], 'int8')
     plain_drop = 100 - agreement(plain_model, items)
-    assert plain_drop > 0.5      # else the test could not tell
+    assert plain_drop > 5      # else the test could not tell
     assert plain_model.info['float_layers'] == []
     ctrl = OV.quantize(fp32, str(tmp_path / 'ctrl.xml'), calib,
-                       QuantOptions(max_drop=0.0), control)
+                       QuantOptions(max_drop=1.0), control)
     ctrl_model = OV.load(ctrl['file'])
     assert ctrl['control'] == '8 inputs'
-    assert 100 - agreement(ctrl_model, items) <= 0.0 + 1e-9
+    assert 100 - agreement(ctrl_model, items) <= 1.0
     assert ctrl_model.info['float_layers']
     with pytest.raises(UsageError, match='needs a control set'):
         OV.quantize(fp32, str(tmp_path / 'x.xml'), calib,
@@ -266,3 +282,34 @@ def test_onnxruntime_has_no_accuracy_control(tmp_path):
         get_runtime('onnxruntime').quantize(
             _small_onnx(tmp_path), str(tmp_path / 'q.onnx'),
             _calib((16, 16), 1), QuantOptions(max_drop=0.2))
+
+
+@pytest.mark.slow
+def test_benchmark_openvino_rows_side_by_side(checkpoint, tmp_path):
+    """tools/benchmark.py --backend openvino onnxruntime --int8 --bf16: one
+    line per runtime and precision with what really ran; OpenVINO bf16
+    only where the CPU has it (else a note, never an fp32 run called
+    bf16)."""
+    import json
+    out = tmp_path / 'bench'
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'),
+         DEMO_CONFIG, checkpoint, '--shape', '128', '256', '--backend',
+         'openvino', 'onnxruntime', '--int8', '--bf16', '--warmup', '1',
+         '--iters', '1', '--repeat', '1', '--no-flops', '--out', str(out)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row, ) = json.loads((out / 'benchmark.json').read_text())['rows']
+    runs = row['runtimes']
+    assert runs['openvino']['precision_ran'] == 'fp32'
+    assert runs['openvino']['relative_diff'] <= 1e-4
+    assert runs['openvino_int8']['precision_ran'] == 'int8'
+    assert runs['openvino_int8']['threads'] == torch.get_num_threads()
+    assert runs['onnxruntime_int8']['precision_ran'] == 'int8'
+    assert '| OpenVINO | int8 | int8 |' in proc.stdout
+    if 'bf16' in OV.precisions():
+        assert runs['openvino_bf16']['precision_ran'] == 'bf16'
+    else:
+        assert 'openvino_bf16' not in runs
+        assert 'OpenVINO has no bf16 on this CPU' in proc.stdout
+    assert (out / 'benchmark.png').read_bytes()[:4] == b'\x89PNG'

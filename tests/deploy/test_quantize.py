@@ -124,8 +124,9 @@ np.save(sys.argv[2], s.run(None, {'image': np.ones((1, 16, 8, 8),
                     reason='needs AVX-512 VNNI and CPUID faulting')
 def test_without_vnni_only_7_bit_weights_give_the_vnni_result(tmp_path):
     """The same INT8 model run with AVX2 kernels (tools/dev/cpu_isa.py
-    --as avx2) and with VNNI: 8-bit weights saturate int16 pair sums on AVX2 and
-    give another output; 7-bit weights give the VNNI output exactly."""
+    --as avx2) and with VNNI: 8-bit weights saturate int16 pair sums on
+    AVX2 and give another output; 7-bit weights give the VNNI output
+    exactly."""
     import onnxruntime as ort
     fp32 = str(tmp_path / 'c.onnx')
     _conv_onnx(fp32)

@@ -495,8 +495,8 @@ def test_quantize_with_7_bit_weights_on_an_avx2_cpu(trained, tmp_path):
                       '--out', str(out), '--calib-images', '4',
                       '--repeat', '1', '--reduce-range')
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert '| ONNX Runtime INT8 (QDQ, per-channel, 7-bit weights) |' in \
-        proc.stdout
+    assert '| ONNX Runtime INT8 (QDQ, per-channel, 7-bit weights, minmax) ' \
+        '| int8 |' in proc.stdout
     assert 'has no VNNI' not in proc.stdout + proc.stderr
     result = json.loads((out / 'quantize.json').read_text())
     assert result['calibration']['reduce_range'] is True
