@@ -56,8 +56,8 @@ def check_pretrained(cfg: Config) -> None:
                     raise UsageError(
                         f'{path}.init_cfg asks for the pretrained checkpoint '
                         f'{ckpt!r}, which does not exist. Download it (see '
-                        'README.md, "Pretrained backbones") or train from '
-                        'scratch with '
+                        'docs/configs_and_backbones.md, "Pretrained '
+                        'backbones") or train from scratch with '
                         f'{opt("cfg_options", path + ".init_cfg=None")}')
             for k, v in node.items():
                 walk(v, f'{path}.{k}' if k != 'init_cfg' else path)

@@ -207,9 +207,8 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
             if 'bf16' in rt.precisions():
                 wanted.append(('bf16', fp32))
             else:
-                logger(f'note: {rt.label} has no bf16 on this CPU '
-                       f'({cpu_vector_isa()}): its bf16 row is left out '
-                       '(it would run fp32)')
+                logger(f'note: no {rt.label} bf16 row: '
+                       f"{rt.missing('bf16')}")
         if s.int8:
             int8 = osp.join(tmp_dir, f"{row['name']}_{name}_int8{rt.suffix}")
             rt.quantize(fp32, int8, calib)
@@ -440,7 +439,7 @@ def run_benchmark(entries: List[dict],
     ``profile`` adds ``{label}_profile`` to
     every row (:func:`repseg.benchmark.profile.profile_layers`).
 
-    Returns ``{'env': ..., 'rows': [...]}``; see the README for the fields.
+    Returns ``{'env': ..., 'rows': [...]}`` (fields: docs/benchmark.md).
     """
     s = (settings or BenchmarkSettings(**options)).resolved()
     if s.dtype == 'fp16' and s.dev.type != 'cuda':

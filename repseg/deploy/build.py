@@ -99,8 +99,9 @@ def check_channels(model: torch.nn.Module) -> None:
                 + (', c1_in_channels for output 0'
                    if hasattr(head, 'c1_bottleneck') else '')
                 + f') but {where}, so output {i} has {got}. Fix the '
-                f'channels of model.{part} (README.md, "Plugging RepVGG '
-                'into any mmseg model", has the channels of every arch).')
+                f'channels of model.{part} (docs/configs_and_backbones.md, '
+                '"Plugging RepVGG into any mmseg model", has the channels of '
+                'every arch).')
 
 
 def check_model(cfg: Config) -> None:
@@ -147,6 +148,20 @@ def build_fused(cfg: Config, checkpoint: Optional[str],
     return fused.eval()
 
 
+def dataset_meta(cfg: Config) -> Optional[dict]:
+    """``classes`` and ``palette`` of the config's test dataset (what mmseg
+    keeps as ``dataset_meta`` in checkpoints and models), or None when the
+    config names no dataset mmseg knows."""
+    from mmseg.registry import DATASETS
+    ds = (cfg.get('test_dataloader') or {}).get('dataset', {})
+    try:
+        meta = DATASETS.get(ds.get('type')).METAINFO
+    except Exception:  # noqa: B902  (no dataset in the config)
+        return None
+    return dict(classes=list(meta['classes']),
+                palette=[list(c) for c in meta['palette']])
+
+
 def refuse_overwrite(paths: Sequence[str], force: bool = False) -> None:
     """Never overwrite a file the user has (a checkpoint, a model) unless
     ``force``."""
@@ -190,5 +205,6 @@ class SegForward(nn.Module):
 
 __all__ = [
     'build_segmentor', 'build_fused', 'check_channels', 'check_model',
+    'dataset_meta',
     'check_shape', 'SegForward', 'MIN_SIDE', 'refuse_overwrite'
 ]

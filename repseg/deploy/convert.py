@@ -16,7 +16,8 @@ from ..engine.config import adapt_to_device, without_pretrained
 from ..errors import CheckpointError, UsageError
 from ..reparam import (assert_fused, compare_outputs, describe,
                        find_conv_bn_pairs, reparameterize_model)
-from .build import SegForward, build_segmentor, refuse_overwrite
+from .build import (SegForward, build_segmentor, dataset_meta,
+                    refuse_overwrite)
 
 # the top-level parts of an mmseg segmentor whose conv-BN pairs are folded
 PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
@@ -153,7 +154,8 @@ def convert_checkpoint(cfg: Config,
     tmp = out + '.tmp'
     torch.save(
         dict(state_dict=fused.state_dict(),
-             meta=dict(repseg_fused=True, source=osp.abspath(checkpoint))),
+             meta=dict(repseg_fused=True, source=osp.abspath(checkpoint),
+                       dataset_meta=dataset_meta(cfg))),
         tmp)
     os.replace(tmp, out)
     deploy_cfg.load_from = out

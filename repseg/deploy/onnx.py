@@ -18,7 +18,8 @@ from mmengine.config import Config
 
 from ..errors import UsageError, opt
 from ..reparam import compare_outputs
-from .build import SegForward, build_fused, check_shape, refuse_overwrite
+from .build import (SegForward, build_fused, check_shape, dataset_meta,
+                    refuse_overwrite)
 from .runtimes import get_runtime
 
 
@@ -146,13 +147,8 @@ def input_spec(cfg: Config, shape: Sequence[int],
     preprocessor and dataset (written next to the .onnx file)."""
     pre = cfg.model.get('data_preprocessor') or {}
     rgb = bool(pre.get('bgr_to_rgb', False) or pre.get('rgb_to_bgr', False))
-    classes = None
-    ds = (cfg.get('test_dataloader') or {}).get('dataset', {})
-    try:
-        from mmseg.registry import DATASETS
-        classes = list(DATASETS.get(ds.get('type')).METAINFO['classes'])
-    except Exception:  # noqa: B902  (no dataset in the config)
-        pass
+    meta = dataset_meta(cfg)
+    classes = meta['classes'] if meta else None
     size = 'any' if dynamic_shape else [int(s) for s in shape]
     return dict(
         input=dict(

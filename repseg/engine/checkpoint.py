@@ -79,10 +79,15 @@ def _unsupported(e: Exception) -> str:
 
 def load_state_dict_file(path: str, allow_unsafe: bool = False
                          ) -> Dict[str, torch.Tensor]:
-    """Read the model weights of a checkpoint file safely.
+    """Read the model weights of a checkpoint file safely
+    (:func:`read_checkpoint`, then :func:`unwrap_state_dict`: mmengine/torch
+    wrappers such as ``state_dict`` or ``model`` unwrapped, a ``module.``
+    prefix stripped)."""
+    return unwrap_state_dict(read_checkpoint(path, allow_unsafe), path)
 
-    Unwraps mmengine/torch wrappers (``state_dict``, ``model``) and strips a
-    ``module.`` prefix.
+
+def read_checkpoint(path: str, allow_unsafe: bool = False):
+    """The object a checkpoint file holds (weights and meta), read safely.
 
     Args:
         path (str): The checkpoint file.
@@ -111,7 +116,7 @@ def load_state_dict_file(path: str, allow_unsafe: bool = False
         ckpt = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # noqa: B902  (any failure of a corrupt file)
         raise CheckpointError(_not_a_checkpoint(path, e)) from e
-    return unwrap_state_dict(ckpt, path)
+    return ckpt
 
 
 def unwrap_state_dict(ckpt, path: str = '<checkpoint>'
@@ -144,7 +149,8 @@ def _mismatch(own: Dict[str, torch.Tensor],
 
 
 def load_any_checkpoint(model: torch.nn.Module, path: str,
-                        logger='current', allow_unsafe: bool = False) -> str:
+                        logger='current', allow_unsafe: bool = False,
+                        ckpt=None) -> str:
     """Load a training or a fused (deploy) checkpoint into ``model``, always
     with strict key checking.
 
@@ -153,9 +159,11 @@ def load_any_checkpoint(model: torch.nn.Module, path: str,
     first turns ``model`` into that form, in place. Anything else is a
     :class:`~repseg.errors.CheckpointError` that names the mismatch.
     Returns the kind of weights loaded: 'training' (multi-branch / unfolded)
-    or 'fused'.
+    or 'fused'. ``ckpt``: the file's content when already read
+    (:func:`read_checkpoint`).
     """
-    state_dict = load_state_dict_file(path, allow_unsafe)
+    state_dict = load_state_dict_file(path, allow_unsafe) if ckpt is None \
+        else unwrap_state_dict(ckpt, path)
     own = model.state_dict()
     bad = _mismatch(own, state_dict)
     if bad is None:

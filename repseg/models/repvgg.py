@@ -309,7 +309,8 @@ class RepVGG(BaseModule):
                 'When a config inherits a ResNet backbone (e.g. mmseg\'s '
                 '_base_/models/*_r50*.py), replace the whole backbone dict: '
                 "backbone=dict(_delete_=True, type='RepVGG', arch=..., ...). "
-                'See README.md, "Plugging RepVGG into any mmseg model".')
+                'See docs/configs_and_backbones.md, "Plugging RepVGG into '
+                'any mmseg model".')
         init_cfg = self._pretrained_to_init_cfg(pretrained, init_cfg)
         super().__init__(init_cfg)
         if block_type not in self.block_types:
@@ -419,7 +420,8 @@ class RepVGG(BaseModule):
                 'backbone. Set model.pretrained=None and, for ImageNet '
                 'RepVGG weights, model.backbone.init_cfg=dict('
                 "type='Pretrained', checkpoint='checkpoints/RepVGG-B2-"
-                "train.pth') (see README.md, \"Pretrained backbones\").")
+                "train.pth') (see docs/configs_and_backbones.md, "
+                '"Pretrained backbones").')
         if init_cfg is not None:
             raise ValueError(
                 'give either pretrained or init_cfg to RepVGG, not both '

@@ -311,5 +311,9 @@ def test_benchmark_openvino_rows_side_by_side(checkpoint, tmp_path):
         assert runs['openvino_bf16']['precision_ran'] == 'bf16'
     else:
         assert 'openvino_bf16' not in runs
-        assert 'OpenVINO has no bf16 on this CPU' in proc.stdout
+        assert 'note: no OpenVINO bf16 row: this CPU (' in proc.stdout
+        assert 'has no AVX512_BF16 or AMX: OpenVINO would silently run ' \
+            'fp32' in proc.stdout
+    assert "note: no ONNX Runtime bf16 row: ONNX Runtime's CPU execution " \
+        'provider has no bf16' in proc.stdout
     assert (out / 'benchmark.png').read_bytes()[:4] == b'\x89PNG'

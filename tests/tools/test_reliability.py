@@ -162,3 +162,42 @@ def test_two_process_training_and_evaluation(synthetic_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _miou(proc.stdout + proc.stderr) == pytest.approx(dist_miou,
                                                             abs=0.011)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_train_in_step(synthetic_root, tmp_path):
+    """Two "nodes" (two torchrun launchers of tools/dist_train.sh on
+    127.0.0.1, NNODES=2, one process each) train 2 iterations together:
+    both ranks end with identical weights that moved."""
+    cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path / 'x', crop=64,
+                    iters=2, val_interval=2)
+    cfg.custom_imports.imports.append('tests.dist_helpers')
+    cfg.custom_hooks.append(dict(type='SaveRankWeightsHook'))
+    path = _dump(cfg, tmp_path / 'cfg.py')
+    work = str(tmp_path / 'nodes')
+    base = dict(os.environ, NNODES='2', MASTER_ADDR='127.0.0.1',
+                PORT=str(_free_port()), OMP_NUM_THREADS='1',
+                PYTHON=sys.executable)
+    procs = [subprocess.Popen(
+        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), path, '1',
+         '--work-dir', work], cwd=ROOT, env=dict(base, NODE_RANK=str(rank)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    assert 'GPU number: 2' in outs[0], outs[0][-3000:]   # world size 2
+    ranks = [torch.load(osp.join(work, f'rank{r}_weights.pt'),
+                        weights_only=True) for r in (0, 1)]
+    assert ranks[0]['iter'] == ranks[1]['iter'] == 2
+    for name, after in ranks[0]['after'].items():
+        assert torch.equal(after, ranks[1]['after'][name]), name
+    moved = [n for n, p in ranks[1]['after'].items()
+             if not torch.equal(p, ranks[1]['before'][n])]
+    assert len(moved) >= 0.9 * len(ranks[1]['after'])

@@ -160,14 +160,17 @@ class Runtime:
         """Every file a model at ``path`` consists of."""
         return [path]
 
+    def missing(self, precision: str) -> str:
+        """Why ``precision`` cannot run here (for notes and errors)."""
+        return (f'{self.label} cannot run {precision} here: it runs '
+                f'{", ".join(self.precisions())} on this CPU')
+
     def _check_precision(self, precision: str) -> None:
         if precision not in PRECISIONS:
             raise BackendError(f'precision must be one of {PRECISIONS}, got '
                                f'{precision!r}')
         if precision not in self.precisions():
-            raise BackendError(
-                f'{self.label} cannot run {precision} here: it runs '
-                f'{", ".join(self.precisions())} on this CPU')
+            raise BackendError(self.missing(precision))
 
 
 def count_by(values: Sequence[str]) -> Dict[str, int]:

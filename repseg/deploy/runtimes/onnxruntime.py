@@ -143,5 +143,12 @@ class OnnxRuntime(Runtime):
     def precisions(self):
         return ('fp32', 'int8')
 
+    def missing(self, precision: str) -> str:
+        if precision == 'bf16':
+            return ("ONNX Runtime's CPU execution provider has no bf16 (on "
+                    'any CPU); OpenVINO has it on CPUs with AVX512_BF16 or '
+                    'AMX')
+        return super().missing(precision)
+
 
 __all__ = ['OnnxRuntime', 'session', 'float_layers', 'CALIBRATION_METHODS']

@@ -172,14 +172,13 @@ class OpenVINO(Runtime):
                                f'{path!r} in {ran}')
         return model
 
-    def _check_precision(self, precision: str) -> None:
-        if precision == 'bf16' and precision not in self.precisions():
+    def missing(self, precision: str) -> str:
+        if precision == 'bf16':
             from ...ops.cpu import cpu_vector_isa
-            raise BackendError(
-                f'this CPU ({cpu_vector_isa()}) has no AVX512_BF16 or AMX: '
-                'OpenVINO would silently run fp32 instead of bf16. Time '
-                'fp32 or INT8 here, or bf16 on a CPU that has them')
-        super()._check_precision(precision)
+            return (f'this CPU ({cpu_vector_isa()}) has no AVX512_BF16 or '
+                    'AMX: OpenVINO would silently run fp32 instead of bf16. '
+                    'Run fp32 or INT8 here, or bf16 on a CPU that has them')
+        return super().missing(precision)
 
     def quantize(self, fp32_path: str, out: str,
                  inputs: List[np.ndarray],
