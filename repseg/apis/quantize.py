@@ -18,7 +18,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..benchmark.measure import time_interleaved
+from ..benchmark.measure import contention_note, time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
 from ..deploy.onnx import export_model
 from ..deploy.quantize import (build_dataset, calibration_set,
@@ -33,14 +33,16 @@ from ..ops.fast_conv import use_fast_convs
 REFERENCE = 'pytorch_fp32'
 
 
-def _time(fns: dict, x: torch.Tensor, repeat: int) -> dict:
+def _time(fns: dict, x: torch.Tensor, repeat: int) -> tuple:
     """Median seconds per image of each callable, after one warm-up call
-    each, in interleaved rounds."""
+    each, in interleaved rounds, and a note when the timings cannot be
+    trusted (:func:`repseg.benchmark.measure.contention_note`)."""
     with torch.no_grad():
         for fn in fns.values():
             fn(x)
         times = time_interleaved(fns, lambda fn: fn(x), repeat)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return ({k: statistics.median(v) for k, v in times.items()},
+            contention_note(times))
 
 
 def _agreement(ref: list, preds: list) -> float:
@@ -190,7 +192,10 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
            for k, v in runs.items()}
     evals = evaluate(seg, cfg)
     x = torch.from_numpy(inputs[0])
-    speed = _time({k: v['forward'] for k, v in runs.items()}, x, repeat)
+    speed, timing_note = _time({k: v['forward'] for k, v in runs.items()},
+                               x, repeat)
+    if timing_note:
+        print_log(f'note: {timing_note}', logger='current')
     ref = evals[REFERENCE]
     rows = []
     for k, v in runs.items():
@@ -235,7 +240,7 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
                         reference=REFERENCE),
         accuracy_control=accuracy_control,
         classes=ref['classes'], runs=rows,
-        notes=[n for n in (note, bf16_note) if n],
+        notes=[n for n in (note, bf16_note, timing_note) if n],
         cpu_isa=isa, threads=torch.get_num_threads(),
         files={k: v for k, v in files.items() if osp.exists(v)
                or k in ('json', 'md', 'png')})

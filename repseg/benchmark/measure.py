@@ -42,6 +42,41 @@ def time_interleaved(fns: Dict[Hashable, Callable],
     return times
 
 
+#: a run whose timings spread by more than this fraction of their median
+#: (max - min) is flagged as disturbed
+SPREAD_LIMIT = 0.3
+
+
+def contention_note(times: Dict[Hashable, List[float]],
+                    names: Optional[Dict[Hashable, str]] = None) -> str:
+    """A warning when the timings of :func:`time_interleaved` cannot be
+    trusted ('' when they can): a run whose repeats spread by more than
+    :data:`SPREAD_LIMIT` of their median, or a load average above the CPU
+    count (other processes competing)."""
+    import statistics
+    reasons = []
+    spreads = {k: (max(v) - min(v)) / statistics.median(v)
+               for k, v in times.items() if len(v) > 1 and min(v) > 0}
+    if spreads:
+        key, spread = max(spreads.items(), key=lambda kv: kv[1])
+        if spread > SPREAD_LIMIT:
+            name = (names or {}).get(key, key)
+            reasons.append(f'the repeats of {name} spread by '
+                           f'{100 * spread:.0f}% of their median')
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    cpus = os.cpu_count() or 1
+    if load > cpus + 0.5:
+        reasons.append(f'the load average is {load:.1f} on {cpus} CPUs')
+    if not reasons:
+        return ''
+    return ('timings may be unreliable: ' + '; '.join(reasons) + ' (other '
+            'work competed for the CPU). Re-run on an idle machine, or with '
+            'more repeats, before trusting the figures.')
+
+
 def _read_status(field: str) -> Optional[int]:
     try:
         with open('/proc/self/status') as f:
@@ -145,6 +180,6 @@ def environment(device, batch, dtype, args) -> dict:
 
 
 __all__ = [
-    'sync', 'peak_forward_memory', 'count_gflops', 'environment',
-    'cpu_vector_isa'
+    'sync', 'peak_forward_memory', 'contention_note', 'time_interleaved',
+    'count_gflops', 'environment', 'cpu_vector_isa'
 ]

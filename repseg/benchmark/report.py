@@ -88,6 +88,8 @@ def markdown_table(result: dict) -> str:
            f"(conv_impl {e['conv_impl']!r})."
            if is_nnpack(e.get('conv_impl', 'native')) else
            "PyTorch's native convolutions (conv_impl 'native')."))
+    if e.get('timing_note'):
+        lines += ['', f"**Warning**: {e['timing_note']}"]
     runtimes = runtime_table(result)
     if runtimes:
         lines += ['', runtimes]

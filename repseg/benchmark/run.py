@@ -39,8 +39,8 @@ from ..ops.fast_conv import (count_fast_convs, count_nnpack_runs, is_nnpack,
                              use_fast_convs)
 from ..reparam import (assert_fused, compare_outputs, find_unfused,
                        reparameterize_model)
-from .measure import (count_gflops, environment, peak_forward_memory,
-                      sync, time_interleaved)
+from .measure import (contention_note, count_gflops, environment,
+                      peak_forward_memory, sync, time_interleaved)
 from .profile import profile_layers
 
 CONFIG_DIR = osp.join(
@@ -480,6 +480,11 @@ def run_benchmark(entries: List[dict],
     _summarize(rows, runs, times, s)
     env = environment(s.dev, s.batch_size, s.dtype, dict(
         channels_last=s.channels_last, compile=s.compile, amp=s.amp))
+    note = contention_note(times, {(id(row), label): f"{row['name']} "
+                                   f'({label})' for row, label, _ in runs})
+    if note:
+        logger(f'note: {note}')
+    env.update(timing_note=note)
     env.update(shape=list(s.shape), warmup=s.warmup, iters=s.iters,
                repeat=s.repeat, fast=s.fast, backend=s.runtimes,
                conv_impl=s.conv_impl,

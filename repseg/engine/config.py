@@ -85,6 +85,32 @@ def follow_max_iters(cfg: Config, old_iters: Optional[int],
                 f'iteration {new_iters} too.', logger='current')
 
 
+def check_override_keys(cfg: Config, cfg_options: dict) -> None:
+    """Refuse an override whose last key is not in the config but close to
+    one that is (a typo: ``train_cfg.max_iter`` for ``max_iters``), naming
+    the nearest; new keys with no close sibling are allowed (mmengine's
+    overrides may add settings)."""
+    import difflib
+    for key in cfg_options:
+        node, parts = cfg.to_dict(), key.split('.')
+        for depth, part in enumerate(parts):
+            if isinstance(node, (list, tuple)) and part.isdigit():
+                node = node[int(part)] if int(part) < len(node) else None
+                continue
+            if not isinstance(node, dict) or part in node:
+                node = node.get(part) if isinstance(node, dict) else None
+                continue
+            near = difflib.get_close_matches(part, [str(k) for k in node],
+                                             1, 0.8)
+            if near:
+                where = '.'.join(parts[:depth] + [near[0]])
+                raise UsageError(
+                    f'the override {key!r} names no setting of the config: '
+                    f'did you mean {where!r}? (in '
+                    f'{opt("cfg_options", where + "=...")})')
+            break
+
+
 def load_cfg(config: str,
              work_dir: Optional[str] = None,
              cfg_options: Optional[dict] = None,
@@ -99,6 +125,7 @@ def load_cfg(config: str,
     cfg.launcher = launcher
     old_iters = (cfg.get('train_cfg') or {}).get('max_iters')
     if cfg_options:
+        check_override_keys(cfg, cfg_options)
         try:
             cfg.merge_from_dict(cfg_options)
         except (TypeError, KeyError, ValueError) as e:

@@ -304,6 +304,19 @@ class RepVGG(BaseModule):
                  init_cfg=None,
                  **kwargs):
         if kwargs:
+            import difflib
+            import inspect
+            own = [p for p in inspect.signature(RepVGG.__init__).parameters
+                   if p not in ('self', 'kwargs')]
+            close = {k: difflib.get_close_matches(k, own, 1, 0.75)
+                     for k in sorted(kwargs)}
+            typos = {k: v[0] for k, v in close.items() if v}
+            if typos:
+                raise TypeError(
+                    'RepVGG has no argument ' + ', '.join(
+                        f'{k!r} (did you mean {v!r}?)'
+                        for k, v in typos.items())
+                    + f'; its arguments are {", ".join(own)}.')
             raise TypeError(
                 f'RepVGG got arguments it does not have: {sorted(kwargs)}. '
                 'When a config inherits a ResNet backbone (e.g. mmseg\'s '

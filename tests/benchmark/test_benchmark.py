@@ -314,3 +314,20 @@ def test_bf16_on_a_cpu_without_bf16_units_is_flagged(monkeypatch):
         assert bool(noted) == warned, logs
         if warned:
             assert '(AVX2)' in noted[0] and 'far slower' in noted[0]
+
+
+def test_timings_that_cannot_be_trusted_are_flagged(monkeypatch):
+    """A run whose repeats spread widely (or a busy machine) gets a note
+    saying so and what to do; steady timings on an idle machine none."""
+    from repseg.benchmark import measure
+    monkeypatch.setattr(measure.os, 'getloadavg', lambda: (0.5, 0.5, 0.5))
+    monkeypatch.setattr(measure.os, 'cpu_count', lambda: 2)
+    assert measure.contention_note({'a': [1.0, 1.05, 1.02]}) == ''
+    note = measure.contention_note({'a': [0.057, 0.852, 0.06]},
+                                   {'a': 'b1g2 (fused)'})
+    assert note.startswith('timings may be unreliable: the repeats of '
+                           'b1g2 (fused) spread by ')
+    assert 'Re-run on an idle machine' in note
+    monkeypatch.setattr(measure.os, 'getloadavg', lambda: (3.7, 3.0, 2.0))
+    assert 'the load average is 3.7 on 2 CPUs' in measure.contention_note(
+        {'a': [1.0, 1.0]})

@@ -86,3 +86,17 @@ def test_training_checkpoint_into_deploy_model_explains(tmp_path):
     # a checkpoint of another arch: a short explanation, not a key wall
     with pytest.raises(CheckpointError, match='another arch'):
         load_any_checkpoint(seg(False, 'A1'), train_ckpt)
+
+
+def test_a_typo_in_an_override_key_names_the_nearest_setting():
+    from repseg.engine.config import load_cfg
+    from repseg.errors import UsageError
+    from tests.utils import DEMO_CONFIG
+    with pytest.raises(UsageError, match=r"the override 'train_cfg.max_iter' "
+                       r"names no setting of the config: did you mean "
+                       r"'train_cfg.max_iters'\?"):
+        load_cfg(DEMO_CONFIG, cfg_options={'train_cfg.max_iter': 4})
+    # list indices and new settings without a close sibling still work
+    cfg = load_cfg(DEMO_CONFIG, cfg_options={'param_scheduler.0.end': 9,
+                                             'model.test_cfg.my_flag': 1})
+    assert cfg.param_scheduler[0].end == 9

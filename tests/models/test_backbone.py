@@ -198,3 +198,12 @@ def test_with_cp_trains():
     out = m(torch.randn(2, 3, 32, 32))[0]
     out.mean().backward()
     assert m.stem.branch_3x3.conv.weight.grad is not None
+
+
+def test_a_typo_in_an_argument_names_the_nearest_one():
+    with pytest.raises(TypeError, match=r"RepVGG has no argument "
+                       r"'dilation_mod' \(did you mean 'dilation_mode'\?\)"):
+        RepVGG('A0', dilation_mod='fast')
+    # a ResNet argument (nothing close) keeps the _delete_=True advice
+    with pytest.raises(TypeError, match='_delete_=True'):
+        RepVGG('A0', depth=50)
