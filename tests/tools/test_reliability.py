@@ -122,6 +122,19 @@ def _miou(text):
     return float(found[-1])
 
 
+def _assert_ranks_in_step(work, iters):
+    """Both ranks (SaveRankWeightsHook's files) ran ``iters`` iterations
+    and hold identical weights that moved."""
+    ranks = [torch.load(osp.join(work, f'rank{r}_weights.pt'),
+                        weights_only=True) for r in (0, 1)]
+    assert ranks[0]['iter'] == ranks[1]['iter'] == iters
+    for name, after in ranks[0]['after'].items():
+        assert torch.equal(after, ranks[1]['after'][name]), name
+    moved = [n for n, p in ranks[1]['after'].items()
+             if not torch.equal(p, ranks[1]['before'][n])]
+    assert len(moved) >= 0.9 * len(ranks[1]['after'])
+
+
 def test_two_process_training_and_evaluation(synthetic_root, tmp_path):
     cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path / 'x', crop=64,
                     iters=4, val_interval=4)
@@ -143,14 +156,7 @@ def test_two_process_training_and_evaluation(synthetic_root, tmp_path):
     assert sorted(os.listdir(work)).count('iter_4.pth') == 1
     # both ranks stepped and hold the same weights afterwards (DDP averaged
     # the gradients of their different batches)
-    ranks = [torch.load(osp.join(work, f'rank{r}_weights.pt'),
-                        weights_only=True) for r in (0, 1)]
-    assert ranks[0]['iter'] == ranks[1]['iter'] == 4
-    for name, after in ranks[0]['after'].items():
-        assert torch.equal(after, ranks[1]['after'][name]), name
-    moved = [n for n, p in ranks[1]['after'].items()
-             if not torch.equal(p, ranks[1]['before'][n])]
-    assert len(moved) >= 0.9 * len(ranks[1]['after'])
+    _assert_ranks_in_step(work, 4)
     logs = glob.glob(osp.join(work, '*', '*.log'))
     assert len(logs) == 1, logs
     dist_miou = _miou(out)
@@ -193,11 +199,4 @@ def test_two_nodes_train_in_step(synthetic_root, tmp_path):
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-4000:]
     assert 'GPU number: 2' in outs[0], outs[0][-3000:]   # world size 2
-    ranks = [torch.load(osp.join(work, f'rank{r}_weights.pt'),
-                        weights_only=True) for r in (0, 1)]
-    assert ranks[0]['iter'] == ranks[1]['iter'] == 2
-    for name, after in ranks[0]['after'].items():
-        assert torch.equal(after, ranks[1]['after'][name]), name
-    moved = [n for n, p in ranks[1]['after'].items()
-             if not torch.equal(p, ranks[1]['before'][n])]
-    assert len(moved) >= 0.9 * len(ranks[1]['after'])
+    _assert_ranks_in_step(work, 2)
