@@ -14,10 +14,12 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 os.environ['PYTHONPATH'] = os.pathsep.join(
     p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
 CONFIG_DIR = osp.join(ROOT, 'configs')
-#: the developers' instruments (tools/dev), importable by the tests
+#: the tools (their shared tools/_cli.py) and the developers' instruments
+#: (tools/dev), importable by the tests as the scripts import them
 DEV_TOOLS = osp.join(ROOT, 'tools', 'dev')
-if DEV_TOOLS not in sys.path:
-    sys.path.insert(0, DEV_TOOLS)
+for _dir in (osp.join(ROOT, 'tools'), DEV_TOOLS):
+    if _dir not in sys.path:
+        sys.path.insert(0, _dir)
 DEMO_CONFIG = osp.join(CONFIG_DIR, 'pspnet_repvgg_a0_synthetic.py')
 
 

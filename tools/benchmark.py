@@ -12,7 +12,7 @@ OpenVINO (fp32, --bf16, --int8).
 import argparse
 import sys
 
-from mmengine.config import DictAction
+from _cli import CfgOptions as DictAction
 
 
 def build_parser():

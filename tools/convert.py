@@ -5,7 +5,7 @@ python tools/convert.py CONFIG CHECKPOINT OUT.pth [--force] [--shape H W]"""
 import argparse
 import sys
 
-from mmengine.config import DictAction
+from _cli import CfgOptions as DictAction
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ overlays.  python tools/demo.py [--iters N] [--work-dir DIR [--resume]]"""
 import argparse
 import sys
 
-from mmengine.config import DictAction
+from _cli import CfgOptions as DictAction
 
 
 def main(argv=None):

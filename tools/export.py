@@ -11,7 +11,7 @@ order, mean/std, size) and output (classes).
 import argparse
 import sys
 
-from mmengine.config import DictAction
+from _cli import CfgOptions as DictAction
 
 
 def build_parser(prog=None):

@@ -11,7 +11,7 @@ the runtime and CPU have it) and timed.
 import argparse
 import sys
 
-from mmengine.config import DictAction
+from _cli import CfgOptions as DictAction
 
 
 def build_parser():

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from mmengine.config import DictAction
+from _cli import CfgOptions as DictAction
 
 
 def build_parser():

@@ -121,7 +121,12 @@ def load_cfg(config: str,
     """Read a config and apply the usual mmseg command-line overrides."""
     if not osp.isfile(config):
         raise UsageError(f'config file {config!r} does not exist')
-    cfg = Config.fromfile(config)
+    try:
+        cfg = Config.fromfile(config)
+    except SyntaxError as e:
+        raise UsageError(
+            f'the config {config} has a Python syntax error '
+            f'in line {e.lineno}: {e.msg}. Fix that line.') from None
     cfg.launcher = launcher
     old_iters = (cfg.get('train_cfg') or {}).get('max_iters')
     if cfg_options:

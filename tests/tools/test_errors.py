@@ -91,3 +91,22 @@ def test_tools_spell_settings_as_their_own_flags(tmp_path):
     last = _last_error('test.py', DEMO_CONFIG, str(onnx), '--show-dir',
                        str(tmp_path / 's'))
     assert last.endswith('drop --out / --show-dir'), last
+
+
+def test_malformed_overrides_and_configs_are_one_line(tmp_path):
+    last = _last_error('train.py', DEMO_CONFIG, '--cfg-options',
+                       'model.backbone.arch')
+    assert last.endswith("error: argument --cfg-options: "
+                         "'model.backbone.arch' is not KEY=VALUE (e.g. "
+                         'model.backbone.arch=B2 or '
+                         'train_cfg.max_iters=100)'), last
+    bad = tmp_path / 'bad.py'
+    bad.write_text('x = 1\nmodel = dict(\n')
+    last = _last_error('train.py', str(bad))
+    assert last == (f'error: the config {bad} has a Python syntax error in '
+                    "line 2: '(' was never closed. Fix that line."), last
+    last = _last_error('train.py', DEMO_CONFIG, '--cfg-options',
+                       'train_cfg.max_iter=4')
+    assert last.startswith("error: the override 'train_cfg.max_iter' names "
+                           "no setting of the config: did you mean "
+                           "'train_cfg.max_iters'?"), last
