@@ -195,16 +195,25 @@ def _calib(shape, n=4, seed=0):
             for _ in range(n)]
 
 
-@pytest.mark.parametrize('shape', [(128, 256), (96, 96), (713, 713)])
+@pytest.mark.parametrize('decoder, shape', [
+    ('pspnet', (128, 256)), ('pspnet', (96, 96)), ('pspnet', (713, 713)),
+    ('upernet', (128, 256))])
 def test_int8_compiles_and_runs_at_every_export_size(checkpoint, tmp_path,
-                                                     shape):
+                                                     decoder, shape):
     """PSPNet's pyramid: matrix products at 128x256 (unequal bins), average
-    pooling at 96x96 and 713x713 (equal bins): the NNCF INT8 IR compiles,
-    runs its convolutions in INT8 with only the pooling products in float,
-    and stays close to fp32."""
+    pooling at 96x96 and 713x713 (equal bins); UPerNet's pooling pyramid at
+    128x256: the NNCF INT8 IR compiles, runs its convolutions in INT8 with
+    only the pooling products in float, and stays close to fp32."""
     fp32 = str(tmp_path / 'm.xml')
-    export_model(load_cfg(DEMO_CONFIG), checkpoint, fp32, shape,
-                 backend='openvino', verify=False)
+    if decoder == 'pspnet':
+        cfg = load_cfg(DEMO_CONFIG)
+    else:
+        cfg = _upernet_cfg()
+        checkpoint = str(tmp_path / 'upernet.pth')
+        torch.save(dict(state_dict=randomize_bn_(
+            build_segmentor(cfg), seed=14).state_dict()), checkpoint)
+    export_model(cfg, checkpoint, fp32, shape, backend='openvino',
+                 verify=False)
     int8 = str(tmp_path / 'm_int8.xml')
     OV.quantize(fp32, int8, _calib(shape, 2))
     q = OV.load(int8, 'int8')
@@ -217,8 +226,10 @@ def test_int8_compiles_and_runs_at_every_export_size(checkpoint, tmp_path,
     assert got.shape == ref.shape
     err = ((got - ref).abs().mean() / ref.abs().mean()).item()
     agree = (got.argmax(1) == ref.argmax(1)).float().mean().item()
-    assert err < 0.2 and agree > 0.95, (err, agree)   # seeded: 0.08-0.10,
-    # 99.5-99.9% measured
+    # seeded: relative error 0.06-0.10; agreement 99.5-99.9% (PSPNet),
+    # 93.3% (UPerNet: random weights leave near-ties everywhere)
+    assert err < 0.2, err
+    assert agree > (0.95 if decoder == 'pspnet' else 0.9), agree
 
 
 def _small_onnx(tmp_path):
@@ -317,3 +328,57 @@ def test_benchmark_openvino_rows_side_by_side(checkpoint, tmp_path):
     assert "note: no ONNX Runtime bf16 row: ONNX Runtime's CPU execution " \
         'provider has no bf16' in proc.stdout
     assert (out / 'benchmark.png').read_bytes()[:4] == b'\x89PNG'
+
+
+@pytest.mark.slow
+def test_benchmark_openvino_on_another_decoder(tmp_path):
+    """tools/benchmark.py --backend openvino --int8 on UPerNet (A0)."""
+    import json
+    out = tmp_path / 'bench'
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'),
+         osp.join(CONFIG_DIR, 'upernet_repvgg_b1g2.py'), '--shape', '128',
+         '256', '--backend', 'openvino', '--int8', '--warmup', '1',
+         '--iters', '1', '--repeat', '1', '--no-flops', '--out', str(out),
+         '--cfg-options', 'model.backbone.arch=A0',
+         'model.backbone.init_cfg=None',
+         'model.decode_head.in_channels=[48,96,192,1280]',
+         'model.decode_head.channels=16',
+         'model.auxiliary_head.in_channels=192',
+         'model.auxiliary_head.channels=16'],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row, ) = json.loads((out / 'benchmark.json').read_text())['rows']
+    assert row['decoder'] == 'UPerHead'
+    assert row['runtimes']['openvino']['relative_diff'] <= 1e-4
+    assert row['runtimes']['openvino_int8']['precision_ran'] == 'int8'
+
+
+@pytest.mark.slow
+def test_quantize_and_test_openvino_on_another_decoder(synthetic_root,
+                                                       tmp_path):
+    """repseg.apis.quantize / test with OpenVINO on UPerNet (A0, the
+    synthetic data): INT8 evaluated next to fp32, and the INT8 IR evaluated
+    by the test entry point gives the same mIoU."""
+    from repseg.apis import quantize, test
+    from tests.utils import small_cfg
+    cfg = small_cfg(osp.join(CONFIG_DIR, 'upernet_repvgg_b1g2.py'),
+                    synthetic_root, tmp_path / 'w', cfg_options={
+                        'model.backbone.arch': 'A0',
+                        'model.decode_head.in_channels': [48, 96, 192, 1280],
+                        'model.decode_head.channels': 16,
+                        'model.auxiliary_head.in_channels': 192,
+                        'model.auxiliary_head.channels': 16})
+    ckpt = str(tmp_path / 'u.pth')
+    torch.save(dict(state_dict=randomize_bn_(build_segmentor(cfg),
+                                             seed=15).state_dict()), ckpt)
+    out = tmp_path / 'q'
+    result = quantize(cfg, ckpt, str(out), num_calib=4, repeat=1,
+                      backends=['openvino'])
+    runs = {r['name']: r for r in result['runs']}
+    assert runs['openvino_int8']['precision_ran'] == 'int8'
+    assert runs['openvino_fp32']['metrics']['mIoU'] == pytest.approx(
+        runs['pytorch_fp32']['metrics']['mIoU'], abs=0.02)
+    metrics = test(cfg, str(out / 'model_int8.xml'))
+    assert metrics['mIoU'] == pytest.approx(
+        runs['openvino_int8']['metrics']['mIoU'], abs=0.02)
