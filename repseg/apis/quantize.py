@@ -22,9 +22,10 @@ from ..benchmark.measure import contention_note, time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
 from ..deploy.onnx import export_model
 from ..deploy.quantize import (build_dataset, calibration_set,
-                               control_batches, evaluate, export_size,
-                               markdown, miou, saturation_note,
-                               save_per_class_png, split_train)
+                               check_calibration_count, control_batches,
+                               evaluate, export_size, markdown, miou,
+                               saturation_note, save_per_class_png,
+                               split_train)
 from ..deploy.runtimes import ControlSet, QuantOptions, get_runtime
 from ..errors import UsageError, opt
 from ..ops.cpu import cpu_vector_isa
@@ -129,13 +130,7 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     pool, control_idx = split_train(
         cfg, control_images if control_images else
         ('auto' if max_drop is not None else 0))
-    if not 1 <= num_calib <= len(pool):
-        raise UsageError(
-            f'calibration asks for {num_calib} images but the train split '
-            f'holds {len(pool)} for it'
-            + (f' ({len(control_idx)} more are the control set)'
-               if control_idx else '')
-            + f': ask for 1 to {len(pool)} calibration images')
+    check_calibration_count(num_calib, len(pool), len(control_idx))
     os.makedirs(out_dir, exist_ok=True)
     size = export_size(cfg, model,
                        build_dataset(cfg.test_dataloader)[0])
@@ -163,24 +158,20 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     runs = {REFERENCE: dict(runtime='pytorch', precision='fp32',
                             segmentor=fast, forward=SegForward(fast),
                             info=dict(precision='fp32', float_layers=[]))}
-    quant_info = {}
+    bf16_note = ''
     for r in runtimes:
         fp32 = r.from_onnx(onnx_fp32, files[f'{r.name}_fp32'])
         o = dataclasses.replace(options, max_drop=max_drop
                                 if r.name == 'openvino' else None)
         print_log(f'quantizing with {r.label}', logger='current')
-        quant_info[r.name] = r.quantize(fp32, files[f'{r.name}_int8'],
-                                        inputs, o, control)
+        r.quantize(fp32, files[f'{r.name}_int8'], inputs, o, control)
+        if r.name == 'openvino' and 'bf16' not in r.precisions():
+            bf16_note = f"no OpenVINO bf16 row: {r.missing('bf16')}"
         for p in r.precisions():
             path = files[f"{r.name}_{'int8' if p == 'int8' else 'fp32'}"]
             loaded = r.load(path, p)
             runs[f'{r.name}_{p}'] = dict(runtime=r.name, precision=p,
                                          forward=loaded, info=loaded.info)
-    if 'openvino' not in backends or 'bf16' in runs:
-        bf16_note = ''
-    else:
-        bf16_note = (f'OpenVINO bf16 is not measured: this CPU '
-                     f'({cpu_vector_isa()}) has no AVX512_BF16 or AMX')
     if 'onnxruntime' not in backends:
         os.remove(onnx_fp32)   # the intermediate file of the IR
     isa = cpu_vector_isa()

@@ -88,6 +88,19 @@ def split_train(cfg: Config, held_out: Union[int, str]) -> tuple:
     return list(range(n - held_out)), list(range(n - held_out, n))
 
 
+def check_calibration_count(num: int, available: int,
+                            held_out: int = 0) -> None:
+    """Refuse a calibration count the train split cannot give (``available``
+    images for calibration, ``held_out`` more in the control set)."""
+    if not 1 <= num <= available:
+        raise UsageError(
+            f'calibration asks for {num} images but the train split of the '
+            f'config holds {available} for it'
+            + (f' ({held_out} more are the control set)' if held_out else '')
+            + f': ask for 1 to {available} calibration images or add '
+            'training images.')
+
+
 def calibration_set(cfg: Config, model, num: int, size: Sequence[int],
                     seed: int = 0, pipeline: str = 'train',
                     pool: Optional[Sequence[int]] = None) -> tuple:
@@ -109,14 +122,7 @@ def calibration_set(cfg: Config, model, num: int, size: Sequence[int],
                             if pipeline == 'train' else
                             cfg.test_dataloader.dataset.pipeline)
     pool = list(range(len(dataset))) if pool is None else list(pool)
-    if num < 1 or len(pool) < num:
-        raise UsageError(
-            f'calibration asks for {num} images but the train split of the '
-            f'config holds {len(pool)} for it'
-            + (f' ({len(dataset) - len(pool)} more are the control set)'
-               if len(pool) < len(dataset) else '')
-            + f': ask for 1 to {len(pool)} calibration images or add '
-            'training images.')
+    check_calibration_count(num, len(pool), len(dataset) - len(pool))
     rng = np.random.default_rng(seed)
     picks = [pool[int(i)] for i in rng.choice(len(pool), size=num,
                                               replace=False)]
@@ -347,6 +353,7 @@ def save_per_class_png(result: dict, path: str) -> str:
 
 __all__ = [
     'build_dataset', 'calibration_inputs', 'calibration_set',
+    'check_calibration_count',
     'control_batches', 'split_train', 'miou', 'evaluate', 'markdown',
     'run_label', 'save_per_class_png', 'export_size', 'saturation_note'
 ]
