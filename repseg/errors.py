@@ -49,6 +49,8 @@ def _as_flag(flag: str, value: Any) -> str:
         return flag
     if value is False:
         return f'no {flag}'
+    if isinstance(value, (tuple, list)):
+        return ' '.join([flag] + [str(v) for v in value])
     return f'{flag} {value}'
 
 

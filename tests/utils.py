@@ -23,6 +23,21 @@ for _dir in (osp.join(ROOT, 'tools'), DEV_TOOLS):
 DEMO_CONFIG = osp.join(CONFIG_DIR, 'pspnet_repvgg_a0_synthetic.py')
 
 
+def tool_module(path):
+    """A tools/ script imported as a module (as it runs: its folder on
+    sys.path), without running its main()."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'tool_' + osp.relpath(path, ROOT)[:-3].replace('/', '_'), path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, osp.dirname(path))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.pop(0)
+    return mod
+
+
 def small_cfg(config, data_root, work_dir, crop=64, iters=1,
               val_interval=None, cfg_options=None):
     """Load a shipped config (through repseg.apis.load_cfg, which makes it

@@ -1,15 +1,25 @@
 #!/usr/bin/env python
-"""Check a Cityscapes folder before training (layout, counts, label values).
-python tools/check_dataset.py data/cityscapes [--all]"""
-import argparse
+"""Check a Cityscapes folder before training: layout, image and label
+counts, label values (train ids).
+
+  python tools/check_dataset.py data/cityscapes [--all]
+"""
 import sys
+
+from _cli import make_parser
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    parser.add_argument('root', help='The Cityscapes root (holds '
+                        'leftImg8bit/ and gtFine/).')
+    parser.add_argument('--all', action='store_true',
+                        help='Decode every file (default: 50 per split).')
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('root', help='Cityscapes root')
-    parser.add_argument('--all', action='store_true',
-                        help='decode every file (default: 50 per split)')
+    parser = build_parser()
     args = parser.parse_args(argv)
     from repseg.datasets import check_cityscapes
     from repseg.datasets.cityscapes import OFFICIAL_COUNTS

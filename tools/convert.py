@@ -1,28 +1,31 @@
 #!/usr/bin/env python
-"""Fuse a training checkpoint of a segmentor into a deploy checkpoint and
-write its deploy config next to it; verifies fused == unfused.
-python tools/convert.py CONFIG CHECKPOINT OUT.pth [--force] [--shape H W]"""
-import argparse
+"""Fuse a training checkpoint of a segmentor into a deploy checkpoint (every
+RepVGG block one 3x3 conv, conv-BN pairs folded), write its deploy config
+next to it (OUT without .pth, .py) and verify fused == unfused.
+
+  python tools/convert.py CONFIG CHECKPOINT OUT.pth [--shape H W] [--force]
+  python tools/test.py OUT.py OUT.pth       # the deploy config and checkpoint
+"""
 import sys
 
-from _cli import CfgOptions as DictAction
+from _cli import (add_cfg_options, add_config, add_force, add_shape,
+                  add_unsafe_load, make_parser)
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    add_config(parser, 'the model the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='The training checkpoint.')
+    parser.add_argument('out', help='The fused checkpoint to write (.pth).')
+    add_force(parser, 'OUT and its deploy config')
+    add_shape(parser, 'the fused == unfused verification')
+    add_unsafe_load(parser)
+    add_cfg_options(parser)
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint', help='training checkpoint')
-    parser.add_argument('out', help='fused checkpoint to write')
-    parser.add_argument('--force', action='store_true',
-                        help='overwrite OUT (and its deploy config)')
-    parser.add_argument('--shape', type=int, nargs=2, default=[713, 713],
-                        metavar=('H', 'W'),
-                        help='input size of the verification (713 713)')
-    parser.add_argument(
-        '--unsafe-load', dest='allow_unsafe', action='store_true',
-        help='allow full unpickling of a checkpoint that needs it (it can '
-        'run code from the file: only for files you trust)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser = build_parser()
     args = parser.parse_args(argv)
     from repseg.deploy import convert_checkpoint
     from repseg.engine import load_cfg
@@ -37,7 +40,8 @@ def main(argv=None):
           f"checkpoint {r['source_bytes'] / 2**20:.1f} MiB) and "
           f"{r['deploy_config']}")
     print(f"max |fused - unfused| = {r['max_abs_diff']:.3g}  "
-          f"argmax agreement = {100 * r['argmax_agreement']:.4f}%")
+          f"argmax agreement = {100 * r['argmax_agreement']:.4f}% on a "
+          f"{r['shape'][0]}x{r['shape'][1]} input")
 
 
 if __name__ == '__main__':

@@ -1,17 +1,26 @@
 #!/usr/bin/env python
 """Create the *_gtFine_labelTrainIds.png files that training reads from the
 *_gtFine_labelIds.png files of the official Cityscapes download.
-python tools/convert_cityscapes.py data/cityscapes [--nproc 8]"""
-import argparse
+
+  python tools/convert_cityscapes.py data/cityscapes [--nproc 8]
+"""
 import sys
+
+from _cli import make_parser
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    parser.add_argument('root', help='The Cityscapes root (holds gtFine/).')
+    parser.add_argument('--nproc', type=int, default=1,
+                        help='Processes converting in parallel (default 1).')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='Rewrite existing labelTrainIds files.')
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('root', help='Cityscapes root (holds gtFine/)')
-    parser.add_argument('--nproc', type=int, default=1)
-    parser.add_argument('--overwrite', action='store_true',
-                        help='rewrite existing labelTrainIds files')
+    parser = build_parser()
     args = parser.parse_args(argv)
     from repseg.datasets import check_cityscapes
     from repseg.datasets.cityscapes import convert_label_ids

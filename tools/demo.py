@@ -2,26 +2,40 @@
 """The main job on the embedded default (no download needed): generate a
 small synthetic dataset in the Cityscapes layout, train PSPNet-RepVGG-A0 on
 the CPU for a few minutes, evaluate the FUSED model and write prediction
-overlays.  python tools/demo.py [--iters N] [--work-dir DIR [--resume]]"""
-import argparse
+overlays (what `make demo` runs).
+
+  python tools/demo.py [--iters N] [--work-dir DIR [--resume]]
+"""
 import sys
 
-from _cli import CfgOptions as DictAction
+from _cli import add_cfg_options, make_parser
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    parser.add_argument(
+        '--data-root', default='data/synthetic_cityscapes',
+        help='Where the synthetic dataset is, or is made when missing '
+        '(default data/synthetic_cityscapes).')
+    parser.add_argument(
+        '--work-dir',
+        help='The folder for logs, checkpoints and overlays (default: '
+        'work_dirs/demo/<time>).')
+    parser.add_argument(
+        '--resume', action='store_true',
+        help='Continue the run in --work-dir from its newest checkpoint.')
+    parser.add_argument(
+        '--iters', type=int,
+        help='Training iterations (default: the config, 300).')
+    parser.add_argument(
+        '--overlays', type=int, default=4,
+        help='How many prediction overlays to write (default 4).')
+    add_cfg_options(parser)
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--data-root', default='data/synthetic_cityscapes',
-                        help='where the synthetic dataset is (or is made)')
-    parser.add_argument('--work-dir', help='default: work_dirs/demo/<time>')
-    parser.add_argument('--resume', action='store_true',
-                        help='continue the run in --work-dir from its newest '
-                        'checkpoint')
-    parser.add_argument('--iters', type=int,
-                        help='training iterations (default: the config)')
-    parser.add_argument('--overlays', type=int, default=4,
-                        help='number of prediction overlays to write')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     from repseg.apis.demo import run_demo

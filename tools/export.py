@@ -5,42 +5,35 @@ ONNX (ONNX Runtime) or OpenVINO IR (.xml + .bin).
   python tools/export.py CONFIG CHECKPOINT OUT.onnx [--shape H W]
   python tools/export.py CONFIG CHECKPOINT OUT.xml --backend openvino
 
-Next to the model, OUT.json describes its input (name, layout, channel
-order, mean/std, size) and output (classes).
+The file records what it is (config, backbone, decoder, classes, input
+size; tools/test.py refuses it for another config or size); next to it,
+OUT.json describes the same and its input (name, layout, channel order,
+mean/std) and output.
 """
-import argparse
 import sys
 
-from _cli import CfgOptions as DictAction
+from _cli import (add_cfg_options, add_config, add_force, add_shape,
+                  add_unsafe_load, make_parser)
 
 
 def build_parser(prog=None):
-    p = argparse.ArgumentParser(
-        prog=prog, description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('config', help='the config of the model')
-    p.add_argument('checkpoint', help='training or fused checkpoint')
-    p.add_argument('out', help='the file to write: NAME.onnx for '
-                   'onnxruntime, NAME.xml (and NAME.bin) for openvino')
+    p = make_parser(__doc__, prog)
+    add_config(p)
+    p.add_argument('checkpoint', help='A training or fused checkpoint.')
+    p.add_argument('out', help='The file to write: NAME.onnx for ONNX '
+                   'Runtime, NAME.xml (and NAME.bin) for OpenVINO.')
     p.add_argument('--backend', choices=['onnxruntime', 'openvino'],
-                   help='the runtime the file is for (default: from the '
-                   'suffix of OUT, .onnx -> onnxruntime, .xml -> openvino)')
-    p.add_argument('--shape', type=int, nargs='+', default=[713, 713],
-                   metavar='S', help='input H W, or one side for a square '
-                   '(default 713 713)')
+                   help='The runtime the file is for (default: from the '
+                   'suffix of OUT, .onnx -> onnxruntime, .xml -> openvino).')
+    add_shape(p, 'the exported model (fixed unless --dynamic-shape)')
     p.add_argument('--dynamic-shape', action='store_true',
-                   help='make H and W dynamic too (the batch axis always '
-                   'is); refused for adaptive pooling pyramids (PSPNet)')
+                   help='Make H and W dynamic too (the batch axis always '
+                   'is); refused for adaptive pooling pyramids (PSPNet).')
     p.add_argument('--opset', type=int, default=17,
-                   help='the ONNX opset to export with (default 17)')
-    p.add_argument('--force', action='store_true',
-                   help='overwrite OUT (and its companion files)')
-    p.add_argument('--unsafe-load', dest='allow_unsafe',
-                   action='store_true',
-                   help='allow full unpickling of a checkpoint that needs it '
-                   '(only for files you trust)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override settings of the config, key=value')
+                   help='The ONNX opset to export with (default 17).')
+    add_force(p, 'OUT and its companion files (.bin, .json)')
+    add_unsafe_load(p)
+    add_cfg_options(p)
     return p
 
 

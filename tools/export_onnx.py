@@ -6,7 +6,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from export import main  # noqa: E402
+from export import build_parser, main  # noqa: E402,F401
 
 if __name__ == '__main__':
     main(prog='export_onnx.py')

@@ -1,85 +1,97 @@
 #!/usr/bin/env python
 """INT8 models of a fused segmentor with ONNX Runtime and/or OpenVINO + NNCF,
 calibrated on train images, evaluated side by side with fp32 (and bf16 where
-the runtime and CPU have it) and timed.
+the runtime and CPU have it) and timed; OUT is the folder for the models and
+the report (quantize.json, quantize.md, per_class_iou.png).
 
-  python tools/quantize.py CONFIG CHECKPOINT --out DIR
-  python tools/quantize.py CONFIG CHECKPOINT --out DIR --backend openvino
-  python tools/quantize.py CONFIG CHECKPOINT --out DIR \\
+  python tools/quantize.py CONFIG CHECKPOINT OUT
+  python tools/quantize.py CONFIG CHECKPOINT OUT --backend openvino
+  python tools/quantize.py CONFIG CHECKPOINT OUT \\
       --backend onnxruntime openvino --max-drop 0.2
 """
-import argparse
 import sys
 
-from _cli import CfgOptions as DictAction
+from _cli import (add_cfg_options, add_config, add_force, add_unsafe_load,
+                  make_parser)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('config', help='the config of the model and its data')
-    p.add_argument('checkpoint', help='training or fused checkpoint')
-    p.add_argument('--out', required=True,
-                   help='folder for the models and quantize.json/.md/.png')
+    p = make_parser(__doc__)
+    add_config(p)
+    p.add_argument('checkpoint', help='A training or fused checkpoint.')
+    p.add_argument('out', nargs='?',
+                   help='The folder for the models and the report.')
+    p.add_argument('--out', dest='out_option', metavar='OUT',
+                   help='The same as OUT (the old spelling; deprecated, '
+                   'give OUT after CHECKPOINT as in convert and export).')
     p.add_argument('--backend', nargs='+', default=['onnxruntime'],
                    choices=['onnxruntime', 'openvino'],
-                   help='runtimes to quantize for, side by side '
-                   '(default: onnxruntime)')
+                   help='The runtimes to quantize for, side by side '
+                   '(default: onnxruntime).')
     p.add_argument('--calib-images', type=int, default=64,
-                   help='train images to calibrate on (default 64)')
+                   help='How many train images to calibrate on (default 64).')
     p.add_argument('--calib-pipeline', default='train',
                    choices=['train', 'test'],
-                   help="the config's pipeline for the calibration images "
-                   '(from the train split either way)')
+                   help="The config's pipeline for the calibration images "
+                   '(from the train split either way; default train).')
     p.add_argument('--seed', type=int, default=0,
-                   help='seed of the calibration images and their random '
-                   'transforms (default 0)')
+                   help='The seed of the calibration images and their random '
+                   'transforms (default 0).')
     p.add_argument('--calib-method', default='minmax',
                    choices=['minmax', 'entropy', 'percentile'],
                    help='ONNX Runtime: the calibration statistic of the '
-                   'activation ranges (default minmax)')
+                   'activation ranges (default minmax).')
     p.add_argument('--reduce-range', action='store_true',
                    help='ONNX Runtime: 7-bit weights, for CPUs without VNNI '
                    '(AVX2, AVX-512 without VNNI), whose U8S8 kernels '
-                   'saturate int16 sums')
+                   'saturate int16 sums.')
     p.add_argument('--preset', default='performance',
                    choices=['performance', 'mixed'],
-                   help='OpenVINO/NNCF: symmetric (performance, default) or '
-                   'asymmetric (mixed) activations')
+                   help='OpenVINO/NNCF: symmetric (performance, the default) '
+                   'or asymmetric (mixed) activations.')
     p.add_argument('--full-bias-correction', dest='fast_bias_correction',
                    action='store_false',
                    help="OpenVINO/NNCF: the full bias correction instead of "
-                   'the fast one (slower, sometimes more accurate)')
+                   'the fast one (slower, sometimes more accurate).')
     p.add_argument('--ignored-types', nargs='*', default=['MatMul'],
                    metavar='TYPE',
                    help='OpenVINO/NNCF: operation types left in float '
                    "(default MatMul: the pyramid pooling's exact products; "
-                   'give none to quantize everything)')
+                   'give none to quantize everything).')
     p.add_argument('--max-drop', type=float, metavar='POINTS',
                    help='OpenVINO: accuracy control; keep layers in float '
                    'until the mIoU drop on the control set is at most '
-                   'POINTS (0-100)')
+                   'POINTS (0-100).')
     p.add_argument('--control-images', type=int,
-                   help='train images held out of calibration as the '
-                   'control set of --max-drop (default: a quarter of the '
-                   'train split, at most 50)')
+                   help='How many train images are held out of calibration '
+                   'as the control set of --max-drop (default: a quarter '
+                   'of the train split, at most 50).')
     p.add_argument('--repeat', type=int, default=3,
-                   help='interleaved timing rounds (default 3)')
-    p.add_argument('--force', action='store_true',
-                   help='overwrite the files of an earlier run in --out')
-    p.add_argument('--unsafe-load', dest='allow_unsafe',
-                   action='store_true',
-                   help='allow full unpickling of the checkpoint (only for '
-                   'files you trust)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override settings of the config, key=value')
+                   help='Interleaved timing rounds (default 3).')
+    add_force(p, 'the files of an earlier run in OUT')
+    add_unsafe_load(p)
+    add_cfg_options(p)
     return p
+
+
+def output_folder(parser, args) -> str:
+    """OUT (positional), or the deprecated --out with a note."""
+    if args.out and args.out_option and args.out != args.out_option:
+        parser.error(f'OUT is given twice ({args.out} and --out '
+                     f'{args.out_option}); give it once, after CHECKPOINT')
+    if args.out_option:
+        print('note: --out OUT is deprecated; give OUT after CHECKPOINT '
+              '(tools/quantize.py CONFIG CHECKPOINT OUT)', file=sys.stderr)
+    out = args.out or args.out_option
+    if not out:
+        parser.error('give the output folder OUT after CHECKPOINT')
+    return out
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.out = output_folder(parser, args)
     from repseg.apis import check_data, quantize
     from repseg.apis.quantize import check_options
     from repseg.deploy.quantize import markdown

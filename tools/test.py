@@ -1,47 +1,61 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint (training or fused deploy) on the FUSED model:
-python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out DIR]
-[--show-dir DIR] [--conv-impl auto|nnpack|nnpack-precomputed|native]
-[--cfg-options k=v ...] [--launcher pytorch]"""
-import argparse
+"""Evaluate a checkpoint on the FUSED model with the config's test loop
+(mmseg's metrics): a training checkpoint is fused on load, a fused deploy
+checkpoint is built in its fused form, an exported model (.onnx, OpenVINO
+.xml; fp32 or INT8) runs in its runtime.
+
+  python tools/test.py CONFIG CHECKPOINT [--out DIR] [--show-dir DIR]
+  python tools/test.py CONFIG CHECKPOINT --tta        # several scales, flip
+  python tools/test.py CONFIG MODEL.onnx              # or MODEL.xml
+  bash tools/dist_test.sh CONFIG CHECKPOINT GPUS      # several processes
+"""
 import os
 import sys
 
-from _cli import CfgOptions as DictAction
+from _cli import (add_cfg_options, add_config, add_launcher, add_unsafe_load,
+                  make_parser)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description='Test (and evaluate) a segmentor, fused')
-    parser.add_argument('config', help='test config file path')
+    parser = make_parser(__doc__)
+    add_config(parser, 'the model and its test data')
     parser.add_argument(
         'checkpoint',
-        help='training checkpoint (fused on load), fused deploy checkpoint, '
-        'or an exported model, fp32 or INT8: .onnx (evaluated with ONNX '
-        'Runtime) or OpenVINO IR .xml (with its .bin next to it)')
-    parser.add_argument('--work-dir', help='the dir to save logs')
+        help='A training checkpoint (fused on load), a fused deploy '
+        'checkpoint, or an exported model, fp32 or INT8: .onnx (evaluated '
+        'with ONNX Runtime) or OpenVINO IR .xml (with its .bin next to it).')
     parser.add_argument(
-        '--out', help='dir to save the predicted label maps (PNG)')
+        '--work-dir',
+        help='The folder for the log (default: work_dirs/<config name>).')
     parser.add_argument(
-        '--show-dir', help='dir to save the prediction overlays (PNG)')
+        '--out',
+        help='A folder to save the predicted label maps in (PNG, train ids; '
+        'for offline evaluation).')
+    parser.add_argument(
+        '--show', action='store_true',
+        help='Show each prediction in a window (needs a display; without '
+        'one, use --show-dir).')
+    parser.add_argument(
+        '--show-dir',
+        help='A folder to save prediction overlays in (PNG: image, '
+        'prediction and ground truth).')
+    parser.add_argument(
+        '--wait-time', type=float, default=2,
+        help='Seconds each window of --show stays open (default 2).')
+    parser.add_argument(
+        '--tta', action='store_true',
+        help="Test-time augmentation: the config's tta_pipeline (several "
+        'scales and flips), merged by its tta_model (mmseg\'s SegTTAModel).')
     parser.add_argument(
         '--conv-impl',
         choices=['auto', 'nnpack', 'nnpack-precomputed', 'native'],
-        help='3x3 convs of the fused model: nnpack = Winograd on the CPU, '
-        'nnpack-precomputed = the same with the kernel transforms kept '
-        "(faster, more memory), native = PyTorch's default, auto (the "
-        "config's FusedEvalHook default) = nnpack on CPU fp32")
-    parser.add_argument(
-        '--unsafe-load', dest='allow_unsafe', action='store_true',
-        help='allow full unpickling of a checkpoint that needs it (it can '
-        'run code from the file: only for files you trust)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, key=value')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+        help='How the 3x3 convs of the fused model run: nnpack = Winograd on '
+        'the CPU, nnpack-precomputed = the same with the kernel transforms '
+        "kept (faster, more memory), native = PyTorch's own, auto (the "
+        "config's FusedEvalHook default) = nnpack on CPU fp32.")
+    add_unsafe_load(parser)
+    add_cfg_options(parser)
+    add_launcher(parser)
     return parser
 
 
@@ -55,7 +69,8 @@ def main(argv=None):
         cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher)
         test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir,
-             allow_unsafe=args.allow_unsafe, conv_impl=args.conv_impl)
+             allow_unsafe=args.allow_unsafe, conv_impl=args.conv_impl,
+             show=args.show, wait_time=args.wait_time, tta=args.tta)
     except RepsegError as e:
         sys.exit(f'error: {e.render(parser)}')
 

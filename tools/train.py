@@ -1,40 +1,41 @@
 #!/usr/bin/env python
-"""Train a segmentor: python tools/train.py CONFIG [--work-dir DIR]
-[--resume] [--amp] [--cfg-options k=v ...] [--launcher pytorch]"""
-import argparse
+"""Train a segmentor with mmengine's Runner (one process, or several with
+a launcher); RepVGG blocks train in their multi-branch form.
+
+  python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp]
+  bash tools/dist_train.sh CONFIG GPUS [--auto-scale-lr]   # several
+  bash tools/slurm_train.sh PARTITION JOB CONFIG [--work-dir DIR]
+
+An interrupted run (ctrl-c, a crash) continues with --resume from the
+newest complete checkpoint in its work dir.
+"""
 import os
 import sys
 
-from _cli import CfgOptions as DictAction
+from _cli import (add_cfg_options, add_config, add_launcher, add_unsafe_load,
+                  make_parser)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Train a segmentor')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser = make_parser(__doc__)
+    add_config(parser, 'the model, its data and its schedule')
+    parser.add_argument(
+        '--work-dir',
+        help='The folder for logs and checkpoints (default: '
+        'work_dirs/<config name>).')
     parser.add_argument(
         '--resume', action='store_true',
-        help='resume from the newest complete checkpoint in the work dir')
+        help='Resume from the newest complete checkpoint in the work dir.')
     parser.add_argument(
         '--amp', action='store_true',
-        help='enable automatic-mixed-precision training')
+        help='Train with automatic mixed precision (needs a CUDA GPU).')
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
-        help='scale the learning rate linearly with the actual global batch '
-        '(base: 16)')
-    parser.add_argument(
-        '--unsafe-load', dest='allow_unsafe', action='store_true',
-        help='allow full unpickling of a checkpoint (load_from or --resume) '
-        'that needs it (it can run code from the file: only for '
-        'files you trust)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, key=value '
-        '(e.g. model.backbone.init_cfg=None)')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+        help='Scale the learning rate linearly with the actual global batch '
+        "(processes x batch per process) against the config's base of 16.")
+    add_unsafe_load(parser, 'a checkpoint (load_from or --resume)')
+    add_cfg_options(parser)
+    add_launcher(parser)
     return parser
 
 

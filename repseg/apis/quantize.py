@@ -21,11 +21,11 @@ from mmengine.logging import print_log
 from ..benchmark.measure import contention_note, time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
 from ..deploy.onnx import export_model
-from ..deploy.quantize import (build_dataset, calibration_set,
-                               check_calibration_count, control_batches,
-                               evaluate, export_size, markdown, miou,
+from ..deploy.quantize import (calibration_set, check_calibration_count,
+                               control_batches, evaluate, markdown, miou,
                                saturation_note, save_per_class_png,
                                split_train)
+from ..deploy.record import config_input_size
 from ..deploy.runtimes import ControlSet, QuantOptions, get_runtime
 from ..errors import UsageError, opt
 from ..ops.cpu import cpu_vector_isa
@@ -132,8 +132,7 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
         ('auto' if max_drop is not None else 0))
     check_calibration_count(num_calib, len(pool), len(control_idx))
     os.makedirs(out_dir, exist_ok=True)
-    size = export_size(cfg, model,
-                       build_dataset(cfg.test_dataloader)[0])
+    size = config_input_size(cfg)
     onnx_fp32 = files.get('onnxruntime_fp32',
                           osp.join(out_dir, '.model_fp32.onnx'))
     export_model(cfg, None, onnx_fp32, size, force=True, verify=False,

@@ -2,6 +2,7 @@
 """Testing a training or fused checkpoint on the FUSED model (the config's
 test loop with FusedEvalHook), single- or multi-process."""
 import copy
+import os
 import os.path as osp
 import time
 from typing import Optional
@@ -12,7 +13,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from ..deploy.build import check_model
-from ..engine.checkpoint import load_any_checkpoint
+from ..engine.checkpoint import load_any_checkpoint, read_checkpoint
 from ..engine.config import without_pretrained
 from ..engine.dist import finish_distributed
 from ..engine.hooks import FusedEvalHook
@@ -36,14 +37,18 @@ def test_exported(cfg: Config, path: str) -> dict:
     """Evaluate an exported model (ONNX for ONNX Runtime, IR ``.xml`` for
     OpenVINO; fp32 or INT8, run as written) on the config's test set:
     mmseg's test loop (whole or sliding-window inference and its
-    post-processing) with the runtime running every forward."""
+    post-processing) with the runtime running every forward. A file
+    exported from another model or at another input size than the test
+    loop runs is refused first (:func:`repseg.deploy.check_belongs`)."""
     from ..deploy.build import build_segmentor
     from ..deploy.quantize import evaluate
+    from ..deploy.record import check_belongs, config_input_size
     from ..deploy.runtimes import runtime_of_file
     runtime = runtime_of_file(path)
     model = build_segmentor(cfg).eval()
     model.encode_decode = runtime.load(path)
     info = model.encode_decode.info
+    check_belongs(path, info, cfg, config_input_size(cfg))
     name = f"{runtime.label} ({osp.basename(path)}, {info['precision']})"
     try:
         result = evaluate({name: model}, cfg)[name]
@@ -64,26 +69,65 @@ def test_exported(cfg: Config, path: str) -> dict:
     return metrics
 
 
+def has_display() -> bool:
+    """Whether windows can be opened (an X11 or Wayland display)."""
+    return bool(os.environ.get('DISPLAY') or
+                os.environ.get('WAYLAND_DISPLAY'))
+
+
+def use_tta(cfg: Config) -> None:
+    """Switch ``cfg`` to test-time augmentation as mmseg's tools/test.py
+    does: the test set through ``tta_pipeline`` (several scales and flips),
+    the model wrapped in ``tta_model`` (mmseg's SegTTAModel averages the
+    views' class probabilities)."""
+    missing = [k for k in ('tta_pipeline', 'tta_model') if not cfg.get(k)]
+    if missing:
+        raise UsageError(
+            f'{opt("tta")} needs the config\'s {" and ".join(missing)} '
+            '(the augmented test pipeline and the model that merges its '
+            "views, as in mmseg's configs/_base_/datasets/cityscapes.py and "
+            f'default_runtime.py): add them, or test without {opt("tta")}')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
 def test(cfg: Config,
          checkpoint: str,
          out: Optional[str] = None,
          show_dir: Optional[str] = None,
          check: bool = True,
          allow_unsafe: bool = False,
-         conv_impl: Optional[str] = None) -> dict:
+         conv_impl: Optional[str] = None,
+         show: bool = False,
+         wait_time: float = 2,
+         tta: bool = False) -> dict:
     """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint, or
     an exported ONNX / OpenVINO IR model: :func:`test_exported`) with the
     config's test loop; the FusedEvalHook evaluates the fused model (with
     ``conv_impl`` for its 3x3 convs when given, see
-    :func:`repseg.ops.use_fast_convs`)."""
+    :func:`repseg.ops.use_fast_convs`).
+
+    As in mmseg's tools/test.py: ``out`` (folder for the predicted label
+    maps), ``show_dir`` (folder for prediction overlays), ``show`` (a
+    window per image for ``wait_time`` seconds; needs a display) and
+    ``tta`` (test-time augmentation with the config's ``tta_pipeline`` and
+    ``tta_model``)."""
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
+    if show and not has_display():
+        raise UsageError(
+            f'{opt("show")} opens a window per image and needs a display, '
+            'which this session has not (DISPLAY is not set): write the '
+            f'overlays to a folder with {opt("show_dir", "DIR")} instead')
     from ..deploy.runtimes import runtime_of_file
     if runtime_of_file(checkpoint) is not None:
-        if out or show_dir:
-            raise UsageError('an exported model is evaluated for its '
-                             f'metrics only; drop {opt("out", None)} / '
-                             f'{opt("show_dir", None)}')
+        if out or show_dir or show or tta:
+            raise UsageError(
+                'an exported model is evaluated for its metrics only; drop '
+                f'{opt("out", None)} / {opt("show_dir", None)} / '
+                f'{opt("show", None)} / {opt("tta", None)} (or test its '
+                'checkpoint with them)')
         if check:
             check_data(cfg, loaders=('test_dataloader', ))
         return test_exported(cfg, checkpoint)
@@ -91,18 +135,27 @@ def test(cfg: Config,
     hook = fused_eval_hook_cfg(cfg)
     if conv_impl is not None:
         hook['conv_impl'] = conv_impl
+    ckpt = None
     if check:
         check_data(cfg, loaders=('test_dataloader', ))
-        check_model(cfg)
+        # a checkpoint that is missing, unreadable or does not fit is found
+        # before the Runner prints its environment (read once)
+        ckpt = read_checkpoint(checkpoint, allow_unsafe)
+        load_any_checkpoint(check_model(cfg), checkpoint,
+                            allow_unsafe=allow_unsafe, ckpt=ckpt)
     cfg.load_from = None
     cfg.resume = False
     without_pretrained(cfg.model)   # the weights come from the checkpoint
-    if show_dir:
+    if tta:
+        use_tta(cfg)
+    if show_dir or show:
         vis = cfg.default_hooks.visualization
         vis.draw = True
         vis.interval = 1
-        vis.show = False
-        cfg.visualizer.save_dir = show_dir
+        vis.show = show
+        vis.wait_time = wait_time
+        if show_dir:
+            cfg.visualizer.save_dir = show_dir
     if out:
         cfg.test_evaluator.output_dir = out
         cfg.test_evaluator.keep_results = True
@@ -112,8 +165,10 @@ def test(cfg: Config,
     model = runner.model
     if is_model_wrapper(model):
         model = model.module
+    if tta:   # SegTTAModel around the segmentor
+        model = model.module
     kind = load_any_checkpoint(model, checkpoint, runner.logger,
-                               allow_unsafe)
+                               allow_unsafe, ckpt=ckpt)
     print_log(
         f'Loaded a {kind.upper()} checkpoint from {checkpoint}: ' +
         ('the multi-branch model is fused for evaluation by FusedEvalHook.'
@@ -131,4 +186,5 @@ def test(cfg: Config,
     return metrics
 
 
-__all__ = ['test', 'test_exported', 'fused_eval_hook_cfg']
+__all__ = ['test', 'test_exported', 'fused_eval_hook_cfg', 'use_tta',
+           'has_display']

@@ -50,7 +50,15 @@ def train(cfg: Config, check: bool = True,
         check_data(cfg)
         check_pretrained(cfg)
         check_work_dir(cfg)
-        check_model(cfg)
+        model = check_model(cfg)
+        load_from = cfg.get('load_from')
+        if load_from and not cfg.get('resume') and '://' not in str(
+                load_from):
+            # a missing or mismatching file is found before the Runner
+            # prints its environment
+            load_any_checkpoint(model, str(load_from),
+                                allow_unsafe=allow_unsafe)
+        del model
     if cfg.get('resume'):
         check_resume_checkpoint(cfg, allow_unsafe)
     runner = Runner.from_cfg(cfg)

@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from ..deploy.build import SegForward, build_segmentor, check_shape
 from ..deploy.onnx import to_onnx
+from ..deploy.record import config_input_size
 from ..deploy.runtimes import RUNTIMES, get_runtime
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
@@ -67,7 +68,7 @@ class BenchmarkSettings:
     paper's GPU protocol on a GPU (16 / 50 / 50) and 1 / 1 / 2 on a CPU."""
     device: str = 'cpu'
     batch_size: Optional[int] = None
-    shape: Sequence[int] = (713, 713)
+    shape: Optional[Sequence[int]] = None
     warmup: Optional[int] = None
     iters: Optional[int] = None
     repeat: int = 3
@@ -116,7 +117,8 @@ class BenchmarkSettings:
         if s.batch_size < 1 or s.iters < 1 or s.repeat < 1 or s.warmup < 0:
             raise UsageError('batch size, iterations and repeats must be >= '
                              '1 and warm-up >= 0')
-        s.shape = check_shape(s.shape)
+        if s.shape is not None:
+            s.shape = check_shape(s.shape)
         if s.dtype not in DTYPES:
             raise UsageError(f'{opt("dtype", None)} must be one of '
                              f'{sorted(DTYPES)}')
@@ -265,6 +267,21 @@ def build_for_benchmark(config: str,
     if checkpoint is not None:
         load_any_checkpoint(model, checkpoint)
     return model.eval()
+
+
+def default_shape(entries: List[dict]) -> tuple:
+    """The input size the entries' configs test at (one for all: the
+    models are timed on the same input)."""
+    sizes = {}
+    for e in entries:
+        cfg = load_cfg(e['config'], cfg_options=e.get('cfg_options'))
+        sizes.setdefault(check_shape(config_input_size(cfg)), e['name'])
+    if len(sizes) > 1:
+        listed = ', '.join(f'{n} {h}x{w}' for (h, w), n in sizes.items())
+        raise UsageError(f'the configs test at different input sizes '
+                         f'({listed}); time them at one size with '
+                         f'{opt("shape", None)} H W')
+    return next(iter(sizes))
 
 
 def lineup(fast: bool = False,
@@ -442,6 +459,8 @@ def run_benchmark(entries: List[dict],
     Returns ``{'env': ..., 'rows': [...]}`` (fields: docs/benchmark.md).
     """
     s = (settings or BenchmarkSettings(**options)).resolved()
+    if s.shape is None:
+        s.shape = default_shape(entries)
     if s.dtype == 'fp16' and s.dev.type != 'cuda':
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')

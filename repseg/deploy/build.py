@@ -104,11 +104,13 @@ def check_channels(model: torch.nn.Module) -> None:
                 'every arch).')
 
 
-def check_model(cfg: Config) -> None:
+def check_model(cfg: Config) -> torch.nn.Module:
     """Build the model of ``cfg`` once before the Runner does (and dumps the
     whole config): a typo (an unknown arch or dilation mode, a ResNet
     argument left in a RepVGG backbone) or channels that do not match
-    become one clear :class:`UsageError` instead of a traceback."""
+    become one clear :class:`UsageError` instead of a traceback. Returns the
+    model (without pretrained weights), e.g. to check a checkpoint
+    against."""
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
@@ -118,6 +120,7 @@ def check_model(cfg: Config) -> None:
         raise UsageError(f'the model of this config cannot be built: '
                          f'{_innermost(e)}') from None
     check_channels(model)
+    return model
 
 
 def _innermost(e: Exception) -> str:

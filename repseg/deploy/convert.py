@@ -4,7 +4,7 @@ checkpoint (plus its deploy config), verified against the unfused model."""
 import copy
 import os
 import os.path as osp
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -16,8 +16,9 @@ from ..engine.config import adapt_to_device, without_pretrained
 from ..errors import CheckpointError, UsageError
 from ..reparam import (assert_fused, compare_outputs, describe,
                        find_conv_bn_pairs, reparameterize_model)
-from .build import (SegForward, build_segmentor, dataset_meta,
+from .build import (SegForward, build_segmentor, check_shape, dataset_meta,
                     refuse_overwrite)
+from .record import config_input_size
 
 # the top-level parts of an mmseg segmentor whose conv-BN pairs are folded
 PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
@@ -25,7 +26,7 @@ PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
 
 @torch.no_grad()
 def compare_models(ref_model, fused_model,
-                   shape: Sequence[int] = (713, 713), seed: int = 0) -> dict:
+                   shape: Sequence[int], seed: int = 0) -> dict:
     """Run both models (eval mode) on one random normalized image of
     ``shape`` and compare the logits at input resolution
     (:func:`repseg.reparam.compare_outputs`)."""
@@ -121,9 +122,13 @@ def convert_checkpoint(cfg: Config,
                        checkpoint: str,
                        out: str,
                        force: bool = False,
-                       verify_shape: Sequence[int] = (713, 713),
+                       verify_shape: Optional[Sequence[int]] = None,
                        allow_unsafe: bool = False) -> dict:
     """Fuse a training checkpoint into a deploy checkpoint.
+
+    The fused model is verified against the unfused one on a random input
+    of ``verify_shape`` ((H, W) or one side; default: the size the
+    config's test loop runs, :func:`~.record.config_input_size`).
 
     Writes ``out`` (``{'state_dict', 'meta'}``) and, next to it, the deploy
     config ``<out without .pth>.py`` (:func:`deploy_model_cfg`, verified
@@ -133,11 +138,15 @@ def convert_checkpoint(cfg: Config,
     cfg_path = osp.splitext(out)[0] + '.py'
     refuse_overwrite((out, cfg_path), force)
     cfg = adapt_to_device(copy.deepcopy(cfg))
+    if verify_shape is not None:
+        verify_shape = check_shape(verify_shape)
     model = build_segmentor(cfg)
     # the shared loader: safe reading and the explained mismatch errors
     if load_any_checkpoint(model, checkpoint,
                            allow_unsafe=allow_unsafe) == 'fused':
         raise UsageError(f'{checkpoint!r} is already a fused checkpoint')
+    if verify_shape is None:
+        verify_shape = check_shape(config_input_size(cfg))
     model.eval()
     fused = reparameterize_model(model)
     assert_fused(fused)
@@ -171,6 +180,7 @@ def convert_checkpoint(cfg: Config,
         source_bytes=osp.getsize(checkpoint),
         fused_bytes=osp.getsize(out),
         deploy_config=cfg_path,
+        shape=list(verify_shape),
         out=out)
     print_log(
         f"fused checkpoint {out}: {result['fused_bytes'] / 2**20:.1f} MiB "

@@ -20,6 +20,7 @@ from ..errors import UsageError, opt
 from ..reparam import compare_outputs
 from .build import (SegForward, build_fused, check_shape, dataset_meta,
                     refuse_overwrite)
+from .record import RECORD_KEY, model_record, config_input_size
 from .runtimes import get_runtime
 
 
@@ -91,10 +92,12 @@ def exportable(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def to_onnx(module: torch.nn.Module, x: torch.Tensor, out: str,
-            opset: int = 17, dynamic_shape: bool = False) -> str:
+            opset: int = 17, dynamic_shape: bool = False,
+            record: Optional[dict] = None) -> str:
     """``torch.onnx.export`` of ``module(x)`` (input 'image', output
     'logits', dynamic batch; dynamic H/W with ``dynamic_shape``), written
-    atomically to ``out``.
+    atomically to ``out``; ``record`` (:func:`~.record.model_record`) is
+    stored in the file's metadata.
 
     Adaptive average pooling (PSPNet's pyramid) is exported exactly for the
     size of ``x`` (:func:`exportable`); with it, ``dynamic_shape`` is
@@ -137,20 +140,29 @@ def to_onnx(module: torch.nn.Module, x: torch.Tensor, out: str,
             f'message is in {log}).') from None
     with open(log, 'w') as f:
         f.writelines(f'{w.category.__name__}: {w.message}\n' for w in caught)
+    if record is not None:
+        import onnx
+        proto = onnx.load(tmp)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = RECORD_KEY, json.dumps(record)
+        onnx.save(proto, tmp)
     os.replace(tmp, out)
     return out
 
 
 def input_spec(cfg: Config, shape: Sequence[int],
                dynamic_shape: bool = False) -> dict:
-    """What the exported model expects and returns, from the config's data
-    preprocessor and dataset (written next to the .onnx file)."""
+    """What the exported model is (``model``: its record, see
+    :mod:`repseg.deploy.record`), expects and returns, from the config's
+    model, data preprocessor and dataset (written next to the model
+    file)."""
     pre = cfg.model.get('data_preprocessor') or {}
     rgb = bool(pre.get('bgr_to_rgb', False) or pre.get('rgb_to_bgr', False))
     meta = dataset_meta(cfg)
     classes = meta['classes'] if meta else None
     size = 'any' if dynamic_shape else [int(s) for s in shape]
     return dict(
+        model=model_record(cfg, None if dynamic_shape else shape),
         input=dict(
             name='image', dtype='float32', layout='NCHW',
             channel_order='RGB' if rgb else 'BGR',
@@ -169,7 +181,7 @@ def input_spec(cfg: Config, shape: Sequence[int],
 def export_model(cfg: Config,
                  checkpoint: Optional[str],
                  out: str,
-                 shape: Sequence[int] = (713, 713),
+                 shape: Optional[Sequence[int]] = None,
                  dynamic_shape: bool = False,
                  opset: int = 17,
                  force: bool = False,
@@ -184,8 +196,11 @@ def export_model(cfg: Config,
     ``OUT.json`` describing its input and output.
 
     The batch axis is always dynamic; ``dynamic_shape`` also makes H and W
-    dynamic. With ``verify``, the file is run in its runtime (fp32) on a
-    random input of ``shape`` and compared with PyTorch: the result holds
+    dynamic. ``shape``: (H, W), or one side; default: the size the
+    config's test loop runs (:func:`~.record.config_input_size`). The file
+    records what it is (:func:`~.record.model_record`). With ``verify``,
+    the file is run in its runtime (fp32) on a random input of ``shape``
+    and compared with PyTorch: the result holds
     :func:`repseg.reparam.compare_outputs`'s fields and ``runtime`` (what
     the runtime says it ran). ``model``: an already built fused segmentor
     to export instead of building one from ``cfg`` and ``checkpoint``;
@@ -202,20 +217,25 @@ def export_model(cfg: Config,
     if osp.isdir(out):
         raise UsageError(f'the output {out!r} is a folder; give a file name '
                          f'ending in {runtime.suffix}')
-    shape = check_shape(shape)
     spec_path = osp.splitext(out)[0] + '.json'
     refuse_overwrite(runtime.files(out) + [spec_path], force)
+    if shape is not None:
+        shape = check_shape(shape)
+    # checkpoint problems first, then the size from the data
     model = SegForward(model if model is not None else
                        build_fused(cfg, checkpoint, allow_unsafe))
+    shape = check_shape(config_input_size(cfg)) if shape is None else shape
+    record = model_record(cfg, None if dynamic_shape else shape)
     x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
     if backend == 'onnxruntime':
         import onnx
-        to_onnx(model, x, out, opset, dynamic_shape)
+        to_onnx(model, x, out, opset, dynamic_shape, record)
         onnx.checker.check_model(onnx.load(out))
     else:
         with tempfile.TemporaryDirectory(prefix='repseg_export_') as tmp:
             onnx_path = osp.join(tmp, 'model.onnx')
-            to_onnx(model, x, onnx_path, opset, dynamic_shape)
+            to_onnx(model, x, onnx_path, opset, dynamic_shape,
+                    record)
             runtime.from_onnx(onnx_path, out)
     with open(spec_path, 'w') as f:
         json.dump(input_spec(cfg, shape, dynamic_shape), f, indent=2)

@@ -35,16 +35,6 @@ def build_dataset(loader_cfg, pipeline=None):
     return DATASETS.build(ds_cfg)
 
 
-def export_size(cfg: Config, model, sample: dict) -> tuple:
-    """(H, W) of every forward the test loop runs: the sliding window of a
-    'slide' config, else the size of a preprocessed test image."""
-    test_cfg = cfg.model.get('test_cfg') or {}
-    if test_cfg.get('mode') == 'slide':
-        return tuple(int(s) for s in test_cfg['crop_size'])
-    data = model.data_preprocessor(_batch(sample), False)
-    return tuple(data['inputs'].shape[-2:])
-
-
 def _batch(sample: dict) -> dict:
     return dict(inputs=[sample['inputs']],
                 data_samples=[sample['data_samples']])
@@ -355,5 +345,5 @@ __all__ = [
     'build_dataset', 'calibration_inputs', 'calibration_set',
     'check_calibration_count',
     'control_batches', 'split_train', 'miou', 'evaluate', 'markdown',
-    'run_label', 'save_per_class_png', 'export_size', 'saturation_note'
+    'run_label', 'save_per_class_png', 'saturation_note'
 ]

@@ -6,7 +6,6 @@ tools/ are this checkout's and whose data/synthetic_cityscapes is what
 configs and flags that exist."""
 import argparse
 import glob
-import importlib.util
 import os
 import os.path as osp
 import re
@@ -17,7 +16,7 @@ import sys
 import pytest
 
 from repseg.datasets import generate_synthetic_cityscapes
-from tests.utils import ROOT
+from tests.utils import ROOT, tool_module
 
 MARK = '# runs on the synthetic data'
 DOCS = sorted(glob.glob(osp.join(ROOT, 'docs', '*.md'))) + [
@@ -49,18 +48,8 @@ def commands(code):
 
 
 def _parser(tool):
-    """The argparse parser of a tools/ script (its build_parser())."""
-    spec = importlib.util.spec_from_file_location(
-        'doc_tool_' + osp.basename(tool)[:-3].replace('/', '_'), tool)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, osp.dirname(tool))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.pop(0)
-    if hasattr(mod, 'build_parser'):
-        return mod.build_parser()
-    return None
+    """The argparse parser of a tools/ script."""
+    return tool_module(tool).build_parser()
 
 
 def _flags(parser):

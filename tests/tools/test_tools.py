@@ -241,22 +241,36 @@ def test_relative_data_root_names_the_current_folder(small_config, tmp_path):
 
 
 def test_ctrl_c_says_how_to_resume(small_config, tmp_path):
+    """SIGINT during training: one line with the resume command.
+
+    Deterministic on a loaded machine: the signal is sent once a state is
+    reached (the first checkpoint file exists), not at a moment read from
+    a block-buffered pipe, and the run is far too long to end before it.
+    """
     import signal
+    import time
     path, _ = small_config
     work = tmp_path / 'w'
-    proc = subprocess.Popen(
-        [sys.executable, osp.join(TOOLS, 'train.py'), path, '--work-dir',
-         str(work), '--cfg-options', 'train_cfg.max_iters=500',
-         'default_hooks.checkpoint.interval=1'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        for line in proc.stdout:
-            if 'Iter(train) [  2/500]' in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
+    out_f, err_f = tmp_path / 'out.txt', tmp_path / 'err.txt'
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    with open(out_f, 'w') as out, open(err_f, 'w') as err:
+        proc = subprocess.Popen(
+            [sys.executable, osp.join(TOOLS, 'train.py'), path,
+             '--work-dir', str(work), '--cfg-options',
+             'train_cfg.max_iters=1000000',
+             'default_hooks.checkpoint.interval=1'],
+            stdout=out, stderr=err, cwd=ROOT, env=env)
+        try:
+            deadline = time.monotonic() + 600
+            while not list(work.glob('iter_*.pth')):
+                assert proc.poll() is None, err_f.read_text()[-3000:]
+                assert time.monotonic() < deadline, 'no checkpoint in 600 s'
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=300)
+        finally:
+            proc.kill()
+    err = err_f.read_text()
     assert proc.returncode != 0
     assert 'error: training interrupted at iteration' in err, err[-3000:]
     assert f'--work-dir {work} --resume' in err
@@ -336,8 +350,8 @@ def test_unsafe_checkpoint_refused_on_every_path(trained, evil_checkpoint,
                       check=False), marker)
     _refused(run_tool('export_onnx.py', path, evil,
                       str(tmp_path / 'f.onnx'), check=False), marker)
-    _refused(run_tool('quantize.py', path, evil, '--out',
-                      str(tmp_path / 'q'), check=False), marker)
+    _refused(run_tool('quantize.py', path, evil, str(tmp_path / 'q'),
+                      check=False), marker)
     _refused(run_tool('train.py', path, '--work-dir', str(tmp_path / 'l'),
                       '--cfg-options', f'load_from={evil}', check=False),
              marker)
@@ -405,7 +419,7 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
     import onnx
     path, work, ckpt = trained
     out = tmp_path / 'q'
-    proc = run_tool('quantize.py', path, ckpt, '--out', str(out),
+    proc = run_tool('quantize.py', path, ckpt, str(out),
                     '--backend', 'onnxruntime', 'openvino',
                     '--calib-images', '4', '--control-images', '2',
                     '--max-drop', '0.5', '--repeat', '1')
@@ -466,10 +480,12 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
         assert _miou(proc.stdout + proc.stderr) == pytest.approx(
             runs[name]['metrics']['mIoU'], abs=0.02)
     # refuses to overwrite; too many calibration images is one error
+    # (the old spelling --out OUT still works, with a deprecation note)
     proc = run_tool('quantize.py', path, ckpt, '--out', str(out),
                     check=False)
     assert proc.returncode != 0 and '--force' in proc.stderr
-    proc = run_tool('quantize.py', path, ckpt, '--out', str(tmp_path / 'x'),
+    assert 'note: --out OUT is deprecated' in proc.stderr
+    proc = run_tool('quantize.py', path, ckpt, str(tmp_path / 'x'),
                     '--calib-images', '500', check=False)
     assert proc.returncode != 0
     assert 'calibration asks for 500 images but the train split' in \
@@ -532,3 +548,37 @@ def test_quantize_refuses_a_model_that_did_not_fuse(trained, tmp_path,
                        r"multi-branch .*'backbone.stem'"):
         quantize(load_cfg(path), ckpt, str(out))
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_test_tta_on_the_fused_model(trained, tmp_path):
+    """--tta as in mmseg (the config's tta_pipeline and SegTTAModel) on the
+    fused model; its mIoU is its own, not the plain test's."""
+    path, work, ckpt = trained
+    plain = _miou(run_tool('test.py', path, ckpt, '--work-dir',
+                           str(tmp_path / 'p')).stdout)
+    proc = run_tool('test.py', path, ckpt, '--tta', '--work-dir',
+                    str(tmp_path / 't'))
+    out = proc.stdout + proc.stderr
+    assert 'evaluating the FUSED model' in out
+    assert 'max |fused - unfused|' in out
+    assert _miou(out) != plain
+
+
+def test_test_show_and_tta_say_what_they_need(trained, tmp_path):
+    path, work, ckpt = trained
+    env_cmd = [sys.executable, osp.join(TOOLS, 'test.py'), path, ckpt,
+               '--show']
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('DISPLAY', 'WAYLAND_DISPLAY')}
+    proc = subprocess.run(env_cmd, capture_output=True, text=True, cwd=ROOT,
+                          env=env)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: --show opens a window') and \
+        '--show-dir DIR' in last, proc.stderr[-2000:]
+    proc = run_tool('test.py', path, ckpt, '--tta', '--cfg-options',
+                    'tta_pipeline=None', check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --tta needs the config's tta_pipeline"), \
+        proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr

@@ -22,11 +22,11 @@ def build_parser():
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--as', dest='level', choices=list(LEVELS),
-                   help='the ISA the command sees: avx2 (Haswell..Comet '
+                   help='The ISA the command sees: avx2 (Haswell..Comet '
                    'Lake, Zen 1-3), avx512 (Skylake-SP), avx512_vnni (Ice '
-                   'Lake), avx512_bf16 (Cooper Lake, Zen 4)')
+                   'Lake) or avx512_bf16 (Cooper Lake, Zen 4).')
     p.add_argument('command', nargs=argparse.REMAINDER,
-                   help='the command to run (after --)')
+                   help='The command to run (after --).')
     return p
 
 

@@ -24,6 +24,22 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
+# test-time augmentation (tools/test.py --tta): six scales of the test size,
+# each plain and flipped, merged by tta_model (default_runtime.py)
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale_factor=r, keep_ratio=True)
+             for r in img_ratios],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='LoadAnnotations')],
+            [dict(type='PackSegInputs')],
+        ])
+]
 train_dataloader = dict(
     batch_size=2,   # per GPU; the recipe is 8 GPUs x 2 = 16
     num_workers=2,

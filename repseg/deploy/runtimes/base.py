@@ -24,6 +24,9 @@ import torch
 
 from ...errors import BackendError
 
+#: metadata key under which a model file holds its record (ONNX
+#: metadata_props, OpenVINO rt_info): see :mod:`repseg.deploy.record`
+RECORD_KEY = 'repseg'
 #: precisions a runtime may run a model in
 PRECISIONS = ('fp32', 'bf16', 'int8')
 
@@ -171,6 +174,27 @@ class Runtime:
                                f'{precision!r}')
         if precision not in self.precisions():
             raise BackendError(self.missing(precision))
+
+
+def read_record(text: Optional[str]) -> Optional[dict]:
+    """The record (:func:`repseg.deploy.record.model_record`) stored in a
+    model file's metadata as JSON; None when the file has none."""
+    if not text:
+        return None
+    import json
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def static_size(dims: Sequence) -> Optional[List[int]]:
+    """[H, W] of an NCHW input shape whose H and W are fixed numbers, else
+    None (dynamic)."""
+    hw = list(dims)[-2:]
+    return [int(d) for d in hw] if len(hw) == 2 and all(
+        isinstance(d, int) and d > 0 for d in hw) else None
 
 
 def count_by(values: Sequence[str]) -> Dict[str, int]:

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ...errors import BackendError, UsageError, opt
-from .base import ControlSet, QuantOptions, Runtime, RuntimeModel
+from .base import (RECORD_KEY, ControlSet, QuantOptions, Runtime,
+                   RuntimeModel, read_record, static_size)
 
 #: calibration methods -> onnxruntime's CalibrationMethod names
 CALIBRATION_METHODS = dict(minmax='MinMax', entropy='Entropy',
@@ -133,10 +134,13 @@ class OnnxRuntime(Runtime):
                 f'{path!r} is an {ran} model; {self.label} runs it as '
                 f'written (asked for {precision})')
         floats = float_layers(path) if ran == 'int8' else []
+        meta = s.get_modelmeta().custom_metadata_map
         info = dict(runtime=self.name, file=path, precision=ran,
                     kernels='MLAS, CPU execution provider',
                     threads=s.get_session_options().intra_op_num_threads,
-                    float_layers=floats)
+                    float_layers=floats,
+                    record=read_record(meta.get(RECORD_KEY)),
+                    input_size=static_size(s.get_inputs()[0].shape))
         name = s.get_inputs()[0].name
         return RuntimeModel(lambda x: s.run(None, {name: x})[0], info)
 

@@ -19,7 +19,8 @@ import torch
 from mmengine.logging import print_log
 
 from ...errors import BackendError, UsageError
-from .base import ControlSet, QuantOptions, Runtime, RuntimeModel, count_by
+from .base import (RECORD_KEY, ControlSet, QuantOptions, Runtime,
+                   RuntimeModel, count_by, read_record, static_size)
 
 #: runtime-graph layer types that are convolutions or matrix products
 _LAYERS = {'Convolution', 'GroupConvolution', 'Deconvolution', 'MatMul',
@@ -104,8 +105,16 @@ class OpenVINO(Runtime):
         return out
 
     def from_onnx(self, onnx_path: str, out: str) -> str:
+        """IR of the ONNX file, with its record (ONNX metadata, which the
+        converter drops) in the IR's ``rt_info``."""
         ov = self.require()
-        return self._save(ov.convert_model(onnx_path), out)
+        import onnx
+        model = ov.convert_model(onnx_path)
+        meta = {p.key: p.value for p in onnx.load(
+            onnx_path, load_external_data=False).metadata_props}
+        if RECORD_KEY in meta:
+            model.set_rt_info(meta[RECORD_KEY], [RECORD_KEY, 'record'])
+        return self._save(model, out)
 
     def read(self, path: str):
         """The IR at ``path`` as an ``openvino.Model``."""
@@ -134,9 +143,11 @@ class OpenVINO(Runtime):
                 f'OpenVINO could not compile the model for the CPU: '
                 f'{(lines[-1] if lines else "")[:300]}') from None
 
-    def wrap(self, compiled, path: str = '') -> RuntimeModel:
+    def wrap(self, compiled, path: str = '',
+             model=None) -> RuntimeModel:
         """A compiled model as a :class:`RuntimeModel` (one infer request,
-        reused)."""
+        reused); ``model``: the ``openvino.Model`` it was compiled from
+        (for its record)."""
         layers = runtime_layers(compiled)
         ran = ran_precision(layers)
         request = compiled.create_infer_request()
@@ -155,13 +166,20 @@ class OpenVINO(Runtime):
             threads=int(compiled.get_property('INFERENCE_NUM_THREADS')),
             float_layers=[la['name'] for la in layers
                           if la['precision'] != 'int8'] if ran == 'int8'
-            else [])
+            else [],
+            record=read_record(
+                model.get_rt_info([RECORD_KEY, 'record']).astype(str)
+                if model is not None and model.has_rt_info(
+                    [RECORD_KEY, 'record']) else None),
+            input_size=static_size(
+                [d.get_length() if d.is_static else -1
+                 for d in compiled.input(0).get_partial_shape()]))
         return RuntimeModel(run, info)
 
     def load(self, path: str, precision: Optional[str] = None
              ) -> RuntimeModel:
-        model = self.wrap(self.compile(self.read(path), precision or 'fp32'),
-                          path)
+        ir = self.read(path)
+        model = self.wrap(self.compile(ir, precision or 'fp32'), path, ir)
         ran = model.info['precision']
         if precision and (precision == 'int8') != (ran == 'int8'):
             raise UsageError(

@@ -1,0 +1,113 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""What an exported model file is: the config, model (backbone, arch,
+decoder, classes) and input size it was exported for. The record is
+written into the file itself (ONNX ``metadata_props``, OpenVINO
+``rt_info``; the runtimes carry it through quantization) and into its
+``.json`` description, and read back when a file is evaluated with a
+config: a file that does not belong to the config, or was exported at
+another size than the config's test loop runs, is refused with one line
+naming both."""
+import copy
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.config import Config
+
+from ..errors import UsageError, opt
+from .build import dataset_meta
+from .runtimes.base import RECORD_KEY
+#: the fields that say which model a file is (not how it was exported)
+IDENTITY = ('backbone', 'decode_head', 'num_classes')
+
+
+def _backbone_name(backbone: dict) -> str:
+    """'RepVGG-B1g2', 'ResNetV1c-50', ... from a backbone config."""
+    kind = backbone.get('type')
+    kind = getattr(kind, '__name__', kind)
+    arch = backbone.get('arch', backbone.get('depth'))
+    if isinstance(arch, dict):
+        arch = arch.get('name')
+    return f'{kind}-{arch}' if arch is not None else str(kind)
+
+
+def _head(cfg: Config) -> dict:
+    head = cfg.model.get('decode_head') or {}
+    return head[-1] if isinstance(head, (list, tuple)) else head
+
+
+def config_input_size(cfg: Config) -> tuple:
+    """(H, W) of every forward the config's test loop runs: the sliding
+    window of a 'slide' config, else the size of its first test image after
+    the test pipeline and the data preprocessor (reads that image)."""
+    test_cfg = cfg.model.get('test_cfg') or {}
+    if test_cfg.get('mode') == 'slide':
+        return tuple(int(s) for s in test_cfg['crop_size'])
+    from mmseg.registry import DATASETS, MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    try:
+        sample = DATASETS.build(copy.deepcopy(
+            cfg.test_dataloader['dataset']))[0]
+    except Exception as e:  # noqa: B902  (any dataset or pipeline error)
+        first = (str(e).strip().splitlines() or [''])[0][:200]
+        raise UsageError(
+            'the input size of this config follows its test images (whole-'
+            'image inference), which could not be read '
+            f'({type(e).__name__}: {first}); give the size with '
+            f'{opt("shape", None)} H W') from None
+    pre = MODELS.build(copy.deepcopy(cfg.model['data_preprocessor']))
+    data = pre(dict(inputs=[sample['inputs']],
+                    data_samples=[sample['data_samples']]), False)
+    return tuple(int(s) for s in data['inputs'].shape[-2:])
+
+
+def model_record(cfg: Config, shape: Optional[Sequence[int]]) -> dict:
+    """The record of a file exported from ``cfg`` at input size ``shape``
+    ((H, W), or None for a dynamic H/W)."""
+    head = _head(cfg)
+    meta = dataset_meta(cfg)
+    return dict(
+        config=osp.basename(cfg.filename) if cfg.filename else None,
+        backbone=_backbone_name(cfg.model.get('backbone') or {}),
+        dilation_mode=(cfg.model.get('backbone') or {}).get(
+            'dilation_mode'),
+        decode_head=str(getattr(head.get('type'), '__name__',
+                                head.get('type'))),
+        num_classes=head.get('num_classes'),
+        classes=list(meta['classes']) if meta else None,
+        input_size=[int(s) for s in shape] if shape else None)
+
+
+def _describe(record: dict) -> str:
+    return (f"{record.get('backbone')} + {record.get('decode_head')}, "
+            f"{record.get('num_classes')} classes")
+
+
+def check_belongs(path: str, info: dict, cfg: Config,
+                  size: Sequence[int]) -> None:
+    """Refuse the model file ``path`` (loaded: ``info`` holds its
+    ``record`` and ``input_size``) for evaluation with ``cfg``, whose test
+    loop runs inputs of ``size``: another model (backbone, decoder, number
+    of classes) or another input size. Files without a record (exported
+    elsewhere) are checked for their size only."""
+    record = info.get('record')
+    name = osp.basename(cfg.filename) if cfg.filename else 'this config'
+    if record:
+        mine = model_record(cfg, size)
+        if any(record.get(k) != mine[k] for k in IDENTITY):
+            raise UsageError(
+                f'{path!r} is {_describe(record)} (exported from '
+                f"{record.get('config')}), but {name} builds "
+                f'{_describe(mine)}: evaluate it with the config it was '
+                'exported from, or export this config\'s checkpoint')
+    have = info.get('input_size')
+    if have and tuple(have) != tuple(size):
+        raise UsageError(
+            f'{path!r} takes {have[0]}x{have[1]} inputs, but the test loop '
+            f'of {name} runs {size[0]}x{size[1]} ones: export it again at '
+            f'{size[0]}x{size[1]} (tools/export.py\'s default size for this '
+            'config)')
+
+
+__all__ = ['RECORD_KEY', 'model_record', 'config_input_size',
+           'check_belongs']
