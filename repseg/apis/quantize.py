@@ -29,7 +29,7 @@ from ..deploy.record import config_input_size
 from ..deploy.runtimes import ControlSet, QuantOptions, get_runtime
 from ..errors import UsageError, opt
 from ..ops.cpu import cpu_vector_isa
-from ..ops.fast_conv import use_fast_convs
+from ..ops.nnpack_conv import use_nnpack_convs
 
 REFERENCE = 'pytorch_fp32'
 
@@ -153,9 +153,10 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
                            preset=preset,
                            fast_bias_correction=fast_bias_correction,
                            ignored_types=tuple(ignored_types))
-    fast = use_fast_convs(model, 'auto')
+    on_nnpack = use_nnpack_convs(model, 'auto')
     runs = {REFERENCE: dict(runtime='pytorch', precision='fp32',
-                            segmentor=fast, forward=SegForward(fast),
+                            segmentor=on_nnpack,
+                            forward=SegForward(on_nnpack),
                             info=dict(precision='fp32', float_layers=[]))}
     bf16_note = ''
     for r in runtimes:

@@ -106,7 +106,7 @@ def test(cfg: Config,
     an exported ONNX / OpenVINO IR model: :func:`test_exported`) with the
     config's test loop; the FusedEvalHook evaluates the fused model (with
     ``conv_impl`` for its 3x3 convs when given, see
-    :func:`repseg.ops.use_fast_convs`).
+    :func:`repseg.ops.use_nnpack_convs`).
 
     As in mmseg's tools/test.py: ``out`` (folder for the predicted label
     maps), ``show_dir`` (folder for prediction overlays), ``show`` (a

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops.fast_conv import NNPACKConv2d
+from ..ops.nnpack_conv import NNPACKConv2d
 
 #: time spent outside leaf modules
 FUNCTIONAL = 'functional ops (adds, concat, resize, ...)'

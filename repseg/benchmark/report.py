@@ -6,8 +6,9 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional
 
-from ..ops.fast_conv import is_nnpack
+from ..ops.nnpack_conv import is_nnpack
 from .profile import FUNCTIONAL
+from .records import BF16, NATIVE, UNFUSED
 
 # decode head class -> the model's usual name, for the charts
 _DECODER_NAMES = dict(PSPHead='PSPNet', UPerHead='UPerNet',
@@ -32,10 +33,12 @@ def _fmt(v, spec='.2f'):
 
 
 def markdown_table(result: dict) -> str:
+    """The speed table of :func:`~.run.run_benchmark`'s result: one line
+    per model (its PyTorch runs), then the runtimes' table."""
     rows = result['rows']
-    unf = any('unfused_img_per_s' in r for r in rows)
-    nat = any('native_img_per_s' in r for r in rows)
-    bf16 = any('bf16_img_per_s' in r for r in rows)
+    unf = any(r.run(UNFUSED) for r in rows)
+    nat = any(r.run(NATIVE) for r in rows)
+    bf16 = any(r.run(BF16) for r in rows)
     head = ['model', 'dilation', 'img/s', 'latency ms (median ± IQR)',
             'params M', 'GFLOPs', 'peak fwd mem MiB', 'vs ResNet']
     if unf:
@@ -48,28 +51,27 @@ def markdown_table(result: dict) -> str:
     lines = ['| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     for r in rows:
-        vs = (f"{r['speed_vs_baseline']:.2f}x {r['baseline']}"
-              if r.get('speed_vs_baseline') else '-')
-        cells = [r['name'], r['dilation_mode'] or '-',
-                 _fmt(r['fused_img_per_s'], '.3f'),
-                 f"{r['fused_latency_ms']:.0f} ± "
-                 f"{r['fused_latency_iqr_ms']:.0f}",
-                 _fmt(r['params_m']), _fmt(r.get('gflops'), '.1f'),
-                 _fmt(r.get('fused_peak_mem_mib'), '.0f'), vs]
+        f = r.fused
+        vs = (f'{r.speed_vs_baseline:.2f}x {r.baseline}'
+              if r.speed_vs_baseline else '-')
+        cells = [r.name, r.dilation_mode or '-', _fmt(f.img_per_s, '.3f'),
+                 f'{f.latency_ms:.0f} ± {f.latency_iqr_ms:.0f}',
+                 _fmt(r.params_m), _fmt(r.gflops, '.1f'),
+                 _fmt(f.peak_mem_mib, '.0f'), vs]
         if unf:
-            cells += [_fmt(r.get('unfused_img_per_s'), '.3f'),
-                      _fmt(r.get('fused_speedup')) + 'x',
-                      _fmt(r['max_abs_diff'] / max(r['max_abs_logit'], 1e-12)
-                           if r.get('max_abs_diff') is not None else None,
-                           '.1e')]
+            u = r.run(UNFUSED)
+            cells += [_fmt(u and u.img_per_s, '.3f'),
+                      _fmt(r.fused_speedup) + 'x',
+                      _fmt(u and u.relative_diff, '.1e')]
         if nat:
-            cells += [_fmt(r.get('native_img_per_s'), '.3f'),
-                      _fmt(r.get('conv_impl_speedup')) + 'x']
+            n = r.run(NATIVE)
+            cells += [_fmt(n and n.img_per_s, '.3f'),
+                      _fmt(r.conv_impl_speedup) + 'x']
         if bf16:
-            agree = r.get('bf16_argmax_agreement')
-            cells += [_fmt(r.get('bf16_img_per_s'), '.3f'),
-                      _fmt(r.get('bf16_vs_pytorch')) + 'x',
-                      _fmt(None if agree is None else 100 * agree, '.2f')]
+            b = r.run(BF16)
+            cells += [_fmt(b and b.img_per_s, '.3f'),
+                      _fmt(b and b.vs_pytorch) + 'x',
+                      _fmt(b and 100 * b.argmax_agreement, '.2f')]
         lines.append('| ' + ' | '.join(cells) + ' |')
     e = result['env']
     lines.append('')
@@ -100,11 +102,11 @@ def runtime_table(result: dict) -> Optional[str]:
     """One line per model, runtime and precision (what the runtime says it
     ran, its kernels, speed against the same model's PyTorch rows, output
     agreement with PyTorch fp32), or None when no runtime was timed."""
-    rows = [r for r in result['rows'] if r.get('runtimes')]
+    rows = [r for r in result['rows'] if r.runtime_runs()]
     if not rows:
         return None
-    nat = any('vs_pytorch_native' in run for r in rows
-              for run in r['runtimes'].values())
+    nat = any(run.vs_pytorch_native is not None for r in rows
+              for run in r.runtime_runs().values())
     head = ['model', 'runtime', 'asked', 'precision ran', 'img/s',
             'latency ms (median ± IQR)', 'vs PyTorch fp32 (fused, '
             'fastest conv)'] + (['vs PyTorch fp32 native conv'] if nat
@@ -113,30 +115,27 @@ def runtime_table(result: dict) -> Optional[str]:
         'convs+matmuls in float', 'kernels']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
-        for run in r['runtimes'].values():
-            cells = [r['name'], _RUNTIME_NAMES.get(run['runtime'],
-                                                   run['runtime']),
-                     run['precision'], run['precision_ran'],
-                     _fmt(run.get('img_per_s'), '.3f'),
-                     f"{run['latency_ms']:.0f} ± "
-                     f"{run['latency_iqr_ms']:.0f}",
-                     _fmt(run.get('vs_pytorch')) + 'x']
+        for run in r.runtime_runs().values():
+            cells = [r.name, _RUNTIME_NAMES.get(run.runtime, run.runtime),
+                     run.precision, run.precision_ran,
+                     _fmt(run.img_per_s, '.3f'),
+                     f'{run.latency_ms:.0f} ± {run.latency_iqr_ms:.0f}',
+                     _fmt(run.vs_pytorch) + 'x']
             if nat:
-                cells.append(_fmt(run.get('vs_pytorch_native')) + 'x')
-            cells += [_fmt(run['relative_diff'], '.1e'),
-                      _fmt(100 * run['argmax_agreement'], '.2f'),
-                      str(run['float_layers'])
-                      if run['precision'] == 'int8' else '-',
-                      run.get('kernels') or '-']
+                cells.append(_fmt(run.vs_pytorch_native) + 'x')
+            cells += [_fmt(run.relative_diff, '.1e'),
+                      _fmt(100 * run.argmax_agreement, '.2f'),
+                      str(run.float_layers)
+                      if run.precision == 'int8' else '-',
+                      run.kernels or '-']
             lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
 def _profiles(result: dict) -> List[tuple]:
     """(row name, form label, profile) of every profiled run."""
-    return [(r['name'], key[:-len('_profile')], r[key])
-            for r in result['rows'] for key in r
-            if key.endswith('_profile') and isinstance(r[key], dict)]
+    return [(r.name, label, run.profile) for r in result['rows']
+            for label, run in r.runs.items() if run.profile]
 
 
 def _profile_columns(profiles: List[tuple], min_ms: float = 1.0
@@ -213,23 +212,24 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     json_path = osp.join(out_dir, 'benchmark.json')
     with open(json_path, 'w') as f:
-        json.dump(result, f, indent=2)
+        json.dump(dict(result, rows=[r.to_dict() for r in result['rows']]),
+                  f, indent=2)
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
     rows = result['rows']
-    known = [r for r in rows if r.get('paper_miou')]
+    known = [r for r in rows if r.paper_miou]
     fig, axes = plt.subplots(1, 2 if known else 1,
                              figsize=(13 if known else 7, 4.5))
     axes = list(axes) if known else [axes]
-    names = [r['name'] for r in rows]
-    speeds = [r['fused_img_per_s'] for r in rows]
-    colors = ['tab:orange' if r['name'].startswith('ResNet') else 'tab:blue'
+    names = [r.name for r in rows]
+    speeds = [r.fused.img_per_s for r in rows]
+    colors = ['tab:orange' if r.name.startswith('ResNet') else 'tab:blue'
               for r in rows]
-    unfused = [r.get('unfused_img_per_s') for r in rows]
+    unfused = [r.run(UNFUSED) and r.run(UNFUSED).img_per_s for r in rows]
     extra = [(label, color, text) for label, color, text in _EXTRA_RUNS
-             if any(f'{label}_img_per_s' in r for r in rows)]
+             if any(r.run(label) for r in rows)]
     ax = axes[0]
     h = 0.8 / (1 + len(extra))   # one bar per run of a model, grouped
     ys = [i - 0.4 + h / 2 for i in range(len(rows))]
@@ -245,7 +245,7 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
                              label='unfused (training form)'))
     bars = [(ys, speeds, unfused)]
     for k, (label, color, text) in enumerate(extra, 1):
-        vals = [r.get(f'{label}_img_per_s') for r in rows]
+        vals = [r.run(label) and r.run(label).img_per_s for r in rows]
         pos = [y + k * h for y in ys]
         ax.barh(pos, [v or 0 for v in vals], height=h, color=color)
         handles.append(Patch(color=color, label=text))
@@ -258,8 +258,8 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     ax.set_xlabel(f"images / second ({e['device']}, batch {e['batch']}, "
                   f"{e['shape'][0]}x{e['shape'][1]}, {e['dtype']}; CPU "
                   f"{e.get('cpu_isa', 'unknown')})")
-    decoders = sorted({_DECODER_NAMES.get(r.get('decoder'), r.get('decoder'))
-                       for r in rows if r.get('decoder')})
+    decoders = sorted({_DECODER_NAMES.get(r.decoder, r.decoder)
+                       for r in rows if r.decoder})
     ax.set_title(f"{' / '.join(decoders) or 'Segmentor'} inference speed "
                  '(fused)')
     longest = 0.0
@@ -275,9 +275,9 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     if known:
         ax = axes[1]
         for r in known:
-            c = 'tab:orange' if r['name'].startswith('ResNet') else 'tab:blue'
-            ax.scatter(r['fused_img_per_s'], r['paper_miou'], color=c)
-            ax.annotate(r['name'], (r['fused_img_per_s'], r['paper_miou']),
+            c = 'tab:orange' if r.name.startswith('ResNet') else 'tab:blue'
+            ax.scatter(r.fused.img_per_s, r.paper_miou, color=c)
+            ax.annotate(r.name, (r.fused.img_per_s, r.paper_miou),
                         textcoords='offset points', xytext=(4, 4),
                         fontsize=8)
         ax.set_xlabel('images / second (measured here)')

@@ -10,7 +10,7 @@ side, under the same machine conditions.
 
 On the CPU, every eligible 3x3 convolution of EVERY model (RepVGG and ResNet,
 fused and unfused, backbone and head) runs NNPACK's Winograd kernels by
-default (``conv_impl='auto'``, see :mod:`repseg.ops.fast_conv`): the CPU
+default (``conv_impl='auto'``, see :mod:`repseg.ops.nnpack_conv`): the CPU
 counterpart of cuDNN choosing Winograd on the paper's GPU. ``'native'``
 keeps PyTorch's default convolutions (oneDNN).
 """
@@ -35,14 +35,16 @@ from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError, opt
 from ..ops.cpu import cpu_vector_isa, seen_isa
-from ..ops.fast_conv import (count_fast_convs, count_nnpack_runs, is_nnpack,
-                             kernel_transform_bytes, resolve_conv_impl,
-                             use_fast_convs)
+from ..ops.nnpack_conv import (count_nnpack_convs, count_nnpack_runs,
+                               is_nnpack, kernel_transform_bytes,
+                               resolve_conv_impl, use_nnpack_convs)
 from ..reparam import (assert_fused, compare_outputs, find_unfused,
                        reparameterize_model)
 from .measure import (contention_note, count_gflops, environment,
                       peak_forward_memory, sync, time_interleaved)
 from .profile import profile_layers
+from .records import (BF16, FUSED, NATIVE, UNFUSED, ModelResult, Run,
+                      run_label)
 
 CONFIG_DIR = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
@@ -191,19 +193,20 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
     where the runtime and the CPU have it, INT8 with ``s.int8`` (calibrated
     on random inputs: this is for timing only; accuracy under INT8:
     tools/quantize.py). Each run's output is compared with PyTorch and
-    what the runtime says it ran is recorded in ``row['runtimes']``."""
-    onnx_path = osp.join(tmp_dir, f"{row['name']}.onnx")
+    what the runtime says it ran is recorded in its :class:`Run` of
+    ``row.runs``."""
+    onnx_path = osp.join(tmp_dir, f'{row.name}.onnx')
     to_onnx(module, x[:1], onnx_path)
     with torch.no_grad():
         ref = module(x[:1])
     gen = torch.Generator().manual_seed(1)
     calib = [torch.randn(x[:1].shape, generator=gen).numpy()
              for _ in range(4)]
-    runs, info = [], row.setdefault('runtimes', {})
+    runs = []
     for name in s.runtimes:
         rt = get_runtime(name)
         fp32 = rt.from_onnx(onnx_path, osp.join(
-            tmp_dir, f"{row['name']}_{name}{rt.suffix}"))
+            tmp_dir, f'{row.name}_{name}{rt.suffix}'))
         wanted = [('fp32', fp32)]
         if s.bf16:
             if 'bf16' in rt.precisions():
@@ -212,21 +215,19 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
                 logger(f'note: no {rt.label} bf16 row: '
                        f"{rt.missing('bf16')}")
         if s.int8:
-            int8 = osp.join(tmp_dir, f"{row['name']}_{name}_int8{rt.suffix}")
+            int8 = osp.join(tmp_dir, f'{row.name}_{name}_int8{rt.suffix}')
             rt.quantize(fp32, int8, calib)
             wanted.append(('int8', int8))
         for precision, path in wanted:
-            label = name if precision == 'fp32' else f'{name}_{precision}'
+            label = run_label(name, precision)
             model = rt.load(path, precision)
-            check = compare_outputs(ref, model(x[:1]))
-            info[label] = dict(
+            run = row.runs[label] = Run(
                 runtime=name, precision=precision,
                 precision_ran=model.info['precision'],
                 kernels=model.info.get('kernels', ''),
                 float_layers=len(model.info.get('float_layers', [])),
-                threads=model.info.get('threads'),
-                relative_diff=check['relative'],
-                argmax_agreement=check['argmax_agreement'])
+                threads=model.info.get('threads'))
+            run.set_check(compare_outputs(ref, model(x[:1])))
             runs.append((label, model))
     return runs
 
@@ -325,7 +326,7 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
     fused = reparameterize_model(unfused, inplace=not s.compare_unfused)
     assert_fused(fused)
     backbone = getattr(fused, 'backbone', None)
-    row = dict(
+    row = ModelResult(
         name=entry['name'], config=entry['config'],
         baseline=entry.get('baseline'),
         paper_miou=entry.get('paper_miou'),
@@ -334,8 +335,8 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
         decoder=type(getattr(fused, 'decode_head', fused)).__name__,
         params_m=sum(p.numel() for p in fused.parameters()) / 1e6)
     if s.flops:
-        row['gflops'] = count_gflops(SegForward(fused),
-                                     x[:1].float().to(s.dev))
+        row.gflops = count_gflops(SegForward(fused),
+                                  x[:1].float().to(s.dev))
 
     def prepared(model):
         return SegForward(_prepare(model, s.dev, s.tdtype, s.channels_last))
@@ -347,28 +348,29 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
         else None
     bf16_fwd = _Bf16(_prepare(copy.deepcopy(fused), s.dev, torch.bfloat16,
                               s.channels_last)) if s.bf16 else None
-    fused_fwd = prepared(use_fast_convs(fused, s.conv_impl, inplace=True))
-    row['fast_convs'], row['convs'] = count_fast_convs(fused)
-    runs = [('fused', timed(fused_fwd))]
+    fused_fwd = prepared(use_nnpack_convs(fused, s.conv_impl,
+                                          inplace=True))
+    row.nnpack_convs, row.convs = count_nnpack_convs(fused)
+    torch_run = dict(precision=s.dtype, precision_ran=s.dtype)
+    row.runs[FUSED] = Run(conv_impl=s.conv_impl, **torch_run)
+    runs = [(FUSED, timed(fused_fwd))]
     if native_fwd is not None:
-        check = _compare(native_fwd, fused_fwd, x, s)
-        row['native_max_abs_diff'] = check['max_abs_diff']
-        runs.append(('native', timed(native_fwd)))
+        row.runs[NATIVE] = Run(conv_impl='native', **torch_run)
+        row.runs[NATIVE].set_check(_compare(fused_fwd, native_fwd, x, s))
+        runs.append((NATIVE, timed(native_fwd)))
     if bf16_fwd is not None:
-        check = _compare(fused_fwd, bf16_fwd, x, s)
-        row['bf16_max_abs_diff'] = check['max_abs_diff']
-        row['bf16_max_abs_logit'] = check['max_abs']
-        row['bf16_argmax_agreement'] = check['argmax_agreement']
-        runs.append(('bf16', timed(bf16_fwd)))
+        row.runs[BF16] = Run(precision='bf16', precision_ran='bf16',
+                             conv_impl='native')
+        row.runs[BF16].set_check(_compare(fused_fwd, bf16_fwd, x, s))
+        runs.append((BF16, timed(bf16_fwd)))
     if s.runtimes:
         runs += _runtime_runs(fused_fwd, x, tmp_dir, row, s, logger)
     if s.compare_unfused:
-        unfused_fwd = prepared(use_fast_convs(unfused, s.conv_impl,
-                                              inplace=True))
-        check = _compare(unfused_fwd, fused_fwd, x, s)
-        row['max_abs_diff'] = check['max_abs_diff']
-        row['max_abs_logit'] = check['max_abs']
-        runs.append(('unfused', timed(unfused_fwd)))
+        unfused_fwd = prepared(use_nnpack_convs(unfused, s.conv_impl,
+                                                inplace=True))
+        row.runs[UNFUSED] = Run(conv_impl=s.conv_impl, **torch_run)
+        row.runs[UNFUSED].set_check(_compare(unfused_fwd, fused_fwd, x, s))
+        runs.append((UNFUSED, timed(unfused_fwd)))
     return row, runs
 
 
@@ -383,25 +385,24 @@ def _time_runs(runs: list, x: torch.Tensor, s: BenchmarkSettings,
         return out
 
     for row, label, fn in runs:
+        run = row.runs[label]
         for _ in range(s.warmup):
             call(fn)
         mem = peak_forward_memory(lambda inp: call(fn), x, s.dev)
-        row[f'{label}_peak_mem_mib'] = None if mem is None else mem / 2**20
+        run.peak_mem_mib = None if mem is None else mem / 2**20
         if s.conv_impl == 'nnpack-precomputed' and isinstance(fn, nn.Module):
             # held between forwards, like the weights: not in the peak above
-            row[f'{label}_kernel_transforms_mib'] = \
-                kernel_transform_bytes(fn) / 2**20
+            run.kernel_transforms_mib = kernel_transform_bytes(fn) / 2**20
     times = time_interleaved(
         {(id(row), label): fn for row, label, fn in runs}, call, s.repeat,
         s.iters, lambda r: logger(f'round {r + 1}/{s.repeat} done'))
     for row, label, fn in runs:
-        if isinstance(fn, nn.Module) and row.get('fast_convs'):
+        if isinstance(fn, nn.Module) and row.nnpack_convs:
             # what really ran NNPACK (the size policy may send convs to
             # PyTorch's conv), counted at the calls
-            ran, calls, native = count_nnpack_runs(fn, reset=True)
-            row[f'{label}_nnpack_convs_ran'] = ran
-            row[f'{label}_nnpack_calls'] = calls
-            row[f'{label}_native_conv_calls'] = native
+            run = row.runs[label]
+            (run.nnpack_convs_ran, run.nnpack_calls,
+             run.native_conv_calls) = count_nnpack_runs(fn, reset=True)
     return times
 
 
@@ -413,30 +414,23 @@ def _summarize(rows: list, runs: list, times: dict,
         q = statistics.quantiles(per_img, n=4) if len(per_img) > 1 else \
             [per_img[0]] * 3
         med = statistics.median(per_img)
-        row[f'{label}_img_per_s'] = 1.0 / med
-        row[f'{label}_latency_ms'] = med * 1e3
-        row[f'{label}_latency_iqr_ms'] = (q[2] - q[0]) * 1e3
-        row[f'{label}_latency_min_ms'] = per_img[0] * 1e3
-    by_name = {row['name']: row for row in rows}
+        run = row.runs[label]
+        run.img_per_s = 1.0 / med
+        run.latency_ms = med * 1e3
+        run.latency_iqr_ms = (q[2] - q[0]) * 1e3
+        run.latency_min_ms = per_img[0] * 1e3
+    by_name = {row.name: row for row in rows}
     for row in rows:
-        base = by_name.get(row['baseline'])
-        row['speed_vs_baseline'] = (row['fused_img_per_s'] /
-                                    base['fused_img_per_s']) if base else None
-        for key, label in (('fused_speedup', 'unfused'),
-                           ('conv_impl_speedup', 'native')):
-            if f'{label}_img_per_s' in row:
-                row[key] = row['fused_img_per_s'] / row[f'{label}_img_per_s']
-        for label, run in row.get('runtimes', {}).items():
-            run['img_per_s'] = row[f'{label}_img_per_s']
-            run['latency_ms'] = row[f'{label}_latency_ms']
-            run['latency_iqr_ms'] = row[f'{label}_latency_iqr_ms']
-            run['vs_pytorch'] = run['img_per_s'] / row['fused_img_per_s']
-            if 'native_img_per_s' in row:
-                run['vs_pytorch_native'] = (run['img_per_s'] /
-                                            row['native_img_per_s'])
-        if 'bf16_img_per_s' in row:
-            row['bf16_vs_pytorch'] = (row['bf16_img_per_s'] /
-                                      row['fused_img_per_s'])
+        base = by_name.get(row.baseline)
+        row.speed_vs_baseline = (row.fused.img_per_s /
+                                 base.fused.img_per_s) if base else None
+        native = row.run(NATIVE)
+        for label, run in row.runs.items():
+            if label == FUSED:
+                continue
+            run.vs_pytorch = run.img_per_s / row.fused.img_per_s
+            if native is not None and run.runtime != 'pytorch':
+                run.vs_pytorch_native = run.img_per_s / native.img_per_s
 
 
 def run_benchmark(entries: List[dict],
@@ -453,10 +447,12 @@ def run_benchmark(entries: List[dict],
     run; ``compare_conv_impl`` also times each fused model with PyTorch's
     native convs (label ``native``); ``bf16`` also times a bfloat16 copy of
     each fused model (label ``bf16``, with its argmax agreement with fp32);
-    ``profile`` adds ``{label}_profile`` to
-    every row (:func:`repseg.benchmark.profile.profile_layers`).
+    ``profile`` adds the time by layer kind to every run
+    (:func:`repseg.benchmark.profile.profile_layers`).
 
-    Returns ``{'env': ..., 'rows': [...]}`` (fields: docs/benchmark.md).
+    Returns ``{'env': ..., 'rows': [ModelResult, ...]}`` (one
+    :class:`~.records.ModelResult` per entry, one :class:`~.records.Run`
+    per timed form; fields: docs/benchmark.md).
     """
     s = (settings or BenchmarkSettings(**options)).resolved()
     if s.shape is None:
@@ -484,14 +480,14 @@ def run_benchmark(entries: List[dict],
             row, entry_runs = _build_entry(entry, s, x, tmp_dir, logger)
             rows.append(row)
             runs += [(row, label, fn) for label, fn in entry_runs]
-            logger(f"built {row['name']} ({row['params_m']:.2f} M params "
-                   f"fused, {row['fast_convs']}/{row['convs']} convs on "
+            logger(f'built {row.name} ({row.params_m:.2f} M params '
+                   f'fused, {row.nnpack_convs}/{row.convs} convs on '
                    f'NNPACK) in {time.time() - t0:.1f} s')
         times = _time_runs(runs, x, s, logger)
         if s.profile:
             for row, label, fn in runs:
                 with s.autocast():
-                    row[f'{label}_profile'] = profile_layers(
+                    row.runs[label].profile = profile_layers(
                         fn, x, sync=lambda: sync(s.dev))
             logger('profiled every model by layer kind')
     finally:
@@ -499,8 +495,8 @@ def run_benchmark(entries: List[dict],
     _summarize(rows, runs, times, s)
     env = environment(s.dev, s.batch_size, s.dtype, dict(
         channels_last=s.channels_last, compile=s.compile, amp=s.amp))
-    note = contention_note(times, {(id(row), label): f"{row['name']} "
-                                   f'({label})' for row, label, _ in runs})
+    note = contention_note(times, {(id(row), label): f'{row.name} ({label})'
+                                   for row, label, _ in runs})
     if note:
         logger(f'note: {note}')
     env.update(timing_note=note)

@@ -9,9 +9,9 @@ from mmengine.model import is_model_wrapper
 
 from mmseg.registry import HOOKS
 
-from ..ops.fast_conv import (CONV_IMPLS, count_fast_convs,
-                             count_nnpack_runs, is_nnpack, resolve_conv_impl,
-                             use_fast_convs)
+from ..ops.nnpack_conv import (CONV_IMPLS, count_nnpack_convs,
+                               count_nnpack_runs, is_nnpack,
+                               resolve_conv_impl, use_nnpack_convs)
 from ..reparam import (compare_outputs, describe, find_unfused,
                        reparameterize_model)
 
@@ -41,7 +41,7 @@ class FusedEvalHook(Hook):
             first batch of every evaluation (one extra unfused forward).
             Default: True.
         conv_impl (str): how the fused model's 3x3 convs run: ``'nnpack'``
-            (Winograd on the CPU, :func:`repseg.ops.use_fast_convs`),
+            (Winograd on the CPU, :func:`repseg.ops.use_nnpack_convs`),
             ``'nnpack-precomputed'`` (the same, keeping the kernel
             transforms), ``'native'`` (PyTorch's default) or ``'auto'``
             (``'nnpack'`` when the model is fp32 on the CPU and NNPACK is
@@ -104,15 +104,15 @@ class FusedEvalHook(Hook):
             self._live = None
             return
         fused = reparameterize_model(src, inplace=False) if todo else src
-        fused = use_fast_convs(fused, impl, inplace=fused is not src)
+        fused = use_nnpack_convs(fused, impl, inplace=fused is not src)
         self._live = live
         self.last_fused_model = fused
         runner.model = fused
         self._pending_check = self.check_equivalence
         if is_nnpack(impl):
             count_nnpack_runs(fused, reset=True)
-            n_fast, n_all = count_fast_convs(fused)
-            convs = (f' {n_fast} of its {n_all} convs can run NNPACK '
+            n_nnpack, n_all = count_nnpack_convs(fused)
+            convs = (f' {n_nnpack} of its {n_all} convs can run NNPACK '
                      f'Winograd (conv_impl={impl!r}) where the input is large '
                      'enough to pay off.')
         else:
@@ -128,13 +128,14 @@ class FusedEvalHook(Hook):
 
     def _swap_out(self, runner, phase: str) -> None:
         fused = self.last_fused_model
-        if fused is not None and count_fast_convs(fused)[0]:
+        if fused is not None and count_nnpack_convs(fused)[0]:
             ran, calls, native = count_nnpack_runs(fused)
             self.last_nnpack_runs = dict(convs=ran, nnpack_calls=calls,
                                          native_calls=native)
             print_log(
                 f'[FusedEvalHook] {phase}: NNPACK ran in {ran} of '
-                f'{count_fast_convs(fused)[0]} eligible convs ({calls} calls);'
+                f'{count_nnpack_convs(fused)[0]} eligible convs ({calls} '
+                'calls);'
                 f' {native} conv calls ran PyTorch\'s conv (inputs below the '
                 'size where NNPACK pays off, see repseg.ops.nnpack_pays_off).',
                 logger='current')

@@ -17,7 +17,7 @@ Measured on 2 cores for a 512->512 3x3 conv on 90x90: 125 ms through
 ``torch._nnpack_spatial_convolution``, 88 ms here with a precomputed kernel.
 
 Everything is optional: :func:`binding` returns None when the symbols are not
-exported (other builds / platforms), and :mod:`repseg.ops.fast_conv` then
+exported (other builds / platforms), and :mod:`repseg.ops.nnpack_conv` then
 falls back to ``torch._nnpack_spatial_convolution``.
 """
 import ctypes

@@ -39,46 +39,53 @@ def test_tool_writes_json_table_and_png(tmp_path):
         assert key in env, key
     assert env['shape'] == [65, 65] and env['batch'] == 1
     assert env['conv_impl'] == 'nnpack'
+    # one record per model, one entry per timed form (runtime, precision)
     (row, ) = result['rows']
-    for key in ('fused_img_per_s', 'fused_latency_ms', 'params_m', 'gflops',
-                'unfused_img_per_s', 'fused_speedup', 'native_img_per_s',
-                'conv_impl_speedup'):
-        assert row[key] > 0, key
+    runs = row['runs']
+    assert set(runs) == {'fused', 'unfused', 'native', 'bf16'}
+    fused, unfused, native, bf16 = (runs[k] for k in (
+        'fused', 'unfused', 'native', 'bf16'))
+    assert (fused['runtime'], fused['precision'], fused['conv_impl']) == (
+        'pytorch', 'fp32', 'nnpack')
+    assert (native['conv_impl'], bf16['precision']) == ('native', 'bf16')
+    for run in runs.values():
+        assert run['img_per_s'] > 0 and run['latency_ms'] > 0
+    assert row['params_m'] > 0 and row['gflops'] > 0
     # A0 fused: every conv but the 3 stride-2 stage heads, the PSP 1x1s and
     # the classifier is a 3x3 stride-1 conv on NNPACK
-    assert 0 < row['fast_convs'] < row['convs']
+    assert 0 < row['nnpack_convs'] < row['convs']
     # ... but at 65x65 no conv passes the size policy: none ran NNPACK
-    assert row['fused_nnpack_calls'] == 0 < row['fused_native_conv_calls']
-    assert row['native_max_abs_diff'] <= 1e-4 * row['max_abs_logit']
+    assert fused['nnpack_calls'] == 0 < fused['native_conv_calls']
+    assert native['relative_diff'] <= 1e-4
     assert 'nnpack/native' in proc.stdout
-    assert row['fused_latency_min_ms'] <= row['fused_latency_ms']
-    assert row['fused_peak_mem_mib'] is not None
-    assert row['fused_peak_mem_mib'] > 0      # a forward allocates
-    assert row['max_abs_diff'] <= 1e-4 * row['max_abs_logit']
+    assert fused['latency_min_ms'] <= fused['latency_ms']
+    assert fused['peak_mem_mib'] is not None
+    assert fused['peak_mem_mib'] > 0      # a forward allocates
+    assert unfused['relative_diff'] <= 1e-4
     # every printed ratio is the ratio of the timings in the JSON, in the
     # right direction (speed-up = unfused time / fused time)
     assert row['fused_speedup'] == pytest.approx(
-        row['unfused_latency_ms'] / row['fused_latency_ms'], rel=1e-9)
+        unfused['latency_ms'] / fused['latency_ms'], rel=1e-9)
     assert row['conv_impl_speedup'] == pytest.approx(
-        row['native_latency_ms'] / row['fused_latency_ms'], rel=1e-9)
+        native['latency_ms'] / fused['latency_ms'], rel=1e-9)
     line = [ln for ln in proc.stdout.splitlines()
             if ln.startswith(f"| {row['name']} |")][0]
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert f"{row['fused_speedup']:.2f}x" == cells[9]
     assert f"{row['conv_impl_speedup']:.2f}x" == cells[12]
     # --bf16: a bf16 copy timed side by side, compared with fp32
-    assert row['bf16_vs_pytorch'] == pytest.approx(
-        row['fused_latency_ms'] / row['bf16_latency_ms'], rel=1e-9)
-    assert f"{row['bf16_vs_pytorch']:.2f}x" == cells[14]
-    assert 0 < row['bf16_max_abs_diff'] < 0.05 * row['bf16_max_abs_logit']
-    assert row['bf16_argmax_agreement'] > 0.9
-    assert f"{100 * row['bf16_argmax_agreement']:.2f}" == cells[15]
+    assert bf16['vs_pytorch'] == pytest.approx(
+        fused['latency_ms'] / bf16['latency_ms'], rel=1e-9)
+    assert f"{bf16['vs_pytorch']:.2f}x" == cells[14]
+    assert 0 < bf16['max_abs_diff'] < 0.05 * bf16['max_abs_logit']
+    assert bf16['argmax_agreement'] > 0.9
+    assert f"{100 * bf16['argmax_agreement']:.2f}" == cells[15]
     png = (out / 'benchmark.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 5000
     # --profile: time by part and layer kind of every timed form
     assert '| model | form | total ms | backbone ms |' in proc.stdout
     fused, unfused, native, bf16 = (
-        row[f'{k}_profile'] for k in ('fused', 'unfused', 'native', 'bf16'))
+        runs[k]['profile'] for k in ('fused', 'unfused', 'native', 'bf16'))
     for prof in (fused, unfused, native, bf16):
         assert prof['total_ms'] > 0
         assert set(prof['parts']) == {'backbone', 'decode_head', 'rest'}
@@ -183,7 +190,7 @@ def test_conv_impl_choices(monkeypatch):
                            iters=1, repeat=1, warmup=0, flops=False,
                            logger=lambda *a: None)
     assert result['env']['conv_impl'] == 'native'
-    assert result['rows'][0]['fast_convs'] == 0
+    assert result['rows'][0].nnpack_convs == 0
     # kept kernel transforms are reported (they are not in the forward peak);
     # NNPACK at every size: A0's maps at 64x64 are below the size policy
     monkeypatch.setattr(NNPACKConv2d, 'skip_small', False)
@@ -191,14 +198,14 @@ def test_conv_impl_choices(monkeypatch):
                            conv_impl='nnpack-precomputed', iters=1, repeat=1,
                            warmup=0, flops=False, logger=lambda *a: None)
     (row, ) = result['rows']
-    assert row['fast_convs'] > 0 and row['fused_kernel_transforms_mib'] > 0
+    assert row.nnpack_convs > 0 and row.fused.kernel_transforms_mib > 0
     # every converted conv that the forward uses (not the auxiliary head's,
     # which inference skips) ran NNPACK in each of the 2 forwards (memory,
     # timing), counted at the calls
-    ran = row['fused_nnpack_convs_ran']
-    assert 0 < ran == row['fast_convs'] - 1
-    assert row['fused_nnpack_calls'] == 2 * ran
-    assert row['fused_native_conv_calls'] == 0
+    ran = row.fused.nnpack_convs_ran
+    assert 0 < ran == row.nnpack_convs - 1
+    assert row.fused.nnpack_calls == 2 * ran
+    assert row.fused.native_conv_calls == 0
 
 
 @pytest.mark.parametrize('tool', ['benchmark.py', 'test.py'])
@@ -241,12 +248,12 @@ def test_speed_vs_baseline_direction():
                dict(name='big', config=DEMO_CONFIG)]
     result = run_benchmark(entries, shape=(64, 64), flops=False, repeat=1,
                            iters=2, warmup=0, logger=lambda *a: None)
-    rows = {r['name']: r for r in result['rows']}
-    ratio = rows['small']['speed_vs_baseline']
-    assert ratio == pytest.approx(rows['big']['fused_latency_ms'] /
-                                  rows['small']['fused_latency_ms'],
+    rows = {r.name: r for r in result['rows']}
+    ratio = rows['small'].speed_vs_baseline
+    assert ratio == pytest.approx(rows['big'].fused.latency_ms /
+                                  rows['small'].fused.latency_ms,
                                   rel=1e-9)
-    assert rows['big']['speed_vs_baseline'] is None
+    assert rows['big'].speed_vs_baseline is None
     assert f'{ratio:.2f}x big' in markdown_table(result)
 
 
@@ -309,7 +316,7 @@ def test_bf16_on_a_cpu_without_bf16_units_is_flagged(monkeypatch):
         result = run_benchmark(entry, shape=(64, 64), bf16=True, iters=1,
                                repeat=1, warmup=0, flops=False,
                                logger=logs.append)
-        assert result['rows'][0]['bf16_img_per_s'] > 0
+        assert result['rows'][0].runs['bf16'].img_per_s > 0
         noted = [m for m in logs if 'has no AVX512_BF16 or AMX' in m]
         assert bool(noted) == warned, logs
         if warned:

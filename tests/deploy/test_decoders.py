@@ -123,7 +123,7 @@ def test_decoder_trains_evaluates_fused_and_converts(name, synthetic_root,
     result = run_benchmark([dict(name=name, config=path)], shape=(64, 64),
                            flops=False, iters=1, repeat=1, warmup=0,
                            logger=lambda *a: None)
-    assert result['rows'][0]['decoder'] == HEAD_TYPES[name.split('_')[0]]
+    assert result['rows'][0].decoder == HEAD_TYPES[name.split('_')[0]]
 
 
 @pytest.fixture(scope='module')

@@ -73,8 +73,8 @@ def test_benchmark_onnxruntime_backend(checkpoint, tmp_path):
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row, ) = json.loads((out / 'benchmark.json').read_text())['rows']
-    fp32, int8 = row['runtimes']['onnxruntime'], \
-        row['runtimes']['onnxruntime_int8']
+    fp32, int8 = row['runs']['onnxruntime'], row['runs']['onnxruntime_int8']
+    assert (fp32['runtime'], int8['precision']) == ('onnxruntime', 'int8')
     assert fp32['img_per_s'] > 0 and fp32['precision_ran'] == 'fp32'
     assert fp32['relative_diff'] <= 1e-4
     assert int8['precision_ran'] == 'int8'
@@ -83,10 +83,9 @@ def test_benchmark_onnxruntime_backend(checkpoint, tmp_path):
     assert re.search(r'\| ONNX Runtime \| int8 \| int8 \|', proc.stdout)
     assert 'CPU vector ISA' in proc.stdout
     assert int8['vs_pytorch'] == pytest.approx(
-        row['fused_latency_ms'] / row['onnxruntime_int8_latency_ms'],
-        rel=1e-9)
+        row['runs']['fused']['latency_ms'] / int8['latency_ms'], rel=1e-9)
     assert fp32['vs_pytorch'] == pytest.approx(
-        row['fused_latency_ms'] / row['onnxruntime_latency_ms'], rel=1e-9)
+        row['runs']['fused']['latency_ms'] / fp32['latency_ms'], rel=1e-9)
     # the file runs as written: no kernel routing, no probes at start
     assert 'int8_conv' not in row
 

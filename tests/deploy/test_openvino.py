@@ -311,7 +311,7 @@ def test_benchmark_openvino_rows_side_by_side(checkpoint, tmp_path):
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row, ) = json.loads((out / 'benchmark.json').read_text())['rows']
-    runs = row['runtimes']
+    runs = row['runs']
     assert runs['openvino']['precision_ran'] == 'fp32'
     assert runs['openvino']['relative_diff'] <= 1e-4
     assert runs['openvino_int8']['precision_ran'] == 'int8'
@@ -350,8 +350,8 @@ def test_benchmark_openvino_on_another_decoder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row, ) = json.loads((out / 'benchmark.json').read_text())['rows']
     assert row['decoder'] == 'UPerHead'
-    assert row['runtimes']['openvino']['relative_diff'] <= 1e-4
-    assert row['runtimes']['openvino_int8']['precision_ran'] == 'int8'
+    assert row['runs']['openvino']['relative_diff'] <= 1e-4
+    assert row['runs']['openvino_int8']['precision_ran'] == 'int8'
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 from repseg import find_unfused, reparameterize_model
 from repseg.engine import FusedEvalHook
 from repseg.models import RepVGGBlock
-from repseg.ops import count_fast_convs, nnpack_available, use_fast_convs
+from repseg.ops import count_nnpack_convs, nnpack_available, use_nnpack_convs
 
 from tests.utils import DEMO_CONFIG, small_cfg
 
@@ -45,9 +45,9 @@ def test_validation_used_a_fused_copy(trained_runner):
     assert hook.last_max_diff <= 1e-4 * hook.last_max_abs
     # conv_impl='auto' on the CPU: the fused copy's 3x3 convs run NNPACK,
     # the live model's do not
-    n_fast, n_all = count_fast_convs(fused)
+    n_fast, n_all = count_nnpack_convs(fused)
     assert (n_fast > 0) == nnpack_available() and n_fast < n_all
-    assert count_fast_convs(runner.model)[0] == 0
+    assert count_nnpack_convs(runner.model)[0] == 0
 
 
 def test_validation_leaves_training_model_untouched(trained_runner):
@@ -67,7 +67,7 @@ def test_validation_leaves_training_model_untouched(trained_runner):
 def test_metrics_equal_by_hand_fused_evaluation(trained_runner):
     runner = trained_runner
     metrics = runner.val_loop.run()
-    fused = use_fast_convs(reparameterize_model(runner.model))
+    fused = use_nnpack_convs(reparameterize_model(runner.model))
     evaluator = Evaluator(dict(type='IoUMetric', iou_metrics=['mIoU']))
     evaluator.dataset_meta = runner.val_dataloader.dataset.metainfo
     with torch.no_grad():
@@ -91,8 +91,8 @@ def test_hook_passes_already_fused_model(trained_runner):
         hook.conv_impl = 'auto'
         runner.val_loop.run()
         if nnpack_available():   # a copy with NNPACK convs; deployed intact
-            assert count_fast_convs(hook.last_fused_model)[0] > 0
-            assert count_fast_convs(deployed)[0] == 0
+            assert count_nnpack_convs(hook.last_fused_model)[0] > 0
+            assert count_nnpack_convs(deployed)[0] == 0
         assert runner.model is deployed
     finally:
         hook.conv_impl = 'auto'
@@ -171,17 +171,17 @@ def test_hook_counts_what_ran_nnpack(trained_runner, monkeypatch):
     """At a size where the size policy sends convs to NNPACK (whole
     512x256 images: stage 1 runs at 128x64), the hook's count equals
     the NNPACK calls that really happened (counted at the NNPACK call)."""
-    from repseg.ops import fast_conv
+    from repseg.ops import nnpack_conv
     if not nnpack_available():
         pytest.fail('NNPACK is not available in this torch build')
     calls = []
-    real = fast_conv.nnpack_conv3x3
+    real = nnpack_conv.nnpack_conv3x3
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fast_conv, 'nnpack_conv3x3', counted)
+    monkeypatch.setattr(nnpack_conv, 'nnpack_conv3x3', counted)
     runner = trained_runner
     for t in runner.val_dataloader.dataset.pipeline.transforms:
         if type(t).__name__ == 'Resize':
@@ -190,4 +190,4 @@ def test_hook_counts_what_ran_nnpack(trained_runner, monkeypatch):
     runner.val_loop.run()
     runs = hook.last_nnpack_runs
     assert runs['nnpack_calls'] == len(calls) > 0
-    assert 0 < runs['convs'] <= count_fast_convs(hook.last_fused_model)[0]
+    assert 0 < runs['convs'] <= count_nnpack_convs(hook.last_fused_model)[0]

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 from repseg import reparameterize_model
 from repseg.models import RepVGG
-from repseg.ops import (NNPACKConv2d, _nnpack, count_fast_convs,
+from repseg.ops import (NNPACKConv2d, _nnpack, count_nnpack_convs,
                         is_nnpack_eligible, kernel_transform_bytes,
                         nnpack_available, nnpack_conv3x3, nnpack_pays_off,
-                        resolve_conv_impl, transform_kernels, use_fast_convs)
-from repseg.ops.fast_conv import (MIN_MOSAIC_GROUP_CHANNELS,
+                        resolve_conv_impl, transform_kernels, use_nnpack_convs)
+from repseg.ops.nnpack_conv import (MIN_MOSAIC_GROUP_CHANNELS,
                                   MIN_MOSAIC_PIXELS, MIN_PIXELS)
 from repseg.testing import max_rel_diff, randomize_bn_
 
@@ -117,15 +117,15 @@ def test_module_uses_nnpack_only_for_inference(monkeypatch):
     assert calls == []
 
 
-def test_use_fast_convs_on_fused_repvgg(monkeypatch):
+def test_use_nnpack_convs_on_fused_repvgg(monkeypatch):
     model = RepVGG('A0', dilation_mode='full')
     randomize_bn_(model, seed=0)
     model.eval()
     fused = reparameterize_model(model)
-    fast = use_fast_convs(fused, 'nnpack')
+    fast = use_nnpack_convs(fused, 'nnpack')
     # copies by default; the original keeps plain convs
-    assert count_fast_convs(fused)[0] == 0
-    n_fast, n_all = count_fast_convs(fast)
+    assert count_nnpack_convs(fused)[0] == 0
+    n_fast, n_all = count_nnpack_convs(fast)
     strided = [m for m in fused.modules()
                if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
     assert n_all == n_fast + len(strided) and len(strided) == 3
@@ -142,10 +142,10 @@ def test_use_fast_convs_on_fused_repvgg(monkeypatch):
 
 def test_native_is_a_plain_copy():
     conv = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1))
-    same = use_fast_convs(conv, 'native')
-    assert same is not conv and count_fast_convs(same) == (0, 1)
-    inplace = use_fast_convs(conv, 'nnpack', inplace=True)
-    assert inplace is conv and count_fast_convs(conv) == (1, 1)
+    same = use_nnpack_convs(conv, 'native')
+    assert same is not conv and count_nnpack_convs(same) == (0, 1)
+    inplace = use_nnpack_convs(conv, 'nnpack', inplace=True)
+    assert inplace is conv and count_nnpack_convs(conv) == (1, 1)
 
 
 def test_resolve_conv_impl():
@@ -164,7 +164,7 @@ def test_resolve_conv_impl():
 def test_kernel_transforms_kept_and_refreshed(monkeypatch):
     transforms = _counting(monkeypatch, 'transform_kernel')
     conv = nn.Conv2d(8, 6, 3, padding=1, groups=2)
-    fast = use_fast_convs(conv, 'nnpack-precomputed')
+    fast = use_nnpack_convs(conv, 'nnpack-precomputed')
     x_small, x_big = torch.randn(1, 8, 7, 5), torch.randn(1, 8, 41, 60)
     with torch.no_grad():
         # transformed once (per group) at the first call; the transforms do
@@ -195,7 +195,7 @@ def test_nnpack_transforms_on_every_call(monkeypatch):
     transforms = _counting(monkeypatch, 'transform_kernel')
     calls = _counting(monkeypatch)
     conv = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
-    fast = use_fast_convs(conv, 'nnpack')
+    fast = use_nnpack_convs(conv, 'nnpack')
     x = torch.randn(1, 4, 9, 9)
     with torch.no_grad():
         for _ in range(2):
@@ -206,7 +206,7 @@ def test_nnpack_transforms_on_every_call(monkeypatch):
 def test_thread_count_change():
     """NNPACK's pool follows torch.get_num_threads()."""
     conv = nn.Conv2d(16, 16, 3, padding=1)
-    fast = use_fast_convs(conv, 'nnpack')
+    fast = use_nnpack_convs(conv, 'nnpack')
     x = torch.randn(1, 16, 30, 30)
     threads = torch.get_num_threads()
     try:
@@ -237,7 +237,7 @@ def test_small_inputs_run_pytorchs_conv(monkeypatch):
     calls = _counting(monkeypatch)
     c = 8
     plain = nn.Conv2d(c, 8, 3, padding=1)
-    fast = use_fast_convs(plain, 'nnpack')
+    fast = use_nnpack_convs(plain, 'nnpack')
     small, big = torch.randn(1, c, side - 1, side), torch.randn(
         1, c, side, side)
     with torch.no_grad():
@@ -247,10 +247,29 @@ def test_small_inputs_run_pytorchs_conv(monkeypatch):
         calls.clear()
         dilated = nn.Conv2d(2 * cg, 2 * cg, 3, padding=2, dilation=2,
                             groups=2)
-        fast = use_fast_convs(dilated, 'nnpack')
+        fast = use_nnpack_convs(dilated, 'nnpack')
         x = torch.randn(1, 2 * cg, mside, mside)
         assert max_rel_diff(fast(x), dilated(x)) < RTOL
         assert len(calls) == 2                      # one per group
         calls.clear()
         x = torch.randn(1, 2 * cg, mside // 2, mside)     # too small
         assert torch.equal(fast(x), dilated(x)) and calls == []
+
+
+def test_former_fast_names_are_deprecated_aliases():
+    """The NNPACK path's former "fast" names work for one release, each
+    with a DeprecationWarning naming the new one."""
+    import importlib
+    import sys
+
+    import repseg.ops as ops
+    conv = nn.Conv2d(8, 8, 3, padding=1).eval()
+    with pytest.warns(DeprecationWarning, match='use repseg.ops.'
+                      'use_nnpack_convs'):
+        same = ops.use_fast_convs(conv, 'native')
+    with pytest.warns(DeprecationWarning, match='count_nnpack_convs'):
+        assert ops.count_fast_convs(same) == (0, 1)
+    sys.modules.pop('repseg.ops.fast_conv', None)
+    with pytest.warns(DeprecationWarning, match='repseg.ops.nnpack_conv'):
+        old = importlib.import_module('repseg.ops.fast_conv')
+    assert old.NNPACKConv2d is ops.NNPACKConv2d
