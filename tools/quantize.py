@@ -66,6 +66,18 @@ def build_parser():
                    help='How many train images are held out of calibration '
                    'as the control set of --max-drop (default: a quarter '
                    'of the train split, at most 50).')
+    p.add_argument('--equalize', default='activation',
+                   choices=['activation', 'cle', 'off'],
+                   help='Repair the fused model before INT8 (exact in '
+                   'float): activation (the default) rescales every conv -> '
+                   'ReLU -> conv pair by the calibrated range of each '
+                   'channel, so taps on (nearly) dead channels no longer '
+                   'set their INT8 scale; cle is plain cross-layer '
+                   'equalization; off leaves the model as it is.')
+    p.add_argument('--sensitivity-images', type=int, default=1,
+                   help='Calibration inputs on which the report measures '
+                   'the error each conv alone causes in INT8 (its top ten '
+                   'are listed; default 1, 0 for none).')
     p.add_argument('--repeat', type=int, default=3,
                    help='Interleaved timing rounds (default 3).')
     add_force(p, 'the files of an earlier run in OUT')
@@ -110,7 +122,9 @@ def main(argv=None):
             preset=args.preset,
             fast_bias_correction=args.fast_bias_correction,
             ignored_types=args.ignored_types, max_drop=args.max_drop,
-            control_images=args.control_images, seed=args.seed)
+            control_images=args.control_images, seed=args.seed,
+            equalize=args.equalize,
+            sensitivity_images=args.sensitivity_images)
     except RepsegError as e:
         sys.exit(f'error: {e.render(parser)}')
     print(markdown(result))

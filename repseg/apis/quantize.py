@@ -20,12 +20,14 @@ from mmengine.logging import print_log
 
 from ..benchmark.measure import contention_note, time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
+from ..deploy.equalize import METHODS, equalization_lines, equalize_
 from ..deploy.onnx import export_model
 from ..deploy.quantize import (calibration_set, check_calibration_count,
                                control_batches, evaluate, markdown, miou,
                                saturation_note, save_per_class_png,
                                split_train)
 from ..deploy.record import config_input_size
+from ..deploy.sensitivity import layer_sensitivity
 from ..deploy.runtimes import ControlSet, QuantOptions, get_runtime
 from ..errors import UsageError, opt
 from ..ops.cpu import cpu_vector_isa
@@ -91,7 +93,9 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
              ignored_types: Sequence[str] = ('MatMul', ),
              max_drop: Optional[float] = None,
              control_images: Optional[int] = None,
-             seed: int = 0) -> dict:
+             seed: int = 0,
+             equalize: str = 'activation',
+             sensitivity_images: int = 1) -> dict:
     """Fuse, export, calibrate, quantize with every runtime of ``backends``,
     evaluate and time (what tools/quantize.py runs).
 
@@ -103,12 +107,26 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     ``control_images`` train images held out from calibration (default: a
     quarter of the train split, at most 50), never test images.
 
+    ``equalize`` repairs the fused model before it is exported and
+    quantized (:func:`repseg.deploy.equalize.equalize_`: 'activation',
+    the default, 'cle' or 'off'; exact in float: the runtimes' fp32 rows
+    show it). The report lists the conv layers whose INT8 quantization
+    alone costs most, measured on ``sensitivity_images`` calibration
+    inputs (0: no such list).
+
     Writes the models (``model_{fp32,int8}{.onnx,.xml}``),
     ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into
     ``out_dir`` and returns what ``quantize.json`` holds.
     """
     runtimes = check_options(backends, max_drop)
     backends = [r.name for r in runtimes]
+    if equalize not in METHODS:
+        raise UsageError(f'{opt("equalize", equalize)} is not a method: '
+                         f'choose one of {", ".join(METHODS)}')
+    if sensitivity_images < 0:
+        raise UsageError(f'{opt("sensitivity_images", sensitivity_images)}'
+                         ' counts images: give 0 (no sensitivity list) or '
+                         'more')
     for r in runtimes:
         r.require()
     if osp.isfile(out_dir):
@@ -133,14 +151,23 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     check_calibration_count(num_calib, len(pool), len(control_idx))
     os.makedirs(out_dir, exist_ok=True)
     size = config_input_size(cfg)
-    onnx_fp32 = files.get('onnxruntime_fp32',
-                          osp.join(out_dir, '.model_fp32.onnx'))
-    export_model(cfg, None, onnx_fp32, size, force=True, verify=False,
-                 model=model)
     print_log(f'calibrating on {num_calib} train images ({calib_pipeline} '
               f'pipeline, seed {seed})', logger='current')
     inputs, calib_files = calibration_set(cfg, model, num_calib, size, seed,
                                           calib_pipeline, pool)
+    deployed = copy.deepcopy(model) if equalize != 'off' else model
+    equalization = equalize_(deployed, inputs, equalize)
+    print_log(' '.join(equalization_lines(equalization)), logger='current')
+    onnx_fp32 = files.get('onnxruntime_fp32',
+                          osp.join(out_dir, '.model_fp32.onnx'))
+    export_model(cfg, None, onnx_fp32, size, force=True, verify=False,
+                 model=deployed)
+    sensitivity = []
+    if sensitivity_images:
+        print_log(f'per-layer INT8 sensitivity on {sensitivity_images} '
+                  'calibration input(s)', logger='current')
+        sensitivity = layer_sensitivity(deployed,
+                                        inputs[:sensitivity_images])
     control = None
     if control_idx:
         batches = control_batches(cfg, control_idx)
@@ -227,6 +254,7 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
                          fast_bias_correction=fast_bias_correction,
                          ignored_types=list(ignored_types),
                          files=calib_files),
+        equalization=equalization, sensitivity=sensitivity,
         evaluation=dict(split='test', images=len(ref['preds']),
                         reference=REFERENCE),
         accuracy_control=accuracy_control,

@@ -25,6 +25,9 @@ from mmengine.utils import ProgressBar
 
 from ..errors import UsageError
 from ..ops.cpu import seen_isa
+from .equalize import equalization_lines
+from .sensitivity import sensitivity_table
+
 
 def build_dataset(loader_cfg, pipeline=None):
     """The dataset of a dataloader config (with another ``pipeline``)."""
@@ -305,7 +308,10 @@ def markdown(result: dict) -> str:
             lines.append(f"{run_label(r, result)} keeps in float: "
                          + ', '.join(r['float_layers'][:12])
                          + (' ...' if len(r['float_layers']) > 12 else ''))
+    if result.get('equalization'):
+        lines += equalization_lines(result['equalization'])
     lines += [f'Note: {n}' for n in result.get('notes', [])]
+    lines += sensitivity_table(result.get('sensitivity') or [])
     return '\n'.join(lines)
 
 
