@@ -62,6 +62,11 @@ def build_parser():
                    '(ONNX Runtime: static QDQ, per-channel weights; '
                    'OpenVINO: NNCF), calibrated on random inputs (timing '
                    'only; for accuracy use tools/quantize.py).')
+    p.add_argument('--equalize', choices=['off', 'activation', 'cle'],
+                   default='off',
+                   help='With --int8: also time the INT8 model of the '
+                   'equalized fused model (tools/quantize.py --equalize), '
+                   'side by side with the plain one (default off).')
     p.add_argument('--bf16', action='store_true',
                    help='Also time a bf16 copy of each fused model in '
                    'PyTorch and, with --backend openvino, in OpenVINO '

@@ -39,6 +39,8 @@ class Run:
         vs_pytorch (float): its speed over the fused PyTorch fp32 run's.
         vs_pytorch_native (float): its speed over the native-conv run's.
         profile (dict): time by layer kind and part (``--profile``).
+        equalize (str): runtime INT8 runs of the equalized model: the
+            method (:func:`repseg.deploy.equalize.equalize_`), else None.
     """
     runtime: str = 'pytorch'
     precision: str = 'fp32'
@@ -63,6 +65,7 @@ class Run:
     vs_pytorch: Optional[float] = None
     vs_pytorch_native: Optional[float] = None
     profile: Optional[dict] = None
+    equalize: Optional[str] = None
 
     def set_check(self, check: dict) -> None:
         """The fields of :func:`repseg.reparam.compare_outputs`'s result."""

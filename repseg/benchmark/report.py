@@ -117,7 +117,9 @@ def runtime_table(result: dict) -> Optional[str]:
     for r in rows:
         for run in r.runtime_runs().values():
             cells = [r.name, _RUNTIME_NAMES.get(run.runtime, run.runtime),
-                     run.precision, run.precision_ran,
+                     run.precision + (f' ({run.equalize} equalized)'
+                                      if run.equalize else ''),
+                     run.precision_ran,
                      _fmt(run.img_per_s, '.3f'),
                      f'{run.latency_ms:.0f} ± {run.latency_iqr_ms:.0f}',
                      _fmt(run.vs_pytorch) + 'x']

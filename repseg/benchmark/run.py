@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..deploy.build import SegForward, build_segmentor, check_shape
+from ..deploy.equalize import equalize_
 from ..deploy.onnx import to_onnx
 from ..deploy.record import config_input_size
 from ..deploy.runtimes import RUNTIMES, get_runtime
@@ -86,6 +87,7 @@ class BenchmarkSettings:
     compare_conv_impl: bool = False
     profile: bool = False
     int8: bool = False
+    equalize: str = 'off'
     bf16: bool = False
 
     @classmethod
@@ -163,6 +165,10 @@ class BenchmarkSettings:
             raise UsageError(f'{opt("conv_impl", self.conv_impl)} runs NCHW '
                              'tensors; it cannot be combined with '
                              f'{opt("channels_last")}')
+        if self.equalize != 'off' and not self.int8:
+            raise UsageError(f'{opt("equalize", self.equalize)} adds INT8 '
+                             'rows of the equalized model; it needs '
+                             f'{opt("int8")} (and {opt("backend", None)})')
         if self.int8 and not self.runtimes:
             raise UsageError(f'{opt("int8")} times the INT8 model of a '
                              'runtime next to fp32; it needs '
@@ -192,9 +198,11 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
     ``s.runtimes``: fp32 (label = the runtime's name), bf16 with ``s.bf16``
     where the runtime and the CPU have it, INT8 with ``s.int8`` (calibrated
     on random inputs: this is for timing only; accuracy under INT8:
-    tools/quantize.py). Each run's output is compared with PyTorch and
-    what the runtime says it ran is recorded in its :class:`Run` of
-    ``row.runs``."""
+    tools/quantize.py), and with ``s.equalize`` also the INT8 model of the
+    equalized fused model (label ``<runtime>_int8_eq``: the repair changes
+    weights only, so its speed should not change). Each run's output is
+    compared with PyTorch and what the runtime says it ran is recorded in
+    its :class:`Run` of ``row.runs``."""
     onnx_path = osp.join(tmp_dir, f'{row.name}.onnx')
     to_onnx(module, x[:1], onnx_path)
     with torch.no_grad():
@@ -202,31 +210,43 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
     gen = torch.Generator().manual_seed(1)
     calib = [torch.randn(x[:1].shape, generator=gen).numpy()
              for _ in range(4)]
+    eq_onnx = None
+    if s.int8 and s.equalize != 'off':
+        seg = copy.deepcopy(module.segmentor)
+        equalize_(seg, calib, s.equalize)
+        eq_onnx = osp.join(tmp_dir, f'{row.name}_eq.onnx')
+        to_onnx(SegForward(seg), x[:1], eq_onnx)
     runs = []
     for name in s.runtimes:
         rt = get_runtime(name)
         fp32 = rt.from_onnx(onnx_path, osp.join(
             tmp_dir, f'{row.name}_{name}{rt.suffix}'))
-        wanted = [('fp32', fp32)]
+        wanted = [('fp32', fp32, None)]
         if s.bf16:
             if 'bf16' in rt.precisions():
-                wanted.append(('bf16', fp32))
+                wanted.append(('bf16', fp32, None))
             else:
                 logger(f'note: no {rt.label} bf16 row: '
                        f"{rt.missing('bf16')}")
         if s.int8:
             int8 = osp.join(tmp_dir, f'{row.name}_{name}_int8{rt.suffix}')
             rt.quantize(fp32, int8, calib)
-            wanted.append(('int8', int8))
-        for precision, path in wanted:
-            label = run_label(name, precision)
+            wanted.append(('int8', int8, None))
+            if eq_onnx:
+                stem = osp.join(tmp_dir, f'{row.name}_{name}_eq')
+                rt.quantize(rt.from_onnx(eq_onnx, stem + rt.suffix),
+                            stem + '_int8' + rt.suffix, calib)
+                wanted.append(('int8', stem + '_int8' + rt.suffix,
+                               s.equalize))
+        for precision, path, eq in wanted:
+            label = run_label(name, precision) + ('_eq' if eq else '')
             model = rt.load(path, precision)
             run = row.runs[label] = Run(
                 runtime=name, precision=precision,
                 precision_ran=model.info['precision'],
                 kernels=model.info.get('kernels', ''),
                 float_layers=len(model.info.get('float_layers', [])),
-                threads=model.info.get('threads'))
+                threads=model.info.get('threads'), equalize=eq)
             run.set_check(compare_outputs(ref, model(x[:1])))
             runs.append((label, model))
     return runs

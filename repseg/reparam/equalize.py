@@ -143,8 +143,16 @@ def relu_pairs(module: nn.Module, prefix: str = '') -> List[Pair]:
     prefixed with ``prefix``. A module that cannot be traced has none
     (``[]``); a conv used twice is never part of a pair."""
     import torch.fx as fx
+
+    class Tracer(fx.Tracer):
+        # convolutions (also subclasses such as repseg's NNPACKConv2d) and
+        # ReLUs are leaves: the pairs are made of them
+        def is_leaf_module(self, m, qualname):
+            return isinstance(m, (nn.Conv2d, nn.ReLU)) or \
+                super().is_leaf_module(m, qualname)
+
     try:
-        gm = fx.symbolic_trace(module)
+        gm = fx.GraphModule(module, Tracer().trace(module))
     except Exception:  # noqa: B902  (untraceable: no pairs, nothing wrong)
         return []
     calls = {}

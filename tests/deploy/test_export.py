@@ -68,13 +68,20 @@ def test_benchmark_onnxruntime_backend(checkpoint, tmp_path):
     proc = subprocess.run(
         [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'),
          DEMO_CONFIG, checkpoint, '--shape', '144', '--backend',
-         'onnxruntime', '--int8', '--warmup', '1', '--iters', '2',
-         '--repeat', '1', '--no-flops', '--out', str(out)],
+         'onnxruntime', '--int8', '--equalize', 'activation', '--warmup',
+         '1', '--iters', '2', '--repeat', '1', '--no-flops', '--out',
+         str(out)],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row, ) = json.loads((out / 'benchmark.json').read_text())['rows']
     fp32, int8 = row['runs']['onnxruntime'], row['runs']['onnxruntime_int8']
     assert (fp32['runtime'], int8['precision']) == ('onnxruntime', 'int8')
+    # --equalize: the INT8 model of the equalized model, timed beside it
+    eq = row['runs']['onnxruntime_int8_eq']
+    assert (eq['equalize'], eq['precision_ran']) == ('activation', 'int8')
+    assert int8['equalize'] is None and eq['img_per_s'] > 0
+    assert '| ONNX Runtime | int8 (activation equalized) | int8 |' in \
+        proc.stdout
     assert fp32['img_per_s'] > 0 and fp32['precision_ran'] == 'fp32'
     assert fp32['relative_diff'] <= 1e-4
     assert int8['precision_ran'] == 'int8'

@@ -252,7 +252,7 @@ def test_ctrl_c_says_how_to_resume(small_config, tmp_path):
     path, _ = small_config
     work = tmp_path / 'w'
     out_f, err_f = tmp_path / 'out.txt', tmp_path / 'err.txt'
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHONFAULTHANDLER='1')
     with open(out_f, 'w') as out, open(err_f, 'w') as err:
         proc = subprocess.Popen(
             [sys.executable, osp.join(TOOLS, 'train.py'), path,
@@ -267,7 +267,14 @@ def test_ctrl_c_says_how_to_resume(small_config, tmp_path):
                 assert time.monotonic() < deadline, 'no checkpoint in 600 s'
                 time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=300)
+            try:
+                proc.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                # where it hangs: faulthandler dumps every thread on SIGABRT
+                proc.send_signal(signal.SIGABRT)
+                proc.wait(timeout=60)
+                pytest.fail('still running 300 s after SIGINT:\n'
+                            + err_f.read_text()[-6000:])
         finally:
             proc.kill()
     err = err_f.read_text()

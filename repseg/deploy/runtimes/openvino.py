@@ -167,13 +167,15 @@ class OpenVINO(Runtime):
             float_layers=[la['name'] for la in layers
                           if la['precision'] != 'int8'] if ran == 'int8'
             else [],
-            record=read_record(
-                model.get_rt_info([RECORD_KEY, 'record']).astype(str)
-                if model is not None and model.has_rt_info(
-                    [RECORD_KEY, 'record']) else None),
-            input_size=static_size(
-                [d.get_length() if d.is_static else -1
-                 for d in compiled.input(0).get_partial_shape()]))
+            record=None, input_size=None)
+        if model is not None:   # the IR: its record and input size
+            key = [RECORD_KEY, 'record']
+            info.update(
+                record=read_record(model.get_rt_info(key).astype(str)
+                                   if model.has_rt_info(key) else None),
+                input_size=static_size(
+                    [d.get_length() if d.is_static else -1
+                     for d in model.input(0).get_partial_shape()]))
         return RuntimeModel(run, info)
 
     def load(self, path: str, precision: Optional[str] = None
