@@ -11,10 +11,12 @@ exactly, with the scales of one of two methods:
 
 * ``'activation'`` (activation-aware): ``s_c = a_c / max(a)`` with ``a_c``
   the largest value channel ``c`` takes after the ReLU on the calibration
-  inputs: every channel then fills the activation range, and conv2's
-  weights on channel ``c`` shrink in proportion to how little the channel
-  fires, so a tap on a near-dead channel no longer sets its output
-  channel's INT8 scale (it weighs ``|w| * a_c``, what it contributes);
+  inputs, for the input channels of conv2 whose largest tap stands out
+  (above :data:`OUTLIER_FACTOR` times the median channel's; the others
+  keep 1): such a channel then fills the activation range and its taps
+  shrink in proportion to how little it fires, so a tap on a near-dead
+  channel no longer sets its output channel's INT8 scale (it weighs
+  ``|w| * a_c``, what it contributes);
 * ``'cle'``: plain cross-layer equalization (weights only, Nagel et al.).
 
 A channel that never fires on the calibration set (``a_c == 0``) keeps
@@ -26,7 +28,7 @@ channels are counted in the report. The algebra is
 :mod:`repseg.reparam.equalize`; this module holds the statistics and the
 choice.
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,8 +36,8 @@ import torch.nn as nn
 
 from ..errors import UsageError
 from ..reparam.equalize import (clear_input_channels_, cle_scales,
-                                max_outlier_ratio, relu_pairs,
-                                rescale_pair_)
+                                input_channel_ranges, max_outlier_ratio,
+                                relu_pairs, rescale_pair_)
 from .build import SegForward
 
 #: equalization methods of :func:`equalize_` (``'off'``: none)
@@ -45,6 +47,12 @@ METHODS = ('off', 'activation', 'cle')
 #: 1000x), so an input that fires it more than calibration did is not
 #: clipped far out of range
 MIN_SCALE = 1e-3
+#: activation-aware scales only for input channels whose largest tap in
+#: the second conv is above this many times the median channel's: a healthy
+#: trained model is left as it is (rescaling every channel moved its INT8
+#: pixels by up to 0.4 points of agreement either way on the demo's A0
+#: pair), planted / RepVGG identity outliers are far above it
+OUTLIER_FACTOR = 4.0
 
 
 def model_pairs(model: nn.Module) -> list:
@@ -88,15 +96,19 @@ def activation_ranges(model: nn.Module, modules: Dict[str, nn.Module],
 @torch.no_grad()
 def equalize_(model: nn.Module, inputs: Sequence[np.ndarray],
               method: str = 'activation',
-              min_scale: float = MIN_SCALE) -> dict:
+              min_scale: float = MIN_SCALE,
+              outlier_factor: Optional[float] = OUTLIER_FACTOR) -> dict:
     """Equalize the fused segmentor ``model`` in place for INT8 (see the
-    module's text), with the calibration ``inputs`` (normalized (1, 3, H, W)
-    arrays). Returns the report: ``method``, ``pairs``, ``rescaled``
-    (channels whose scale is not 1), ``cleared`` (channels that never fire
-    on the calibration set: their taps in the second conv cleared),
-    ``outlier_ratio_before`` / ``_after`` (the
-    largest per-channel max |w| / median |w| over the second convs of the
-    pairs)."""
+    module's text), with the calibration ``inputs`` (normalized
+    (1, 3, H, W) arrays); ``outlier_factor=None`` rescales every channel
+    (activation-aware method).
+
+    Returns the report: ``method``, ``pairs``, ``rescaled`` (channels
+    whose scale is not 1), ``cleared`` (channels that never fire on the
+    calibration set: their taps in the second conv cleared),
+    ``outlier_ratio_before`` / ``_after`` (the largest per-channel
+    max |w| / median |w| over the second convs of the pairs).
+    """
     if method not in METHODS:
         raise UsageError(f'equalization method must be one of {METHODS}, '
                          f'got {method!r}')
@@ -116,6 +128,12 @@ def equalize_(model: nn.Module, inputs: Sequence[np.ndarray],
                 scale = cle_scales(conv1, conv2)
             else:
                 scale = (a / a.max().clamp_min(1e-30)).clamp(min_scale, 1.0)
+                if outlier_factor is not None:
+                    # only the channels whose taps stand out
+                    r2 = input_channel_ranges(conv2)
+                    typical = r2[~dead].median() if bool((~dead).any()) \
+                        else r2.median()
+                    scale[r2 <= outlier_factor * typical] = 1.0
             scale[dead] = 1.0
             clear_input_channels_(conv2, dead.nonzero().flatten().tolist())
             rescale_pair_(conv1, conv2, scale)
