@@ -448,6 +448,14 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
         assert runs[name]['argmax_agreement'] > 0.999
     c = result['calibration']
     assert (c['images'], c['split'], c['pipeline']) == (4, 'train', 'train')
+    # the INT8 repair ran (default --equalize activation: exact, so the
+    # runtimes' fp32 rows above still agree with PyTorch) and the report
+    # lists the ten most sensitive layers
+    eq = result['equalization']
+    assert eq['method'] == 'activation' and eq['pairs'] > 10
+    assert 'Equalization (activation): ' in proc.stdout
+    assert len(result['sensitivity']) == 10
+    assert 'Layers whose INT8 quantization alone costs most' in proc.stdout
     # control set: 2 train images, none calibrated on, none evaluated
     ac = result['accuracy_control']
     assert len(ac['control_files']) == 2
