@@ -62,6 +62,10 @@ def train(cfg: Config, check: bool = True,
     if cfg.get('resume'):
         check_resume_checkpoint(cfg, allow_unsafe)
     runner = Runner.from_cfg(cfg)
+    # mmengine formats the whole config with yapf into every checkpoint:
+    # seconds per save, and its bare ``except:`` turns a ctrl-c that lands
+    # there into a SyntaxError. The unformatted text is the same Python.
+    object.__setattr__(runner.cfg, '_format_python_code', False)
     if cfg.get('load_from') and not cfg.get('resume'):
         strict_load_from(runner, allow_unsafe)
     try:

@@ -135,6 +135,10 @@ def convert_checkpoint(cfg: Config,
     with :func:`check_deploy_cfg` and a forward). Refuses to overwrite
     either unless ``force``. Returns sizes and the verification figures.
     """
+    if osp.isdir(out):
+        raise UsageError(f'the output {out!r} is a folder; give a file name '
+                         'ending in .pth (the deploy config is written next '
+                         'to it)')
     cfg_path = osp.splitext(out)[0] + '.py'
     refuse_overwrite((out, cfg_path), force)
     cfg = adapt_to_device(copy.deepcopy(cfg))

@@ -110,3 +110,19 @@ def test_malformed_overrides_and_configs_are_one_line(tmp_path):
     assert last.startswith("error: the override 'train_cfg.max_iter' names "
                            "no setting of the config: did you mean "
                            "'train_cfg.max_iters'?"), last
+
+
+@pytest.mark.parametrize('tool, name', [('convert.py', 'out.pth'),
+                                        ('export.py', 'out.onnx')])
+def test_an_output_that_is_a_folder_is_one_line(tool, name, tmp_path):
+    """A folder given as the output file: one line saying so, also with
+    --force (which must not then crash writing into it)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for extra in ([], ['--force']):
+        last = _last_error(tool, DEMO_CONFIG, str(tmp_path / 'none.pth'),
+                           str(folder), *extra)
+        assert last == (f'error: the output {str(folder)!r} is a folder; '
+                        'give a file name ending in ' + (
+                            '.pth (the deploy config is written next to it)'
+                            if tool == 'convert.py' else '.onnx')), last
