@@ -259,7 +259,12 @@ def test_ctrl_c_says_how_to_resume(small_config, tmp_path):
              '--work-dir', str(work), '--cfg-options',
              'train_cfg.max_iters=1000000',
              'default_hooks.checkpoint.interval=1'],
-            stdout=out, stderr=err, cwd=ROOT, env=env)
+            stdout=out, stderr=err, cwd=ROOT, env=env,
+            # a terminal's ctrl-c: SIGINT at its default disposition (a
+            # background job of a non-interactive shell, as CI may run the
+            # suite, inherits SIGINT ignored, and Python then never raises
+            # KeyboardInterrupt)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 600
             while not list(work.glob('iter_*.pth')):
