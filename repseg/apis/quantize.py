@@ -20,7 +20,7 @@ from mmengine.logging import print_log
 
 from ..benchmark.measure import contention_note, time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
-from ..deploy.equalize import METHODS, equalization_lines, equalize_
+from ..deploy.equalize import check_method, equalization_lines, equalize_
 from ..deploy.onnx import export_model
 from ..deploy.quantize import (calibration_set, check_calibration_count,
                                control_batches, evaluate, markdown, miou,
@@ -120,9 +120,7 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     """
     runtimes = check_options(backends, max_drop)
     backends = [r.name for r in runtimes]
-    if equalize not in METHODS:
-        raise UsageError(f'{opt("equalize", equalize)} is not a method: '
-                         f'choose one of {", ".join(METHODS)}')
+    check_method(equalize)
     if sensitivity_images < 0:
         raise UsageError(f'{opt("sensitivity_images", sensitivity_images)}'
                          ' counts images: give 0 (no sensitivity list) or '

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import UsageError
+from ..errors import UsageError, opt
 from ..reparam.equalize import (clear_input_channels_, cle_scales,
                                 input_channel_ranges, max_outlier_ratio,
                                 relu_pairs, rescale_pair_)
@@ -53,6 +53,14 @@ MIN_SCALE = 1e-3
 #: pixels by up to 0.4 points of agreement either way on the demo's A0
 #: pair), planted / RepVGG identity outliers are far above it
 OUTLIER_FACTOR = 4.0
+
+
+def check_method(method: str) -> None:
+    """Refuse an equalization method that is not one of :data:`METHODS`
+    (checked before anything long runs)."""
+    if method not in METHODS:
+        raise UsageError(f'{opt("equalize", method)} is not a method: '
+                         f'choose one of {", ".join(METHODS)}')
 
 
 def model_pairs(model: nn.Module) -> list:
@@ -109,9 +117,7 @@ def equalize_(model: nn.Module, inputs: Sequence[np.ndarray],
     ``outlier_ratio_before`` / ``_after`` (the largest per-channel
     max |w| / median |w| over the second convs of the pairs).
     """
-    if method not in METHODS:
-        raise UsageError(f'equalization method must be one of {METHODS}, '
-                         f'got {method!r}')
+    check_method(method)
     pairs = model_pairs(model) if method != 'off' else []
     seconds = [p[3] for p in pairs]
     report = dict(method=method, pairs=len(pairs), rescaled=0, cleared=0,
@@ -157,5 +163,5 @@ def equalization_lines(report: dict) -> List[str]:
             f'calibration set cleared{ratio}.']
 
 
-__all__ = ['METHODS', 'MIN_SCALE', 'model_pairs', 'activation_ranges',
-           'equalize_', 'equalization_lines']
+__all__ = ['METHODS', 'MIN_SCALE', 'check_method', 'model_pairs',
+           'activation_ranges', 'equalize_', 'equalization_lines']
