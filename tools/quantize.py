@@ -37,10 +37,15 @@ def build_parser():
     p.add_argument('--seed', type=int, default=0,
                    help='The seed of the calibration images and their random '
                    'transforms (default 0).')
-    p.add_argument('--calib-method', default='minmax',
-                   choices=['minmax', 'entropy', 'percentile'],
-                   help='ONNX Runtime: the calibration statistic of the '
-                   'activation ranges (default minmax).')
+    p.add_argument('--calib-method', dest='method', default='minmax',
+                   choices=['minmax', 'mean_minmax', 'entropy',
+                            'percentile'],
+                   help='The calibration statistic of the activation '
+                   'ranges: minmax (the default; both runtimes: the '
+                   'extremes over all calibration images), mean_minmax '
+                   "(OpenVINO: NNCF's own default, the mean of each "
+                   "image's extremes), entropy or percentile (ONNX "
+                   'Runtime).')
     p.add_argument('--reduce-range', action='store_true',
                    help='ONNX Runtime: 7-bit weights, for CPUs without VNNI '
                    '(AVX2, AVX-512 without VNNI), whose U8S8 kernels '
@@ -69,11 +74,14 @@ def build_parser():
     p.add_argument('--equalize', default='activation',
                    choices=['activation', 'cle', 'off'],
                    help='Repair the fused model before INT8 (exact in '
-                   'float): activation (the default) rescales every conv -> '
-                   'ReLU -> conv pair by the calibrated range of each '
-                   'channel, so taps on (nearly) dead channels no longer '
-                   'set their INT8 scale; cle is plain cross-layer '
-                   'equalization; off leaves the model as it is.')
+                   'float): activation (the default) shrinks, in each conv '
+                   '-> ReLU -> conv pair, the taps that stand out (over 4x '
+                   "the median channel's) by their input channel's "
+                   'calibrated range, and clears the taps of channels that '
+                   'never fire on the calibration images, so (nearly) dead '
+                   'channels no longer set the INT8 scale; cle is plain '
+                   'cross-layer equalization; off leaves the model as it '
+                   'is.')
     p.add_argument('--sensitivity-images', type=int, default=1,
                    help='Calibration inputs on which the report measures '
                    'the error each conv alone causes in INT8 (its top ten '
@@ -110,12 +118,12 @@ def main(argv=None):
     from repseg.engine import load_cfg
     from repseg.errors import RepsegError
     try:
-        check_options(args.backend, args.max_drop)
+        check_options(args.backend, args.max_drop, args.method)
         cfg = load_cfg(args.config, cfg_options=args.cfg_options)
         check_data(cfg, ('train_dataloader', 'test_dataloader'))
         result = quantize(
             cfg, args.checkpoint, args.out, num_calib=args.calib_images,
-            method=args.calib_method, repeat=args.repeat, force=args.force,
+            method=args.method, repeat=args.repeat, force=args.force,
             allow_unsafe=args.allow_unsafe,
             calib_pipeline=args.calib_pipeline,
             reduce_range=args.reduce_range, backends=args.backend,

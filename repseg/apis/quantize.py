@@ -63,12 +63,15 @@ def _with_forward(model, forward):
 
 
 def check_options(backends: Sequence[str],
-                  max_drop: Optional[float] = None) -> list:
+                  max_drop: Optional[float] = None,
+                  method: str = 'minmax') -> list:
     """The runtimes of ``backends`` (each once), or a UsageError for an
     option that does not fit them (checked before any data is read)."""
     runtimes = [get_runtime(b) for b in dict.fromkeys(backends)]
     if not runtimes:
         raise UsageError(f'name at least one {opt("backend", None)}')
+    for r in runtimes:
+        r.check_method(method)
     if max_drop is not None:
         if 'openvino' not in backends:
             raise UsageError(
@@ -99,9 +102,10 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     """Fuse, export, calibrate, quantize with every runtime of ``backends``,
     evaluate and time (what tools/quantize.py runs).
 
-    Calibration: ``num_calib`` train images (``calib_pipeline``, ``seed``).
-    ONNX Runtime reads ``method`` and ``reduce_range``; OpenVINO (NNCF)
-    ``preset``, ``fast_bias_correction`` and ``ignored_types`` (see
+    Calibration: ``num_calib`` train images (``calib_pipeline``, ``seed``),
+    activation ranges by ``method`` (both runtimes; 'minmax' by default).
+    ONNX Runtime reads ``reduce_range``; OpenVINO (NNCF) ``preset``,
+    ``fast_bias_correction`` and ``ignored_types`` (see
     :class:`repseg.deploy.runtimes.QuantOptions`). ``max_drop`` (mIoU
     points): OpenVINO's accuracy control on a control set of
     ``control_images`` train images held out from calibration (default: a
@@ -118,7 +122,7 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into
     ``out_dir`` and returns what ``quantize.json`` holds.
     """
-    runtimes = check_options(backends, max_drop)
+    runtimes = check_options(backends, max_drop, method)
     backends = [r.name for r in runtimes]
     check_method(equalize)
     if sensitivity_images < 0:

@@ -6,6 +6,7 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional
 
+from ..deploy.equalize import equalization_lines
 from ..ops.nnpack_conv import is_nnpack
 from .profile import FUNCTIONAL
 from .records import BF16, NATIVE, UNFUSED
@@ -131,6 +132,8 @@ def runtime_table(result: dict) -> Optional[str]:
                       if run.precision == 'int8' else '-',
                       run.kernels or '-']
             lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += [f'\n{r.name}: ' + ' '.join(equalization_lines(r.equalization))
+              for r in rows if r.equalization]
     return '\n'.join(lines)
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..deploy.build import SegForward, build_segmentor, check_shape
-from ..deploy.equalize import equalize_
+from ..deploy.equalize import equalization_lines, equalize_
 from ..deploy.onnx import to_onnx
 from ..deploy.record import config_input_size
 from ..deploy.runtimes import RUNTIMES, get_runtime
@@ -213,7 +213,9 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
     eq_onnx = None
     if s.int8 and s.equalize != 'off':
         seg = copy.deepcopy(module.segmentor)
-        equalize_(seg, calib, s.equalize)
+        row.equalization = equalize_(seg, calib, s.equalize)
+        logger(f'{row.name}: '
+               + ' '.join(equalization_lines(row.equalization)))
         eq_onnx = osp.join(tmp_dir, f'{row.name}_eq.onnx')
         to_onnx(SegForward(seg), x[:1], eq_onnx)
     runs = []

@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from ..errors import UsageError, opt
 from ..reparam.equalize import (clear_input_channels_, cle_scales,
-                                input_channel_ranges, max_outlier_ratio,
+                                input_channel_ranges, outlier_ratio,
                                 relu_pairs, rescale_pair_)
 from .build import SegForward
 
@@ -119,9 +119,12 @@ def equalize_(model: nn.Module, inputs: Sequence[np.ndarray],
     """
     check_method(method)
     pairs = model_pairs(model) if method != 'off' else []
-    seconds = [p[3] for p in pairs]
+    # per second conv: its largest outlier ratio; only the convs whose
+    # input channels change are measured again (scaling a conv's OUTPUT
+    # channels, as the next pair does, leaves its ratios as they are)
+    ratios = {id(p[3]): float(outlier_ratio(p[3]).max()) for p in pairs}
     report = dict(method=method, pairs=len(pairs), rescaled=0, cleared=0,
-                  outlier_ratio_before=max_outlier_ratio(seconds))
+                  outlier_ratio_before=max(ratios.values(), default=None))
     if pairs:
         ranges = activation_ranges(model, {p[0]: p[1] for p in pairs},
                                    inputs)
@@ -141,11 +144,15 @@ def equalize_(model: nn.Module, inputs: Sequence[np.ndarray],
                         else r2.median()
                     scale[r2 <= outlier_factor * typical] = 1.0
             scale[dead] = 1.0
+            rescaled, cleared = int((scale != 1).sum()), int(dead.sum())
+            if not rescaled and not cleared:
+                continue
             clear_input_channels_(conv2, dead.nonzero().flatten().tolist())
             rescale_pair_(conv1, conv2, scale)
-            report['rescaled'] += int((scale != 1).sum())
-            report['cleared'] += int(dead.sum())
-    report['outlier_ratio_after'] = max_outlier_ratio(seconds)
+            ratios[id(conv2)] = float(outlier_ratio(conv2).max())
+            report['rescaled'] += rescaled
+            report['cleared'] += cleared
+    report['outlier_ratio_after'] = max(ratios.values(), default=None)
     return report
 
 

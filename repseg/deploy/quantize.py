@@ -259,7 +259,8 @@ def run_label(row: dict, result: dict) -> str:
         extra = 'QDQ, per-channel' + (', 7-bit weights' if c.get(
             'reduce_range') else '') + f", {c.get('method', 'minmax')}"
     else:
-        extra = f"NNCF, {c.get('preset', 'performance')} preset"
+        extra = f"NNCF, {c.get('preset', 'performance')} preset, " \
+            f"{c.get('method', 'minmax')}"
         ac = result.get('accuracy_control')
         if ac:
             extra += f", accuracy control <= {ac['max_drop']:g} mIoU"

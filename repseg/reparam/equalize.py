@@ -20,7 +20,7 @@ All arithmetic is float64, cast back to the weights' dtype (as in
 (:func:`relu_pairs`), so any traceable module works: RepVGG stages, across
 stage boundaries, ResNet bottlenecks whose BN was folded.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -64,8 +64,9 @@ def output_channel_ranges(conv: nn.Conv2d) -> Tensor:
 def outlier_ratio(conv: nn.Conv2d) -> Tensor:
     """Per output channel: its largest |weight| over the median |weight|.
     Per-channel INT8 rounds every weight below ``max / 254`` to zero, so a
-    ratio in the hundreds means most of the channel's taps are lost."""
-    w = conv.weight.detach().double().abs().flatten(1)
+    ratio in the hundreds means most of the channel's taps are lost
+    (a statistic: computed in the weights' own precision)."""
+    w = conv.weight.detach().abs().flatten(1)
     return w.max(1).values / w.median(1).values.clamp_min(1e-30)
 
 
@@ -179,16 +180,7 @@ def relu_pairs(module: nn.Module, prefix: str = '') -> List[Pair]:
     return pairs
 
 
-def max_outlier_ratio(convs: Sequence[nn.Conv2d]) -> Optional[float]:
-    """The largest :func:`outlier_ratio` over ``convs`` (None if
-    empty)."""
-    if not convs:
-        return None
-    return max(float(outlier_ratio(c).max()) for c in convs)
-
-
 __all__ = [
     'relu_pairs', 'rescale_pair_', 'clear_input_channels_', 'cle_scales',
-    'input_channel_ranges', 'output_channel_ranges', 'outlier_ratio',
-    'max_outlier_ratio'
+    'input_channel_ranges', 'output_channel_ranges', 'outlier_ratio'
 ]

@@ -82,6 +82,11 @@ def test_benchmark_onnxruntime_backend(checkpoint, tmp_path):
     assert int8['equalize'] is None and eq['img_per_s'] > 0
     assert '| ONNX Runtime | int8 (activation equalized) | int8 |' in \
         proc.stdout
+    # and says what the repair changed
+    assert row['equalization']['method'] == 'activation'
+    assert row['equalization']['pairs'] > 0
+    assert re.search(r'Equalization \(activation\): \d+ conv -> ReLU -> '
+                     r'conv pairs, \d+ channels rescaled', proc.stdout)
     assert fp32['img_per_s'] > 0 and fp32['precision_ran'] == 'fp32'
     assert fp32['relative_diff'] <= 1e-4
     assert int8['precision_ran'] == 'int8'

@@ -288,6 +288,57 @@ def test_accuracy_control_keeps_layers_in_float_until_the_drop_fits(
                     QuantOptions(max_drop=0.2))
 
 
+def test_calibration_method_sets_the_activation_ranges(tmp_path):
+    """--calib-method reaches NNCF: 'minmax' (the default) quantizes an
+    activation over the extremes of ALL calibration inputs, as ONNX
+    Runtime's minmax does with the same inputs; 'mean_minmax' (NNCF's own
+    default) over the mean of each input's extremes, which clips the one
+    input whose activations are 10x larger."""
+    import onnx
+    from onnx import numpy_helper
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+                              torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+    onnx_path = str(tmp_path / 'net.onnx')
+    to_onnx(net, torch.randn(1, 3, 16, 16), onnx_path)
+    calib = [x * (10 if i == 0 else 1)
+             for i, x in enumerate(_calib((16, 16)))]
+    with torch.no_grad():
+        highs = [net[:2](torch.from_numpy(x)).max().item() for x in calib]
+    fp32 = OV.from_onnx(onnx_path, str(tmp_path / 'net.xml'))
+
+    def relu_range(method):
+        q = OV.quantize(fp32, str(tmp_path / f'{method}.xml'), calib,
+                        QuantOptions(method=method))
+        fqs = [op for op in OV.read(q['file']).get_ordered_ops()
+               if op.get_type_name() == 'FakeQuantize' and op.input_value(
+                   0).get_node().get_type_name() == 'Relu']
+        assert len(fqs) == 1
+        return [float(fqs[0].input_value(i).get_node().get_data().max())
+                for i in (1, 2)]
+
+    assert relu_range('minmax') == pytest.approx([0, max(highs)], rel=1e-5)
+    assert relu_range('mean_minmax') == pytest.approx([0, np.mean(highs)],
+                                                      rel=1e-5)
+    ort = get_runtime('onnxruntime')
+    ort.quantize(onnx_path, str(tmp_path / 'q.onnx'), calib, QuantOptions())
+    graph = onnx.load(str(tmp_path / 'q.onnx')).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    scale = [inits[n.input[1]] for n in graph.node
+             if n.op_type == 'QuantizeLinear' and 'Relu' in n.input[0]]
+    assert len(scale) == 1
+    assert float(scale[0]) * 255 == pytest.approx(max(highs), rel=1e-5)
+    with pytest.raises(UsageError, match='OpenVINO calibrates with minmax '
+                       'or mean_minmax'):
+        OV.quantize(fp32, str(tmp_path / 'x.xml'), calib,
+                    QuantOptions(method='entropy'))
+    with pytest.raises(UsageError, match='ONNX Runtime calibrates with '
+                       'minmax or entropy or percentile'):
+        ort.quantize(onnx_path, str(tmp_path / 'x.onnx'), calib,
+                     QuantOptions(method='mean_minmax'))
+
+
 def test_onnxruntime_has_no_accuracy_control(tmp_path):
     with pytest.raises(UsageError, match='has no accuracy control'):
         get_runtime('onnxruntime').quantize(

@@ -86,6 +86,12 @@ def test_tools_spell_settings_as_their_own_flags(tmp_path):
     assert last == ('error: --max-drop 0.2 is accuracy control, which '
                     'OpenVINO (NNCF) has and ONNX Runtime has not: add '
                     '--backend openvino'), last
+    last = _last_error('quantize.py', DEMO_CONFIG, 'x.pth',
+                       str(tmp_path / 'q'), '--backend', 'onnxruntime',
+                       'openvino', '--calib-method', 'entropy')
+    assert last == ('error: --calib-method entropy: OpenVINO calibrates '
+                    'with minmax or mean_minmax; choose one of them (or '
+                    'leave OpenVINO out of --backend)'), last
     onnx = tmp_path / 'm.onnx'
     onnx.write_bytes(b'')
     last = _last_error('test.py', DEMO_CONFIG, str(onnx), '--show-dir',

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ...errors import BackendError
+from ...errors import BackendError, UsageError, opt
 
 #: metadata key under which a model file holds its record (ONNX
 #: metadata_props, OpenVINO rt_info): see :mod:`repseg.deploy.record`
@@ -37,8 +37,13 @@ class QuantOptions:
     has and :meth:`Runtime.quantize` refuses the ones it has not.
 
     Args:
-        method (str): calibration statistic of ONNX Runtime's quantizer
-            ('minmax', 'entropy', 'percentile').
+        method (str): the calibration statistic of the activation ranges,
+            the same for every runtime that has it (see each runtime's
+            ``calibration_methods``): 'minmax' (the smallest and largest
+            value over all calibration inputs; both runtimes),
+            'mean_minmax' (the mean over inputs of each input's extremes:
+            NNCF's own default, which clips the rarer large activations),
+            'entropy' and 'percentile' (ONNX Runtime).
         reduce_range (bool): 7-bit weights (ONNX Runtime; for CPUs without
             VNNI, whose U8S8 kernels saturate int16 pair sums).
         preset (str): NNCF's preset: 'performance' (symmetric activations
@@ -115,6 +120,8 @@ class Runtime:
     suffix: str = ''
     #: Python packages it needs and how to install them
     packages: Sequence[str] = ()
+    #: calibration statistics its quantizer has (``QuantOptions.method``)
+    calibration_methods: Sequence[str] = ()
 
     def require(self):
         """Import the runtime's packages (the first is returned), or raise
@@ -131,6 +138,16 @@ class Runtime:
                     f'pip install {" ".join(self.packages)} (or run '
                     'scripts/install.sh)') from None
         return mods[0] if mods else None
+
+    def check_method(self, method: str) -> None:
+        """Refuse a calibration statistic this runtime's quantizer has
+        not (before any data is read)."""
+        if method not in self.calibration_methods:
+            raise UsageError(
+                f'{opt("method", method)}: {self.label} calibrates '
+                f'with {" or ".join(self.calibration_methods)}; choose one '
+                f'of them (or leave {self.label} out of '
+                f'{opt("backend", None)})')
 
     def precisions(self) -> Sequence[str]:
         """The precisions this runtime can run on this CPU."""

@@ -55,6 +55,7 @@ class OnnxRuntime(Runtime):
     label = 'ONNX Runtime'
     suffix = '.onnx'
     packages = ('onnxruntime', 'onnx')
+    calibration_methods = tuple(CALIBRATION_METHODS)
 
     def from_onnx(self, onnx_path: str, out: str) -> str:
         if osp.abspath(onnx_path) != osp.abspath(out):
@@ -82,10 +83,7 @@ class OnnxRuntime(Runtime):
                 f'{self.label} has no accuracy control: '
                 f'{opt("max_drop", o.max_drop)} needs '
                 f'{opt("backend", "openvino")}')
-        if o.method not in CALIBRATION_METHODS:
-            raise UsageError(f'calibration method must be one of '
-                             f'{sorted(CALIBRATION_METHODS)}, got '
-                             f'{o.method!r}')
+        self.check_method(o.method)
         if not inputs:
             raise UsageError('quantization needs at least one calibration '
                              'input')
