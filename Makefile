@@ -13,5 +13,8 @@ install:
 demo: install
 	$(PYTHON) tools/demo.py
 
+# one pytest worker per core (pytest-xdist), each test file on one worker
+# (module fixtures are built once), one thread per worker so the workers do
+# not oversubscribe the cores: about half the wall time of one process
 test: install
-	$(PYTHON) -m pytest tests -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest tests -q -p no:cacheprovider -n auto --dist loadfile

@@ -34,8 +34,8 @@ setup(
         'safetensors',
     ],
     extras_require={
-        'tests': ['pytest>=7', 'hypothesis>=6', 'onnx', 'onnxruntime',
-                  'openvino', 'nncf'],
+        'tests': ['pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'onnx',
+                  'onnxruntime', 'openvino', 'nncf'],
         'onnx': ['onnx', 'onnxruntime'],
         'openvino': ['onnx', 'openvino', 'nncf'],
     },

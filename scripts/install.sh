@@ -54,7 +54,7 @@ REPO=$(pwd)
 # run from / so that the check sees the installed repseg, not this folder
 if (cd / && $PY - <<PYEOF 2>/dev/null
 import os, sys
-import mmengine, mmseg, pytest, hypothesis, onnx, onnxruntime, openvino, nncf, safetensors, repseg
+import mmengine, mmseg, pytest, xdist, hypothesis, onnx, onnxruntime, openvino, nncf, safetensors, repseg
 ok = (mmengine.__version__ == '$MMENGINE_VERSION'
       and mmseg.__version__ == '$MMSEG_VERSION'
       and os.path.dirname(os.path.dirname(os.path.abspath(repseg.__file__)))

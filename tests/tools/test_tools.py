@@ -437,8 +437,8 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
                     '--max-drop', '0.5', '--repeat', '1')
     assert '| ONNX Runtime INT8 (QDQ, per-channel, minmax) | int8 |' in \
         proc.stdout
-    assert '| OpenVINO INT8 (NNCF, performance preset, accuracy control ' \
-        '<= 0.5 mIoU) | int8 |' in proc.stdout
+    assert '| OpenVINO INT8 (NNCF, performance preset, minmax, accuracy ' \
+        'control <= 0.5 mIoU) | int8 |' in proc.stdout
     result = json.loads((out / 'quantize.json').read_text())
     runs = {r['name']: r for r in result['runs']}
     assert {'pytorch_fp32', 'onnxruntime_fp32', 'onnxruntime_int8',
