@@ -32,8 +32,8 @@ PRESETS = ('performance', 'mixed')
 #: calibration statistics -> NNCF's RangeEstimatorParametersSet names.
 #: 'minmax' (repseg's default, as ONNX Runtime's): NNCF's own default for
 #: per-tensor activations is 'mean_minmax', which on the demo's trained A0
-#: (RepVGG seed 0) gave 96.15% argmax agreement with fp32 against 97.62%
-#: with 'minmax' (docs/deploy.md has the table).
+#: (RepVGG seed 0) gave 96.19% argmax agreement with fp32 against 97.68%
+#: with 'minmax' (docs/deployment.md has the table).
 CALIBRATION_METHODS = dict(minmax='MINMAX', mean_minmax='MEAN_MINMAX')
 
 
