@@ -6,7 +6,7 @@ Importing ``repseg`` registers its modules in mmsegmentation's registries
 (configs reach them with ``custom_imports=dict(imports=['repseg'])``).
 """
 from . import engine  # noqa: F401  (registers FusedEvalHook)
-from .engine.checkpoint import register_safe_globals
+from .fileio import register_safe_globals
 from .models import RepVGG, RepVGGBlock
 from .errors import RepsegError
 from .reparam import find_unfused, reparameterize_model

@@ -2,6 +2,8 @@
 which run with this folder on sys.path): the parser, and the flags several
 tools take, spelled and explained the same way everywhere."""
 import argparse
+import os
+import sys
 
 from mmengine.config import DictAction
 
@@ -71,7 +73,49 @@ def add_shape(parser, what):
     """``--shape S [S]`` (H W, or one side), spelled the same in every tool;
     the default is the size the config's test loop runs."""
     parser.add_argument(
-        '--shape', type=int, nargs='+', metavar='S',
+        '--shape', dest='input_size', type=int, nargs='+', metavar='S',
         help=f'Input size of {what}: H W, or one side for a square. Default: '
         "the size the config's test loop runs (its sliding window, else its "
         'test images after resizing).')
+
+
+def run(parser, main, argv=None):
+    """Every tool's ``main``: parse ``argv``, then ``main(args)`` with the
+    library imported lazily inside it; any ``RepsegError`` becomes one
+    ``error:`` line (exit status 1). Returns what ``main`` returns."""
+    args = parser.parse_args(argv)
+    if hasattr(args, 'local_rank'):
+        os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    from repseg.errors import RepsegError
+    try:
+        return main(args)
+    except RepsegError as e:
+        sys.exit(f'error: {e.render(parser)}')
+
+
+def add_backend(parser, what, nargs=None, default=None, extra=()):
+    """``--backend`` with the registered runtimes as its choices, each
+    with its label (``extra``: (name, label) pairs offered first, e.g.
+    PyTorch for the benchmark)."""
+    from repseg.deploy.runtimes import (DEFAULT_RUNTIME, runtime_label,
+                                        runtime_names)
+    pairs = list(extra) + [(n, runtime_label(n)) for n in runtime_names()]
+    if default is None:
+        default = [DEFAULT_RUNTIME] if nargs else None
+    parser.add_argument(
+        '--backend', nargs=nargs, default=default,
+        choices=[n for n, _ in pairs],
+        help=f'{what}: ' + ', '.join(f'{n} ({label})' for n, label in pairs)
+        + '.')
+
+
+def add_calib_method(parser):
+    """``--calib-method`` with every registered runtime's statistics."""
+    from repseg.deploy.runtimes import (DEFAULT_CALIB_METHOD,
+                                        calibration_methods)
+    methods = calibration_methods()
+    parser.add_argument(
+        '--calib-method', default=DEFAULT_CALIB_METHOD, choices=list(methods),
+        help='The calibration statistic of the activation ranges (default '
+        f'{DEFAULT_CALIB_METHOD}): ' + '; '.join(
+            f'{m}: {what}' for m, what in methods.items()) + '.')

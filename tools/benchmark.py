@@ -9,9 +9,7 @@ ONNX Runtime and OpenVINO (fp32, --bf16, --int8).
   python tools/benchmark.py CONFIG [CHECKPOINT]   # one model
   python tools/benchmark.py CONFIG --backend openvino onnxruntime --int8
 """
-import sys
-
-from _cli import add_cfg_options, add_shape, make_parser
+from _cli import add_backend, add_cfg_options, add_shape, make_parser, run
 
 
 def build_parser():
@@ -52,11 +50,11 @@ def build_parser():
                    help='Time torch.compile of each fused model.')
     p.add_argument('--compare-unfused', action='store_true',
                    help='Also time the training-time (unfused) form.')
-    p.add_argument('--backend', nargs='+', default=['pytorch'],
-                   choices=['pytorch', 'onnxruntime', 'openvino'],
-                   help='Runtimes to time next to PyTorch (always timed): '
-                   'each fused model is exported to ONNX (and OpenVINO IR) '
-                   'and run on the CPU with the same thread count.')
+    from repseg.deploy.runs import PYTORCH
+    add_backend(p, 'Runtimes to time next to PyTorch (always timed; each '
+                'fused model is exported to ONNX and converted to each '
+                "runtime's file, run on the CPU with the same thread count)",
+                nargs='+', default=[PYTORCH], extra=[(PYTORCH, 'PyTorch')])
     p.add_argument('--int8', action='store_true',
                    help="With --backend: also time each runtime's INT8 model "
                    '(ONNX Runtime: static QDQ, per-channel weights; '
@@ -95,26 +93,17 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from repseg.benchmark import (BenchmarkSettings, lineup, markdown_table,
-                                  profile_table, run_benchmark, save_outputs)
-    from repseg.errors import RepsegError
-    entries = lineup(args.fast, args.config, args.checkpoint,
-                     args.cfg_options)
-    try:
+    def benchmark(args):
+        from repseg.apis import BenchmarkSettings, benchmark
         settings = BenchmarkSettings.of(vars(args), flops=not args.no_flops)
-        result = run_benchmark(entries, settings)
-    except RepsegError as e:
-        sys.exit(f'error: {e.render(parser)}')
-    print()
-    print(markdown_table(result))
-    profiled = profile_table(result)
-    if profiled:
-        print()
-        print(profiled)
-    files = save_outputs(result, args.out)
-    print(f"\nwrote {', '.join(files.values())}")
+        result = benchmark(args.config, args.checkpoint, settings, args.out,
+                           args.cfg_options)
+        for table in result['tables']:
+            print()
+            print(table)
+        print(f"\nwrote {', '.join(result['files'].values())}")
+
+    run(build_parser(), benchmark, argv)
 
 
 if __name__ == '__main__':

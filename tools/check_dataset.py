@@ -4,9 +4,8 @@ counts, label values (train ids).
 
   python tools/check_dataset.py data/cityscapes [--all]
 """
-import sys
 
-from _cli import make_parser
+from _cli import make_parser, run
 
 
 def build_parser():
@@ -19,22 +18,19 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from repseg.datasets import check_cityscapes
-    from repseg.datasets.cityscapes import OFFICIAL_COUNTS
-    from repseg.errors import RepsegError
-    try:
+    def check(args):
+        from repseg.datasets import check_cityscapes
+        from repseg.datasets.cityscapes import OFFICIAL_COUNTS
         counts = check_cityscapes(args.root,
                                   max_files=None if args.all else 50)
-    except RepsegError as e:
-        sys.exit(f'error: {e.render(parser)}')
-    for split, n in counts.items():
-        note = '' if n == OFFICIAL_COUNTS[split] else \
-            f'  (the official gtFine {split} split has ' \
-            f'{OFFICIAL_COUNTS[split]})'
-        print(f'{split}: {n} images with train-id labels{note}')
-    print('OK')
+        for split, n in counts.items():
+            note = '' if n == OFFICIAL_COUNTS[split] else \
+                f'  (the official gtFine {split} split has ' \
+                f'{OFFICIAL_COUNTS[split]})'
+            print(f'{split}: {n} images with train-id labels{note}')
+        print('OK')
+
+    run(build_parser(), check, argv)
 
 
 if __name__ == '__main__':

@@ -4,9 +4,8 @@
 
   python tools/convert_cityscapes.py data/cityscapes [--nproc 8]
 """
-import sys
 
-from _cli import make_parser
+from _cli import make_parser, run
 
 
 def build_parser():
@@ -20,17 +19,14 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from repseg.datasets import check_cityscapes
-    from repseg.datasets.cityscapes import convert_label_ids
-    from repseg.errors import RepsegError
-    try:
+    def convert(args):
+        from repseg.datasets import check_cityscapes
+        from repseg.datasets.cityscapes import convert_label_ids
         n = convert_label_ids(args.root, args.nproc, args.overwrite)
         print(f'\nwrote {n} labelTrainIds files')
         print(f'dataset check: {check_cityscapes(args.root)} images, OK')
-    except RepsegError as e:
-        sys.exit(f'error: {e.render(parser)}')
+
+    run(build_parser(), convert, argv)
 
 
 if __name__ == '__main__':

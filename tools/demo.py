@@ -6,9 +6,8 @@ overlays (what `make demo` runs).
 
   python tools/demo.py [--iters N] [--work-dir DIR [--resume]]
 """
-import sys
 
-from _cli import add_cfg_options, make_parser
+from _cli import add_cfg_options, make_parser, run
 
 
 def build_parser():
@@ -35,28 +34,25 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-
-    from repseg.apis.demo import run_demo
-    from repseg.errors import RepsegError
-    try:
+    def demo(args):
+        from repseg.apis.demo import run_demo
         s = run_demo(args.data_root, args.work_dir, max_iters=args.iters,
-                     num_overlays=args.overlays, cfg_options=args.cfg_options,
-                     resume=args.resume)
-    except RepsegError as e:
-        sys.exit(f'error: {e.render(parser)}')
-    m = s['metrics']
-    print('\n' + '=' * 72)
-    print('repseg demo: PSPNet-RepVGG-A0 on the synthetic Cityscapes layout '
-          f"({s['dataset']['train']} train / {s['dataset']['val']} val)")
-    print(f"FUSED model on val: mIoU {m.get('mIoU', float('nan')):.2f}  "
-          f"mAcc {m.get('mAcc', float('nan')):.2f}  "
-          f"aAcc {m.get('aAcc', float('nan')):.2f}   "
-          f"(chance mIoU ~{s['chance_miou']:.1f})")
-    print(f"overlays: {', '.join(s['overlays'])}")
-    print(f"work dir: {s['work_dir']}   total time: {s['seconds']:.0f} s")
-    print('=' * 72)
+                     num_overlays=args.overlays,
+                     cfg_options=args.cfg_options, resume=args.resume)
+        m = s['metrics']
+        print('\n' + '=' * 72)
+        print('repseg demo: PSPNet-RepVGG-A0 on the synthetic Cityscapes '
+              f"layout ({s['dataset']['train']} train / "
+              f"{s['dataset']['val']} val)")
+        print(f"FUSED model on val: mIoU {m.get('mIoU', float('nan')):.2f}  "
+              f"mAcc {m.get('mAcc', float('nan')):.2f}  "
+              f"aAcc {m.get('aAcc', float('nan')):.2f}   "
+              f"(chance mIoU ~{s['chance_miou']:.1f})")
+        print(f"overlays: {', '.join(s['overlays'])}")
+        print(f"work dir: {s['work_dir']}   total time: {s['seconds']:.0f} s")
+        print('=' * 72)
+
+    run(build_parser(), demo, argv)
 
 
 if __name__ == '__main__':

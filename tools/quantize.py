@@ -11,8 +11,8 @@ the report (quantize.json, quantize.md, per_class_iou.png).
 """
 import sys
 
-from _cli import (add_cfg_options, add_config, add_force, add_unsafe_load,
-                  make_parser)
+from _cli import (add_backend, add_calib_method, add_cfg_options, add_config,
+                  add_force, add_unsafe_load, make_parser, run)
 
 
 def build_parser():
@@ -24,10 +24,8 @@ def build_parser():
     p.add_argument('--out', dest='out_option', metavar='OUT',
                    help='The same as OUT (the old spelling; deprecated, '
                    'give OUT after CHECKPOINT as in convert and export).')
-    p.add_argument('--backend', nargs='+', default=['onnxruntime'],
-                   choices=['onnxruntime', 'openvino'],
-                   help='The runtimes to quantize for, side by side '
-                   '(default: onnxruntime).')
+    add_backend(p, 'The runtimes to quantize for, side by side (default: '
+                'onnxruntime)', nargs='+')
     p.add_argument('--calib-images', type=int, default=64,
                    help='How many train images to calibrate on (default 64).')
     p.add_argument('--calib-pipeline', default='train',
@@ -37,15 +35,7 @@ def build_parser():
     p.add_argument('--seed', type=int, default=0,
                    help='The seed of the calibration images and their random '
                    'transforms (default 0).')
-    p.add_argument('--calib-method', dest='method', default='minmax',
-                   choices=['minmax', 'mean_minmax', 'entropy',
-                            'percentile'],
-                   help='The calibration statistic of the activation '
-                   'ranges: minmax (the default; both runtimes: the '
-                   'extremes over all calibration images), mean_minmax '
-                   "(OpenVINO: NNCF's own default, the mean of each "
-                   "image's extremes), entropy or percentile (ONNX "
-                   'Runtime).')
+    add_calib_method(p)
     p.add_argument('--reduce-range', action='store_true',
                    help='ONNX Runtime: 7-bit weights, for CPUs without VNNI '
                    '(AVX2, AVX-512 without VNNI), whose U8S8 kernels '
@@ -110,33 +100,19 @@ def output_folder(parser, args) -> str:
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.out = output_folder(parser, args)
-    from repseg.apis import check_data, quantize
-    from repseg.apis.quantize import check_options
-    from repseg.deploy.quantize import markdown
-    from repseg.engine import load_cfg
-    from repseg.errors import RepsegError
-    try:
-        check_options(args.backend, args.max_drop, args.method)
-        cfg = load_cfg(args.config, cfg_options=args.cfg_options)
-        check_data(cfg, ('train_dataloader', 'test_dataloader'))
-        result = quantize(
-            cfg, args.checkpoint, args.out, num_calib=args.calib_images,
-            method=args.method, repeat=args.repeat, force=args.force,
-            allow_unsafe=args.allow_unsafe,
-            calib_pipeline=args.calib_pipeline,
-            reduce_range=args.reduce_range, backends=args.backend,
-            preset=args.preset,
-            fast_bias_correction=args.fast_bias_correction,
-            ignored_types=args.ignored_types, max_drop=args.max_drop,
-            control_images=args.control_images, seed=args.seed,
-            equalize=args.equalize,
-            sensitivity_images=args.sensitivity_images)
-    except RepsegError as e:
-        sys.exit(f'error: {e.render(parser)}')
-    print(markdown(result))
-    print(f"\nwrote {', '.join(result['files'].values())}")
+
+    def quantize(args):
+        from repseg.apis import QuantizeSettings, load_cfg, quantize
+        from repseg.quant import markdown
+        settings = QuantizeSettings.of(vars(args), backends=args.backend)
+        result = quantize(load_cfg(args.config,
+                                   cfg_options=args.cfg_options),
+                          args.checkpoint, output_folder(parser, args),
+                          settings)
+        print(markdown(result))
+        print(f"\nwrote {', '.join(result['files'].values())}")
+
+    run(parser, quantize, argv)
 
 
 if __name__ == '__main__':

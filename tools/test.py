@@ -9,11 +9,8 @@ checkpoint is built in its fused form, an exported model (.onnx, OpenVINO
   python tools/test.py CONFIG MODEL.onnx              # or MODEL.xml
   bash tools/dist_test.sh CONFIG CHECKPOINT GPUS      # several processes
 """
-import os
-import sys
-
 from _cli import (add_cfg_options, add_config, add_launcher, add_unsafe_load,
-                  make_parser)
+                  make_parser, run)
 
 
 def build_parser():
@@ -60,19 +57,13 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    from repseg.apis import load_cfg, test
-    from repseg.errors import RepsegError
-    try:
-        cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
-                       args.launcher)
-        test(cfg, args.checkpoint, out=args.out, show_dir=args.show_dir,
-             allow_unsafe=args.allow_unsafe, conv_impl=args.conv_impl,
-             show=args.show, wait_time=args.wait_time, tta=args.tta)
-    except RepsegError as e:
-        sys.exit(f'error: {e.render(parser)}')
+    def test(args):
+        from repseg.apis import TestSettings, load_cfg, test
+        test(load_cfg(args.config, args.work_dir, args.cfg_options,
+                      args.launcher),
+             args.checkpoint, TestSettings.of(vars(args)))
+
+    run(build_parser(), test, argv)
 
 
 if __name__ == '__main__':

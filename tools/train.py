@@ -9,11 +9,8 @@ a launcher); RepVGG blocks train in their multi-branch form.
 An interrupted run (ctrl-c, a crash) continues with --resume from the
 newest complete checkpoint in its work dir.
 """
-import os
-import sys
-
 from _cli import (add_cfg_options, add_config, add_launcher, add_unsafe_load,
-                  make_parser)
+                  make_parser, run)
 
 
 def build_parser():
@@ -40,18 +37,14 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    from repseg.apis import load_cfg, train
-    from repseg.errors import RepsegError
-    try:
-        cfg = load_cfg(args.config, args.work_dir, args.cfg_options,
+    def train(args):
+        from repseg.apis import load_cfg, train
+        train(load_cfg(args.config, args.work_dir, args.cfg_options,
                        args.launcher, args.amp, args.resume,
-                       args.auto_scale_lr)
-        train(cfg, allow_unsafe=args.allow_unsafe)
-    except RepsegError as e:
-        sys.exit(f'error: {e.render(parser)}')
+                       args.auto_scale_lr),
+              allow_unsafe=args.allow_unsafe)
+
+    run(build_parser(), train, argv)
 
 
 if __name__ == '__main__':

@@ -1,45 +1,221 @@
 # Copyright (c) repseg contributors. All rights reserved.
-"""INT8 deployment in one call (tools/quantize.py): the fused model
-exported to ONNX, calibrated on train images and quantized by each runtime
-asked for (:mod:`repseg.deploy.runtimes`: ONNX Runtime, OpenVINO + NNCF,
-optionally with accuracy control on a held-out control set), every model
-(PyTorch fp32, each runtime's fp32, bf16 where it has it, INT8) evaluated
-on the test set in one pass and timed side by side
-(:func:`repseg.benchmark.measure.time_interleaved`)."""
+"""INT8 deployment in one call (tools/quantize.py), in four stages:
+
+1. prepare: the fused model, calibration inputs from train images, the
+   INT8 repair (:mod:`repseg.quant.equalize`), the ONNX export, per-layer
+   sensitivity and the control set of accuracy control;
+2. quantize: every runtime asked for makes and loads its fp32 (bf16 where
+   it has it) and INT8 models (:func:`repseg.deploy.runs.make_runs`);
+3. evaluate: every model (PyTorch fp32 and each runtime's) on the test set
+   in one pass, and timed side by side
+   (:func:`repseg.ops.timing.time_interleaved`);
+4. report: ``quantize.json``, ``quantize.md`` and ``per_class_iou.png``.
+"""
 import copy
 import dataclasses
 import json
 import os
 import os.path as osp
 import statistics
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..benchmark.measure import contention_note, time_interleaved
 from ..deploy.build import SegForward, build_fused, refuse_overwrite
-from ..deploy.equalize import check_method, equalization_lines, equalize_
+from ..deploy.evaluate import agreement, evaluate, miou
+from ..deploy.forward import TorchForward, with_forward
 from ..deploy.onnx import export_model
-from ..deploy.quantize import (calibration_set, check_calibration_count,
-                               control_batches, evaluate, markdown, miou,
-                               saturation_note, save_per_class_png,
-                               split_train)
 from ..deploy.record import config_input_size
-from ..deploy.sensitivity import layer_sensitivity
-from ..deploy.runtimes import ControlSet, QuantOptions, get_runtime
+from ..deploy.runs import Int8Request, RuntimeRun, make_runs
+from ..deploy.runtimes import (DEFAULT_CALIB_METHOD, DEFAULT_RUNTIME,
+                               ControlSet, QuantOptions, Runtime,
+                               options_for, select_runtimes)
 from ..errors import UsageError, opt
 from ..ops.cpu import cpu_vector_isa
 from ..ops.nnpack_conv import use_nnpack_convs
+from ..ops.timing import contention_note, time_interleaved
+from ..quant.calibration import (calibration_set, check_calibration_count,
+                                 control_batches, split_train)
+from ..quant.equalize import check_equalize, equalization_lines, equalize_
+from ..quant.report import PYTORCH, markdown, save_per_class_png
+from ..quant.sensitivity import layer_sensitivity
+from ..settings import Settings
+from .checks import check_data
 
 REFERENCE = 'pytorch_fp32'
+#: the intermediate fp32 ONNX export, kept where a runtime's fp32 file is it
+_EXPORT = 'model_fp32.onnx'
+
+
+@dataclasses.dataclass
+class QuantizeSettings(Settings):
+    """How to quantize (one field per option of tools/quantize.py).
+
+    Args:
+        backends (sequence of str): the runtimes to quantize for, side by
+            side (:func:`repseg.deploy.runtimes.runtime_names`).
+        calib_images (int): train images to calibrate on.
+        calib_pipeline (str): 'train' (the config's train pipeline: its
+            random transforms, as the model saw in training) or 'test'.
+        seed (int): the seed of the calibration images and transforms.
+        calib_method (str): the calibration statistic of the activation
+            ranges (see :class:`~repseg.deploy.runtimes.QuantOptions`).
+        reduce_range, preset, fast_bias_correction, ignored_types: the
+            runtimes' own settings
+            (:class:`~repseg.deploy.runtimes.QuantOptions`).
+        max_drop (float or None): accuracy control (mIoU points) on a
+            control set of ``control_images`` train images held out from
+            calibration (default: a quarter of the train split, at most
+            50), never test images.
+        equalize (str): the exact repair of the fused model before export
+            ('activation', the default, 'cle' or 'off').
+        sensitivity_images (int): calibration inputs on which the report
+            measures each conv's INT8 error alone (0: no list).
+        repeat (int): interleaved timing rounds.
+        force (bool): overwrite the files of an earlier run.
+        allow_unsafe (bool): full unpickling of the checkpoint.
+    """
+    backends: Sequence[str] = (DEFAULT_RUNTIME, )
+    calib_images: int = 64
+    calib_pipeline: str = 'train'
+    seed: int = 0
+    calib_method: str = DEFAULT_CALIB_METHOD
+    reduce_range: bool = False
+    preset: str = 'performance'
+    fast_bias_correction: bool = True
+    ignored_types: Sequence[str] = ('MatMul', )
+    max_drop: Optional[float] = None
+    control_images: Optional[int] = None
+    equalize: str = 'activation'
+    sensitivity_images: int = 1
+    repeat: int = 3
+    force: bool = False
+    allow_unsafe: bool = False
+
+    @property
+    def quant_options(self) -> QuantOptions:
+        return QuantOptions(
+            calib_method=self.calib_method, reduce_range=self.reduce_range,
+            preset=self.preset,
+            fast_bias_correction=self.fast_bias_correction,
+            ignored_types=tuple(self.ignored_types), max_drop=self.max_drop)
+
+    def check(self) -> List[Runtime]:
+        """Every option checked once, before any data is read; returns the
+        runtimes (each once, their packages importable)."""
+        runtimes = select_runtimes(self.backends, self.quant_options)
+        check_equalize(self.equalize)
+        if self.calib_pipeline not in ('train', 'test'):
+            raise UsageError(f"{opt('calib_pipeline', self.calib_pipeline)}"
+                             " is not a pipeline: give 'train' or 'test'")
+        if self.sensitivity_images < 0:
+            raise UsageError(
+                f'{opt("sensitivity_images", self.sensitivity_images)} '
+                'counts images: give 0 (no sensitivity list) or more')
+        for r in runtimes:
+            r.require()
+        return runtimes
+
+
+#: keywords of the old call that were renamed in QuantizeSettings
+_RENAMED = dict(num_calib='calib_images', method='calib_method')
+
+
+def check_options(backends: Sequence[str], max_drop: Optional[float] = None,
+                  method: str = DEFAULT_CALIB_METHOD) -> list:
+    """The runtimes of ``backends``, or a UsageError for an option that
+    does not fit them (deprecated: :meth:`QuantizeSettings.check`)."""
+    return QuantizeSettings(backends=tuple(backends), max_drop=max_drop,
+                            calib_method=method).check()
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """What the prepare stage hands on."""
+    model: torch.nn.Module           # the fused segmentor (reference)
+    size: tuple
+    inputs: list                     # calibration inputs (numpy)
+    calib_files: list
+    equalization: dict
+    sensitivity: list
+    control: Optional[ControlSet]
+
+
+def _files(out_dir: str, runtimes: Sequence[Runtime]) -> dict:
+    files = {k: osp.join(out_dir, f) for k, f in (
+        ('json', 'quantize.json'), ('md', 'quantize.md'),
+        ('png', 'per_class_iou.png'))}
+    for r in runtimes:
+        for p in ('fp32', 'int8'):
+            files[f'{r.name}_{p}'] = osp.join(out_dir,
+                                              f'model_{p}{r.suffix}')
+    return files
+
+
+def _prepare(cfg: Config, checkpoint: str, out_dir: str,
+             s: QuantizeSettings) -> _Prepared:
+    """The fused model, calibration inputs, repair, export, sensitivity
+    and control set."""
+    model = build_fused(copy.deepcopy(cfg), checkpoint, s.allow_unsafe)
+    # the control set is held out of the train split; counts are checked
+    # before anything long runs
+    pool, control_idx = split_train(
+        cfg, s.control_images if s.control_images else
+        ('auto' if s.max_drop is not None else 0))
+    check_calibration_count(s.calib_images, len(pool), len(control_idx))
+    os.makedirs(out_dir, exist_ok=True)
+    size = config_input_size(cfg)
+    print_log(f'calibrating on {s.calib_images} train images '
+              f'({s.calib_pipeline} pipeline, seed {s.seed})',
+              logger='current')
+    inputs, calib_files = calibration_set(cfg, model, s.calib_images, size,
+                                          s.seed, s.calib_pipeline, pool)
+    deployed = copy.deepcopy(model) if s.equalize != 'off' else model
+    equalization = equalize_(deployed, inputs, s.equalize)
+    print_log(' '.join(equalization_lines(equalization)), logger='current')
+    export_model(cfg, None, osp.join(out_dir, _EXPORT), size, force=True,
+                 verify=False, model=deployed)
+    sensitivity = []
+    if s.sensitivity_images:
+        print_log(f'per-layer INT8 sensitivity on {s.sensitivity_images} '
+                  'calibration input(s)', logger='current')
+        sensitivity = layer_sensitivity(deployed,
+                                        inputs[:s.sensitivity_images])
+    control = None
+    if control_idx:
+        control = ControlSet(
+            items=control_batches(cfg, control_idx),
+            name=f'{len(control_idx)} train images held out of calibration '
+            '(test pipeline)',
+            metric=lambda m, items: miou(
+                with_forward(model, TorchForward(m)), cfg, items))
+    return _Prepared(model, size, inputs, calib_files, equalization,
+                     sensitivity, control)
+
+
+def _quantize_runtimes(out_dir: str, runtimes: Sequence[Runtime],
+                       p: _Prepared, s: QuantizeSettings,
+                       log: Callable[[str], None]) -> List[RuntimeRun]:
+    """Every runtime's models, each precision it runs here loaded (a
+    precision it has on other CPUs only is a note)."""
+    runs = []
+    for r in runtimes:   # every precision the runtime has
+        runs += make_runs(osp.join(out_dir, _EXPORT), out_dir,
+                          'model_{precision}', [r], r.supported_precisions,
+                          Int8Request(p.inputs, s.quant_options, p.control),
+                          log=log)
+    if not any(osp.samefile(r.file, osp.join(out_dir, _EXPORT))
+               for r in runs if osp.exists(r.file)):
+        os.remove(osp.join(out_dir, _EXPORT))   # only the runtimes' input
+    return runs
 
 
 def _time(fns: dict, x: torch.Tensor, repeat: int) -> tuple:
     """Median seconds per image of each callable, after one warm-up call
     each, in interleaved rounds, and a note when the timings cannot be
-    trusted (:func:`repseg.benchmark.measure.contention_note`)."""
+    trusted (:func:`repseg.ops.timing.contention_note`)."""
     with torch.no_grad():
         for fn in fns.values():
             fn(x)
@@ -48,221 +224,96 @@ def _time(fns: dict, x: torch.Tensor, repeat: int) -> tuple:
             contention_note(times))
 
 
-def _agreement(ref: list, preds: list) -> float:
-    same = sum((a == b).sum().item() for a, b in zip(ref, preds))
-    return same / max(sum(a.numel() for a in ref), 1)
-
-
-def _with_forward(model, forward):
-    """A shallow copy of the segmentor ``model`` whose ``encode_decode``
-    is ``forward`` (a runtime model, not a module: the copy shares its
-    submodules with ``model``): mmseg's test loop runs around it."""
-    m = copy.copy(model)
-    m.encode_decode = forward
-    return m
-
-
-def check_options(backends: Sequence[str],
-                  max_drop: Optional[float] = None,
-                  method: str = 'minmax') -> list:
-    """The runtimes of ``backends`` (each once), or a UsageError for an
-    option that does not fit them (checked before any data is read)."""
-    runtimes = [get_runtime(b) for b in dict.fromkeys(backends)]
-    if not runtimes:
-        raise UsageError(f'name at least one {opt("backend", None)}')
-    for r in runtimes:
-        r.check_method(method)
-    if max_drop is not None:
-        if 'openvino' not in backends:
-            raise UsageError(
-                f'{opt("max_drop", max_drop)} is accuracy control, which '
-                f'OpenVINO (NNCF) has and ONNX Runtime has not: add '
-                f'{opt("backend", "openvino")}')
-        if not 0 <= max_drop <= 100:
-            raise UsageError(f'{opt("max_drop", max_drop)} is in mIoU '
-                             'points: give a value from 0 to 100')
-    return runtimes
-
-
-def quantize(cfg: Config, checkpoint: str, out_dir: str,
-             num_calib: int = 64, method: str = 'minmax',
-             repeat: int = 3, force: bool = False,
-             allow_unsafe: bool = False,
-             calib_pipeline: str = 'train',
-             reduce_range: bool = False,
-             backends: Sequence[str] = ('onnxruntime', ),
-             preset: str = 'performance',
-             fast_bias_correction: bool = True,
-             ignored_types: Sequence[str] = ('MatMul', ),
-             max_drop: Optional[float] = None,
-             control_images: Optional[int] = None,
-             seed: int = 0,
-             equalize: str = 'activation',
-             sensitivity_images: int = 1) -> dict:
-    """Fuse, export, calibrate, quantize with every runtime of ``backends``,
-    evaluate and time (what tools/quantize.py runs).
-
-    Calibration: ``num_calib`` train images (``calib_pipeline``, ``seed``),
-    activation ranges by ``method`` (both runtimes; 'minmax' by default).
-    ONNX Runtime reads ``reduce_range``; OpenVINO (NNCF) ``preset``,
-    ``fast_bias_correction`` and ``ignored_types`` (see
-    :class:`repseg.deploy.runtimes.QuantOptions`). ``max_drop`` (mIoU
-    points): OpenVINO's accuracy control on a control set of
-    ``control_images`` train images held out from calibration (default: a
-    quarter of the train split, at most 50), never test images.
-
-    ``equalize`` repairs the fused model before it is exported and
-    quantized (:func:`repseg.deploy.equalize.equalize_`: 'activation',
-    the default, 'cle' or 'off'; exact in float: the runtimes' fp32 rows
-    show it). The report lists the conv layers whose INT8 quantization
-    alone costs most, measured on ``sensitivity_images`` calibration
-    inputs (0: no such list).
-
-    Writes the models (``model_{fp32,int8}{.onnx,.xml}``),
-    ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into
-    ``out_dir`` and returns what ``quantize.json`` holds.
-    """
-    runtimes = check_options(backends, max_drop, method)
-    backends = [r.name for r in runtimes]
-    check_method(equalize)
-    if sensitivity_images < 0:
-        raise UsageError(f'{opt("sensitivity_images", sensitivity_images)}'
-                         ' counts images: give 0 (no sensitivity list) or '
-                         'more')
-    for r in runtimes:
-        r.require()
-    if osp.isfile(out_dir):
-        raise UsageError(f'the output {out_dir!r} is a file; give a folder')
-    files = {k: osp.join(out_dir, f) for k, f in (
-        ('json', 'quantize.json'), ('md', 'quantize.md'),
-        ('png', 'per_class_iou.png'))}
-    written = list(files.values())
-    for r in runtimes:
-        for p in ('fp32', 'int8'):
-            files[f'{r.name}_{p}'] = osp.join(out_dir,
-                                              f'model_{p}{r.suffix}')
-            written += r.files(files[f'{r.name}_{p}'])
-    refuse_overwrite(written, force)
-
-    model = build_fused(copy.deepcopy(cfg), checkpoint, allow_unsafe)
-    # the control set is held out of the train split; counts are checked
-    # before anything long runs
-    pool, control_idx = split_train(
-        cfg, control_images if control_images else
-        ('auto' if max_drop is not None else 0))
-    check_calibration_count(num_calib, len(pool), len(control_idx))
-    os.makedirs(out_dir, exist_ok=True)
-    size = config_input_size(cfg)
-    print_log(f'calibrating on {num_calib} train images ({calib_pipeline} '
-              f'pipeline, seed {seed})', logger='current')
-    inputs, calib_files = calibration_set(cfg, model, num_calib, size, seed,
-                                          calib_pipeline, pool)
-    deployed = copy.deepcopy(model) if equalize != 'off' else model
-    equalization = equalize_(deployed, inputs, equalize)
-    print_log(' '.join(equalization_lines(equalization)), logger='current')
-    onnx_fp32 = files.get('onnxruntime_fp32',
-                          osp.join(out_dir, '.model_fp32.onnx'))
-    export_model(cfg, None, onnx_fp32, size, force=True, verify=False,
-                 model=deployed)
-    sensitivity = []
-    if sensitivity_images:
-        print_log(f'per-layer INT8 sensitivity on {sensitivity_images} '
-                  'calibration input(s)', logger='current')
-        sensitivity = layer_sensitivity(deployed,
-                                        inputs[:sensitivity_images])
-    control = None
-    if control_idx:
-        batches = control_batches(cfg, control_idx)
-        control = ControlSet(
-            items=batches, name=f'{len(control_idx)} train images held out '
-            'of calibration (test pipeline)',
-            metric=lambda fwd, items: miou(_with_forward(model, fwd), cfg,
-                                           items))
-    options = QuantOptions(method=method, reduce_range=reduce_range,
-                           preset=preset,
-                           fast_bias_correction=fast_bias_correction,
-                           ignored_types=tuple(ignored_types))
-    on_nnpack = use_nnpack_convs(model, 'auto')
-    runs = {REFERENCE: dict(runtime='pytorch', precision='fp32',
-                            segmentor=on_nnpack,
-                            forward=SegForward(on_nnpack),
-                            info=dict(precision='fp32', float_layers=[]))}
-    bf16_note = ''
-    for r in runtimes:
-        fp32 = r.from_onnx(onnx_fp32, files[f'{r.name}_fp32'])
-        o = dataclasses.replace(options, max_drop=max_drop
-                                if r.name == 'openvino' else None)
-        print_log(f'quantizing with {r.label}', logger='current')
-        r.quantize(fp32, files[f'{r.name}_int8'], inputs, o, control)
-        if r.name == 'openvino' and 'bf16' not in r.precisions():
-            bf16_note = f"no OpenVINO bf16 row: {r.missing('bf16')}"
-        for p in r.precisions():
-            path = files[f"{r.name}_{'int8' if p == 'int8' else 'fp32'}"]
-            loaded = r.load(path, p)
-            runs[f'{r.name}_{p}'] = dict(runtime=r.name, precision=p,
-                                         forward=loaded, info=loaded.info)
-    if 'onnxruntime' not in backends:
-        os.remove(onnx_fp32)   # the intermediate file of the IR
-    isa = cpu_vector_isa()
-    note = saturation_note(isa, reduce_range) if 'onnxruntime' in \
-        backends else ''
-    if note:
-        print_log(note, logger='current')
-    seg = {k: v.get('segmentor') or _with_forward(model, v['forward'])
-           for k, v in runs.items()}
-    evals = evaluate(seg, cfg)
-    x = torch.from_numpy(inputs[0])
-    speed, timing_note = _time({k: v['forward'] for k, v in runs.items()},
-                               x, repeat)
+def _evaluate(cfg: Config, p: _Prepared, runs: List[RuntimeRun],
+              runtimes: Sequence[Runtime], s: QuantizeSettings) -> dict:
+    """Every model on the test set (one pass) and timed side by side; the
+    control set of accuracy control again for its fp32 / INT8 pair."""
+    on_nnpack = use_nnpack_convs(p.model, 'auto')
+    keys = {f'{run.runtime}_{run.precision}': run for run in runs}
+    evals = evaluate({REFERENCE: on_nnpack,
+                      **{k: with_forward(p.model, run.forward)
+                         for k, run in keys.items()}}, cfg)
+    speed, timing_note = _time(
+        {REFERENCE: SegForward(on_nnpack),
+         **{k: run.forward for k, run in keys.items()}},
+        torch.from_numpy(p.inputs[0]), s.repeat)
     if timing_note:
         print_log(f'note: {timing_note}', logger='current')
-    ref = evals[REFERENCE]
-    rows = []
-    for k, v in runs.items():
-        e = evals[k]
+    by_name = {r.name: r for r in runtimes}
+    rows = [dict(name=REFERENCE, runtime=PYTORCH, precision='fp32',
+                 precision_ran='fp32', kernels='',
+                 threads=torch.get_num_threads(), file=None,
+                 float_layers=[])]
+    for k, run in keys.items():
+        i, r = run.info, by_name[run.runtime]
         rows.append(dict(
-            name=k, runtime=v['runtime'], precision=v['precision'],
-            precision_ran=v['info']['precision'],
-            kernels=v['info'].get('kernels', ''),
-            threads=v['info'].get('threads', torch.get_num_threads()),
-            file=v['info'].get('file'), metrics=e['metrics'],
-            per_class_iou=e['per_class_iou'],
-            argmax_agreement=_agreement(ref['preds'], e['preds']),
-            seconds=speed[k], float_layers=v['info']['float_layers']))
-    accuracy_control = None
-    if control is not None:
-        ov = {p: _with_forward(model, runs[f'openvino_{p}']['forward'])
-              for p in ('fp32', 'int8')}
-        on_control = evaluate(ov, cfg, control.items, quiet=True)
-        c_fp32 = on_control['fp32']['metrics']['mIoU']
-        c_int8 = on_control['int8']['metrics']['mIoU']
-        e_fp32 = evals['openvino_fp32']['metrics']['mIoU']
-        e_int8 = evals['openvino_int8']['metrics']['mIoU']
-        accuracy_control = dict(
-            max_drop=max_drop, runtime='openvino', control_set=control.name,
-            control_files=[b['data_samples'][0].img_path
-                           for b in control.items],
-            control_fp32_miou=c_fp32, control_int8_miou=c_int8,
-            control_drop=c_fp32 - c_int8,
-            evaluation_fp32_miou=e_fp32, evaluation_int8_miou=e_int8,
-            evaluation_drop=e_fp32 - e_int8,
-            float_layers=runs['openvino_int8']['info']['float_layers'])
+            name=k, runtime=run.runtime, precision=run.precision,
+            precision_ran=i.precision, kernels=i.kernels,
+            threads=i.threads, file=i.file, float_layers=i.float_layers))
+        if run.precision == 'int8':
+            rows[-1]['label'] = f'{r.label} INT8 (' + r.quant_label(
+                options_for(r, s.quant_options)) + ')'
+    ref = evals[REFERENCE]
+    for row in rows:
+        e = evals[row['name']]
+        row.update(metrics=e['metrics'], per_class_iou=e['per_class_iou'],
+                   argmax_agreement=agreement(ref['preds'], e['preds']),
+                   seconds=speed[row['name']])
+    return dict(evals=evals, rows=rows, timing_note=timing_note,
+                accuracy_control=_accuracy_control(cfg, p, keys, evals, s))
+
+
+def _accuracy_control(cfg, p: _Prepared, keys: dict, evals: dict,
+                      s: QuantizeSettings) -> Optional[dict]:
+    """The control set's fp32 -> INT8 drop of the runtime that controlled
+    it, beside the evaluation set's."""
+    if p.control is None or s.max_drop is None:
+        return None
+    int8 = next((run for run in keys.values() if run.precision == 'int8'
+                 and run.quantized and run.quantized.get('control')), None)
+    if int8 is None:
+        return None
+    name = int8.runtime
+    pair = {q: with_forward(p.model, keys[f'{name}_{q}'].forward)
+            for q in ('fp32', 'int8')}
+    on_control = evaluate(pair, cfg, p.control.items, quiet=True)
+    c_fp32, c_int8 = (on_control[q]['metrics']['mIoU']
+                      for q in ('fp32', 'int8'))
+    e_fp32, e_int8 = (evals[f'{name}_{q}']['metrics']['mIoU']
+                      for q in ('fp32', 'int8'))
+    return dict(
+        max_drop=s.max_drop, runtime=name, control_set=p.control.name,
+        control_files=[b['data_samples'][0].img_path
+                       for b in p.control.items],
+        control_fp32_miou=c_fp32, control_int8_miou=c_int8,
+        control_drop=c_fp32 - c_int8,
+        evaluation_fp32_miou=e_fp32, evaluation_int8_miou=e_int8,
+        evaluation_drop=e_fp32 - e_int8,
+        float_layers=int8.info.float_layers)
+
+
+def _report(cfg: Config, checkpoint: str, files: dict, p: _Prepared,
+            e: dict, notes: List[str], s: QuantizeSettings) -> dict:
+    """quantize.json, quantize.md and per_class_iou.png; returns what the
+    JSON holds."""
     result = dict(
-        config=cfg.filename, checkpoint=checkpoint, input_size=list(size),
-        backends=backends,
-        calibration=dict(images=num_calib, method=method, split='train',
-                         pipeline=calib_pipeline, seed=seed,
-                         reduce_range=reduce_range, preset=preset,
-                         fast_bias_correction=fast_bias_correction,
-                         ignored_types=list(ignored_types),
-                         files=calib_files),
-        equalization=equalization, sensitivity=sensitivity,
-        evaluation=dict(split='test', images=len(ref['preds']),
+        config=cfg.filename, checkpoint=checkpoint, input_size=list(p.size),
+        backends=list(dict.fromkeys(s.backends)),
+        calibration=dict(images=s.calib_images, method=s.calib_method,
+                         split='train', pipeline=s.calib_pipeline,
+                         seed=s.seed, reduce_range=s.reduce_range,
+                         preset=s.preset,
+                         fast_bias_correction=s.fast_bias_correction,
+                         ignored_types=list(s.ignored_types),
+                         files=p.calib_files),
+        equalization=p.equalization, sensitivity=p.sensitivity,
+        evaluation=dict(split='test',
+                        images=len(e['evals'][REFERENCE]['preds']),
                         reference=REFERENCE),
-        accuracy_control=accuracy_control,
-        classes=ref['classes'], runs=rows,
-        notes=[n for n in (note, bf16_note, timing_note) if n],
-        cpu_isa=isa, threads=torch.get_num_threads(),
+        accuracy_control=e['accuracy_control'],
+        classes=e['evals'][REFERENCE]['classes'], runs=e['rows'],
+        notes=notes + ([e['timing_note']] if e['timing_note'] else []),
+        cpu_isa=cpu_vector_isa(), threads=torch.get_num_threads(),
         files={k: v for k, v in files.items() if osp.exists(v)
                or k in ('json', 'md', 'png')})
     with open(files['json'], 'w') as f:
@@ -273,4 +324,44 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     return result
 
 
-__all__ = ['quantize', 'check_options']
+def quantize(cfg: Config, checkpoint: str, out_dir: str,
+             settings: Optional[QuantizeSettings] = None,
+             **keywords) -> dict:
+    """Fuse, export, calibrate, quantize with every runtime of
+    ``settings.backends``, evaluate and time (what tools/quantize.py
+    runs); see :class:`QuantizeSettings` for every option. The old keyword
+    call (``num_calib=``, ``method=``, ...) works for one release with a
+    DeprecationWarning.
+
+    Writes the models (``model_{fp32,int8}`` + each runtime's suffix),
+    ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into
+    ``out_dir`` and returns what ``quantize.json`` holds.
+    """
+    s = QuantizeSettings.from_keywords('quantize', settings, keywords,
+                                       _RENAMED)
+    runtimes = s.check()
+    check_data(cfg, ('train_dataloader', 'test_dataloader'))
+    if osp.isfile(out_dir):
+        raise UsageError(f'the output {out_dir!r} is a file; give a folder')
+    files = _files(out_dir, runtimes)
+    refuse_overwrite([files[k] for k in ('json', 'md', 'png')] + [
+        f for r in runtimes for q in ('fp32', 'int8')
+        for f in r.files(files[f'{r.name}_{q}'])], s.force)
+    prepared = _prepare(cfg, checkpoint, out_dir, s)
+    notes = []
+
+    def log(message: str) -> None:
+        print_log(message, logger='current')
+        if message.startswith('note: '):
+            notes.append(message[len('note: '):])
+
+    runs = _quantize_runtimes(out_dir, runtimes, prepared, s, log)
+    for r in runtimes:
+        for note in r.notes(cpu_vector_isa(),
+                            options_for(r, s.quant_options)):
+            log(note)
+    evaluated = _evaluate(cfg, prepared, runs, runtimes, s)
+    return _report(cfg, checkpoint, files, prepared, evaluated, notes, s)
+
+
+__all__ = ['quantize', 'QuantizeSettings', 'check_options']

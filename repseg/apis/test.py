@@ -2,6 +2,7 @@
 """Testing a training or fused checkpoint on the FUSED model (the config's
 test loop with FusedEvalHook), single- or multi-process."""
 import copy
+import dataclasses
 import os
 import os.path as osp
 import time
@@ -18,6 +19,7 @@ from ..engine.config import without_pretrained
 from ..engine.dist import finish_distributed
 from ..engine.hooks import FusedEvalHook
 from ..errors import UsageError, opt
+from ..settings import Settings
 from ..visualization import annotate_overlays, new_pngs
 from .checks import check_data
 
@@ -41,15 +43,16 @@ def test_exported(cfg: Config, path: str) -> dict:
     exported from another model or at another input size than the test
     loop runs is refused first (:func:`repseg.deploy.check_belongs`)."""
     from ..deploy.build import build_segmentor
-    from ..deploy.quantize import evaluate
+    from ..deploy.evaluate import evaluate
+    from ..deploy.forward import load_forward
     from ..deploy.record import check_belongs, config_input_size
-    from ..deploy.runtimes import runtime_of_file
-    runtime = runtime_of_file(path)
+    from ..deploy.runtimes import runtime_label
     model = build_segmentor(cfg).eval()
-    model.encode_decode = runtime.load(path)
+    model.encode_decode = load_forward(path)
     info = model.encode_decode.info
     check_belongs(path, info, cfg, config_input_size(cfg))
-    name = f"{runtime.label} ({osp.basename(path)}, {info['precision']})"
+    name = f'{runtime_label(info.runtime)} ({osp.basename(path)}, ' \
+        f'{info.precision})'
     try:
         result = evaluate({name: model}, cfg)[name]
     except Exception as e:  # noqa: B902  (the runtimes' own errors)
@@ -92,27 +95,45 @@ def use_tta(cfg: Config) -> None:
     cfg.model = cfg.tta_model
 
 
-def test(cfg: Config,
-         checkpoint: str,
-         out: Optional[str] = None,
-         show_dir: Optional[str] = None,
-         check: bool = True,
-         allow_unsafe: bool = False,
-         conv_impl: Optional[str] = None,
-         show: bool = False,
-         wait_time: float = 2,
-         tta: bool = False) -> dict:
+@dataclasses.dataclass
+class TestSettings(Settings):
+    """How to test (one field per option of tools/test.py, as in mmseg's).
+
+    Args:
+        out (str or None): folder for the predicted label maps.
+        show_dir (str or None): folder for prediction overlays.
+        show (bool): a window per image for ``wait_time`` seconds (needs
+            a display).
+        wait_time (float): seconds each window stays.
+        tta (bool): test-time augmentation with the config's
+            ``tta_pipeline`` and ``tta_model``.
+        conv_impl (str or None): how the fused model's 3x3 convs run (see
+            :func:`repseg.ops.use_nnpack_convs`); None: the hook's default.
+        check (bool): check the data and the checkpoint before the Runner.
+        allow_unsafe (bool): full unpickling of the checkpoint.
+    """
+    __test__ = False   # not a pytest test class
+    out: Optional[str] = None
+    show_dir: Optional[str] = None
+    show: bool = False
+    wait_time: float = 2
+    tta: bool = False
+    conv_impl: Optional[str] = None
+    check: bool = True
+    allow_unsafe: bool = False
+
+
+def test(cfg: Config, checkpoint: str,
+         settings: Optional[TestSettings] = None, **keywords) -> dict:
     """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint, or
     an exported ONNX / OpenVINO IR model: :func:`test_exported`) with the
     config's test loop; the FusedEvalHook evaluates the fused model (with
-    ``conv_impl`` for its 3x3 convs when given, see
-    :func:`repseg.ops.use_nnpack_convs`).
-
-    As in mmseg's tools/test.py: ``out`` (folder for the predicted label
-    maps), ``show_dir`` (folder for prediction overlays), ``show`` (a
-    window per image for ``wait_time`` seconds; needs a display) and
-    ``tta`` (test-time augmentation with the config's ``tta_pipeline`` and
-    ``tta_model``)."""
+    ``settings.conv_impl`` for its 3x3 convs when given). See
+    :class:`TestSettings` for the options (mmseg's tools/test.py flags);
+    the old keyword call works for one release with a DeprecationWarning.
+    """
+    s = TestSettings.from_keywords('test', settings, keywords)
+    out, show_dir, show, tta = s.out, s.show_dir, s.show, s.tta
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
     if show and not has_display():
@@ -128,21 +149,21 @@ def test(cfg: Config,
                 f'{opt("out", None)} / {opt("show_dir", None)} / '
                 f'{opt("show", None)} / {opt("tta", None)} (or test its '
                 'checkpoint with them)')
-        if check:
+        if s.check:
             check_data(cfg, loaders=('test_dataloader', ))
         return test_exported(cfg, checkpoint)
     cfg = copy.deepcopy(cfg)
     hook = fused_eval_hook_cfg(cfg)
-    if conv_impl is not None:
-        hook['conv_impl'] = conv_impl
+    if s.conv_impl is not None:
+        hook['conv_impl'] = s.conv_impl
     ckpt = None
-    if check:
+    if s.check:
         check_data(cfg, loaders=('test_dataloader', ))
         # a checkpoint that is missing, unreadable or does not fit is found
         # before the Runner prints its environment (read once)
-        ckpt = read_checkpoint(checkpoint, allow_unsafe)
+        ckpt = read_checkpoint(checkpoint, s.allow_unsafe)
         load_any_checkpoint(check_model(cfg), checkpoint,
-                            allow_unsafe=allow_unsafe, ckpt=ckpt)
+                            allow_unsafe=s.allow_unsafe, ckpt=ckpt)
     cfg.load_from = None
     cfg.resume = False
     without_pretrained(cfg.model)   # the weights come from the checkpoint
@@ -153,7 +174,7 @@ def test(cfg: Config,
         vis.draw = True
         vis.interval = 1
         vis.show = show
-        vis.wait_time = wait_time
+        vis.wait_time = s.wait_time
         if show_dir:
             cfg.visualizer.save_dir = show_dir
     if out:
@@ -168,7 +189,7 @@ def test(cfg: Config,
     if tta:   # SegTTAModel around the segmentor
         model = model.module
     kind = load_any_checkpoint(model, checkpoint, runner.logger,
-                               allow_unsafe, ckpt=ckpt)
+                               s.allow_unsafe, ckpt=ckpt)
     print_log(
         f'Loaded a {kind.upper()} checkpoint from {checkpoint}: ' +
         ('the multi-branch model is fused for evaluation by FusedEvalHook.'
@@ -186,5 +207,5 @@ def test(cfg: Config,
     return metrics
 
 
-__all__ = ['test', 'test_exported', 'fused_eval_hook_cfg', 'use_tta',
-           'has_display']
+__all__ = ['test', 'TestSettings', 'test_exported', 'fused_eval_hook_cfg',
+           'use_tta', 'has_display']

@@ -7,8 +7,11 @@ fills them, the report reads them, ``benchmark.json`` is their
 import dataclasses
 from typing import Dict, Optional
 
+from ..deploy.runs import PYTORCH, run_label
+from ..deploy.runtimes import RunInfo
+
 #: labels of the PyTorch runs; runtime runs are labelled ``<runtime>`` (fp32)
-#: and ``<runtime>_<precision>``
+#: and ``<runtime>_<precision>`` (:func:`repseg.deploy.runs.run_label`)
 FUSED, NATIVE, BF16, UNFUSED = 'fused', 'native', 'bf16', 'unfused'
 
 
@@ -17,13 +20,15 @@ class Run:
     """One timed form of a model.
 
     Args:
-        runtime (str): 'pytorch', 'onnxruntime' or 'openvino'.
+        runtime (str): :data:`PYTORCH` or a registered runtime's name.
         precision (str): the precision asked for ('fp32', 'bf16', 'int8').
         precision_ran (str): what the runtime says it ran.
         conv_impl (str): PyTorch runs: how the 3x3 convs ran ('nnpack',
             'nnpack-precomputed', 'native').
         kernels (str): runtimes: the convolution kernels they chose.
-        threads (int): runtimes: their thread count.
+        threads (int): runtimes: their threads per stream.
+        streams, requests (int): runtimes: parallel streams and requests
+            that can be in flight.
         img_per_s, latency_ms, latency_iqr_ms, latency_min_ms (float): the
             timing (per image; median, interquartile range, minimum).
         peak_mem_mib (float): peak memory of one forward (None where it
@@ -42,12 +47,14 @@ class Run:
         equalize (str): runtime INT8 runs of the equalized model: the
             method (:func:`repseg.deploy.equalize.equalize_`), else None.
     """
-    runtime: str = 'pytorch'
+    runtime: str = PYTORCH
     precision: str = 'fp32'
     precision_ran: Optional[str] = None
     conv_impl: Optional[str] = None
     kernels: str = ''
     threads: Optional[int] = None
+    streams: Optional[int] = None
+    requests: Optional[int] = None
     img_per_s: Optional[float] = None
     latency_ms: Optional[float] = None
     latency_iqr_ms: Optional[float] = None
@@ -66,6 +73,16 @@ class Run:
     vs_pytorch_native: Optional[float] = None
     profile: Optional[dict] = None
     equalize: Optional[str] = None
+
+    @classmethod
+    def of(cls, info: RunInfo, **fields) -> 'Run':
+        """The run of a runtime model from what it says it runs."""
+        return cls(runtime=info.runtime,
+                   precision=info.precision_asked or info.precision,
+                   precision_ran=info.precision, kernels=info.kernels,
+                   float_layers=len(info.float_layers),
+                   threads=info.threads, streams=info.streams,
+                   requests=info.requests, **fields)
 
     def set_check(self, check: dict) -> None:
         """The fields of :func:`repseg.reparam.compare_outputs`'s result."""
@@ -105,7 +122,7 @@ class ModelResult:
 
     def runtime_runs(self) -> Dict[str, Run]:
         """The runs of the exported model in ONNX Runtime / OpenVINO."""
-        return {k: r for k, r in self.runs.items() if r.runtime != 'pytorch'}
+        return {k: r for k, r in self.runs.items() if r.runtime != PYTORCH}
 
     @property
     def fused_speedup(self) -> Optional[float]:
@@ -126,10 +143,5 @@ class ModelResult:
         return d
 
 
-def run_label(runtime: str, precision: str) -> str:
-    """The label of a runtime's run: 'openvino', 'openvino_int8', ..."""
-    return runtime if precision == 'fp32' else f'{runtime}_{precision}'
-
-
 __all__ = ['Run', 'ModelResult', 'run_label', 'FUSED', 'NATIVE', 'BF16',
-           'UNFUSED']
+           'UNFUSED', 'PYTORCH']

@@ -6,7 +6,8 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional
 
-from ..deploy.equalize import equalization_lines
+from ..deploy.runtimes import runtime_class, runtime_label, runtime_names
+from ..quant.equalize import equalization_lines
 from ..ops.nnpack_conv import is_nnpack
 from .profile import FUNCTIONAL
 from .records import BF16, NATIVE, UNFUSED
@@ -18,15 +19,33 @@ _DECODER_NAMES = dict(PSPHead='PSPNet', UPerHead='UPerNet',
                       SegformerHead='SegFormer head')
 
 
-# further runs of each model drawn next to its fused fp32 bar
-_EXTRA_RUNS = (('native', 'tab:gray', 'fused, native convs'),
-               ('bf16', 'tab:purple', 'fused, bf16 (PyTorch)'),
-               ('onnxruntime', 'tab:green', 'ONNX Runtime fp32'),
-               ('onnxruntime_int8', 'tab:red', 'ONNX Runtime INT8'),
-               ('openvino', 'tab:olive', 'OpenVINO fp32'),
-               ('openvino_bf16', 'tab:pink', 'OpenVINO bf16'),
-               ('openvino_int8', 'tab:brown', 'OpenVINO INT8 (NNCF)'))
-_RUNTIME_NAMES = dict(onnxruntime='ONNX Runtime', openvino='OpenVINO')
+# PyTorch's further runs of each model drawn next to its fused fp32 bar
+_PYTORCH_RUNS = (('native', 'tab:gray', 'fused, native convs'),
+                 ('bf16', 'tab:purple', 'fused, bf16 (PyTorch)'))
+# colours of the runtimes' bars, in the order the runs appear
+_RUNTIME_COLOURS = ('tab:green', 'tab:red', 'tab:olive', 'tab:pink',
+                    'tab:brown', 'tab:cyan', 'gold', 'darkslateblue')
+
+
+def _extra_runs(rows) -> List[tuple]:
+    """(label, colour, legend text) of every run drawn next to the fused
+    fp32 bars: PyTorch's, then each runtime's (named from the registry)."""
+    extra = [e for e in _PYTORCH_RUNS if any(r.run(e[0]) for r in rows)]
+    seen = {}
+    for r in rows:
+        for label, run in r.runtime_runs().items():
+            if label not in seen:
+                described = runtime_class(run.runtime).described() \
+                    if run.runtime in runtime_names() else run.runtime
+                text = f'{runtime_label(run.runtime)} ' + (
+                    run.precision if run.precision != 'int8' else
+                    'INT8' + described[len(runtime_label(run.runtime)):])
+                seen[label] = text + (f' ({run.equalize} equalized)'
+                                      if run.equalize else '')
+    for i, (label, text) in enumerate(seen.items()):
+        extra.append((label, _RUNTIME_COLOURS[i % len(_RUNTIME_COLOURS)],
+                      text))
+    return extra
 
 
 def _fmt(v, spec='.2f'):
@@ -117,7 +136,7 @@ def runtime_table(result: dict) -> Optional[str]:
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
         for run in r.runtime_runs().values():
-            cells = [r.name, _RUNTIME_NAMES.get(run.runtime, run.runtime),
+            cells = [r.name, runtime_label(run.runtime),
                      run.precision + (f' ({run.equalize} equalized)'
                                       if run.equalize else ''),
                      run.precision_ran,
@@ -233,8 +252,7 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     colors = ['tab:orange' if r.name.startswith('ResNet') else 'tab:blue'
               for r in rows]
     unfused = [r.run(UNFUSED) and r.run(UNFUSED).img_per_s for r in rows]
-    extra = [(label, color, text) for label, color, text in _EXTRA_RUNS
-             if any(r.run(label) for r in rows)]
+    extra = _extra_runs(rows)
     ax = axes[0]
     h = 0.8 / (1 + len(extra))   # one bar per run of a model, grouped
     ys = [i - 0.4 + h / 2 for i in range(len(rows))]

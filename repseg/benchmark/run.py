@@ -27,11 +27,12 @@ from typing import Callable, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..deploy.build import SegForward, build_segmentor, check_shape
-from ..deploy.equalize import equalization_lines, equalize_
+from ..deploy.build import (SegForward, build_segmentor, check_shape,
+                            takes_argument)
 from ..deploy.onnx import to_onnx
 from ..deploy.record import config_input_size
-from ..deploy.runtimes import RUNTIMES, get_runtime
+from ..deploy.runs import Int8Request, make_runs
+from ..deploy.runtimes import get_runtime, runtime_names
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError, opt
@@ -41,11 +42,11 @@ from ..ops.nnpack_conv import (count_nnpack_convs, count_nnpack_runs,
                                resolve_conv_impl, use_nnpack_convs)
 from ..reparam import (assert_fused, compare_outputs, find_unfused,
                        reparameterize_model)
-from .measure import (contention_note, count_gflops, environment,
-                      peak_forward_memory, sync, time_interleaved)
+from ..ops.timing import contention_note, time_interleaved
+from ..quant.equalize import equalization_lines, equalize_
+from .measure import count_gflops, environment, peak_forward_memory, sync
 from .profile import profile_layers
-from .records import (BF16, FUSED, NATIVE, UNFUSED, ModelResult, Run,
-                      run_label)
+from .records import BF16, FUSED, NATIVE, PYTORCH, UNFUSED, ModelResult, Run
 
 CONFIG_DIR = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
@@ -71,7 +72,7 @@ class BenchmarkSettings:
     paper's GPU protocol on a GPU (16 / 50 / 50) and 1 / 1 / 2 on a CPU."""
     device: str = 'cpu'
     batch_size: Optional[int] = None
-    shape: Optional[Sequence[int]] = None
+    input_size: Optional[Sequence[int]] = None
     warmup: Optional[int] = None
     iters: Optional[int] = None
     repeat: int = 3
@@ -121,8 +122,8 @@ class BenchmarkSettings:
         if s.batch_size < 1 or s.iters < 1 or s.repeat < 1 or s.warmup < 0:
             raise UsageError('batch size, iterations and repeats must be >= '
                              '1 and warm-up >= 0')
-        if s.shape is not None:
-            s.shape = check_shape(s.shape)
+        if s.input_size is not None:
+            s.input_size = check_shape(s.input_size)
         if s.dtype not in DTYPES:
             raise UsageError(f'{opt("dtype", None)} must be one of '
                              f'{sorted(DTYPES)}')
@@ -142,17 +143,17 @@ class BenchmarkSettings:
 
     @property
     def runtimes(self) -> List[str]:
-        """The runtimes timed next to PyTorch ('pytorch' itself dropped)."""
+        """The runtimes timed next to PyTorch (PyTorch itself dropped)."""
         names = [self.backend] if isinstance(self.backend, str) else list(
             self.backend or ())
-        return [n for n in dict.fromkeys(names) if n != 'pytorch']
+        return [n for n in dict.fromkeys(names) if n != PYTORCH]
 
     def _check_combinations(self) -> None:
-        bad = [n for n in self.runtimes if n not in RUNTIMES]
+        bad = [n for n in self.runtimes if n not in runtime_names()]
         if bad:
             raise UsageError(f'{opt("backend", bad[0])} is not a runtime: '
-                             f"choose from 'pytorch', "
-                             f"{', '.join(map(repr, RUNTIMES))}")
+                             f'choose from {PYTORCH!r}, '
+                             f"{', '.join(map(repr, runtime_names()))}")
         if self.runtimes and (
                 self.dev.type != 'cpu' or self.dtype != 'fp32'
                 or self.compile or self.channels_last or self.amp):
@@ -172,8 +173,8 @@ class BenchmarkSettings:
         if self.int8 and not self.runtimes:
             raise UsageError(f'{opt("int8")} times the INT8 model of a '
                              'runtime next to fp32; it needs '
-                             f'{opt("backend", "openvino")} or '
-                             f'{opt("backend", "onnxruntime")}')
+                             + ' or '.join(opt('backend', n)
+                                           for n in runtime_names()))
         if self.bf16 and (self.dtype != 'fp32' or self.amp):
             raise UsageError(f'{opt("bf16")} times a bf16 copy of each fp32 '
                              f'model next to it; drop {opt("dtype", None)} '
@@ -195,14 +196,15 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
                   logger: Callable) -> list:
     """Export ``module`` (the fused model) to ONNX at the benchmark shape
     and return ``[(label, callable)]`` that run it in each runtime of
-    ``s.runtimes``: fp32 (label = the runtime's name), bf16 with ``s.bf16``
-    where the runtime and the CPU have it, INT8 with ``s.int8`` (calibrated
-    on random inputs: this is for timing only; accuracy under INT8:
-    tools/quantize.py), and with ``s.equalize`` also the INT8 model of the
-    equalized fused model (label ``<runtime>_int8_eq``: the repair changes
-    weights only, so its speed should not change). Each run's output is
-    compared with PyTorch and what the runtime says it ran is recorded in
-    its :class:`Run` of ``row.runs``."""
+    ``s.runtimes`` (:func:`repseg.deploy.runs.make_runs`): fp32 (label =
+    the runtime's name), bf16 with ``s.bf16`` where the runtime and the CPU
+    have it, INT8 with ``s.int8`` (calibrated on random inputs: this is for
+    timing only; accuracy under INT8: tools/quantize.py), and with
+    ``s.equalize`` also the INT8 model of the equalized fused model (label
+    ``<runtime>_int8_eq``: the repair changes weights only, so its speed
+    should not change). Each run's output is compared with PyTorch and what
+    the runtime says it ran is recorded in its :class:`Run` of
+    ``row.runs``."""
     onnx_path = osp.join(tmp_dir, f'{row.name}.onnx')
     to_onnx(module, x[:1], onnx_path)
     with torch.no_grad():
@@ -210,7 +212,11 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
     gen = torch.Generator().manual_seed(1)
     calib = [torch.randn(x[:1].shape, generator=gen).numpy()
              for _ in range(4)]
-    eq_onnx = None
+    runtimes = [get_runtime(n) for n in s.runtimes]
+    precisions = ['fp32'] + (['bf16'] if s.bf16 else []) + \
+        (['int8'] if s.int8 else [])
+    made = make_runs(onnx_path, tmp_dir, row.name + '_{runtime}_{precision}',
+                     runtimes, precisions, Int8Request(calib), log=logger)
     if s.int8 and s.equalize != 'off':
         seg = copy.deepcopy(module.segmentor)
         row.equalization = equalize_(seg, calib, s.equalize)
@@ -218,39 +224,16 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
                + ' '.join(equalization_lines(row.equalization)))
         eq_onnx = osp.join(tmp_dir, f'{row.name}_eq.onnx')
         to_onnx(SegForward(seg), x[:1], eq_onnx)
+        made += make_runs(eq_onnx, tmp_dir,
+                          row.name + '_{runtime}_eq_{precision}', runtimes,
+                          ['int8'], Int8Request(calib), s.equalize, logger)
+    order = {n: i for i, n in enumerate(s.runtimes)}
+    made.sort(key=lambda m: order[m.runtime])   # each runtime's rows together
     runs = []
-    for name in s.runtimes:
-        rt = get_runtime(name)
-        fp32 = rt.from_onnx(onnx_path, osp.join(
-            tmp_dir, f'{row.name}_{name}{rt.suffix}'))
-        wanted = [('fp32', fp32, None)]
-        if s.bf16:
-            if 'bf16' in rt.precisions():
-                wanted.append(('bf16', fp32, None))
-            else:
-                logger(f'note: no {rt.label} bf16 row: '
-                       f"{rt.missing('bf16')}")
-        if s.int8:
-            int8 = osp.join(tmp_dir, f'{row.name}_{name}_int8{rt.suffix}')
-            rt.quantize(fp32, int8, calib)
-            wanted.append(('int8', int8, None))
-            if eq_onnx:
-                stem = osp.join(tmp_dir, f'{row.name}_{name}_eq')
-                rt.quantize(rt.from_onnx(eq_onnx, stem + rt.suffix),
-                            stem + '_int8' + rt.suffix, calib)
-                wanted.append(('int8', stem + '_int8' + rt.suffix,
-                               s.equalize))
-        for precision, path, eq in wanted:
-            label = run_label(name, precision) + ('_eq' if eq else '')
-            model = rt.load(path, precision)
-            run = row.runs[label] = Run(
-                runtime=name, precision=precision,
-                precision_ran=model.info['precision'],
-                kernels=model.info.get('kernels', ''),
-                float_layers=len(model.info.get('float_layers', [])),
-                threads=model.info.get('threads'), equalize=eq)
-            run.set_check(compare_outputs(ref, model(x[:1])))
-            runs.append((label, model))
+    for m in made:
+        run = row.runs[m.label] = Run.of(m.info, equalize=m.equalize)
+        run.set_check(compare_outputs(ref, m.forward(x[:1])))
+        runs.append((m.label, m.forward))
     return runs
 
 
@@ -275,24 +258,36 @@ def _prepare(model, device, dtype, channels_last):
 def build_for_benchmark(config: str,
                         checkpoint: Optional[str] = None,
                         fast: bool = False,
-                        cfg_options: Optional[dict] = None) -> nn.Module:
+                        cfg_options: Optional[dict] = None,
+                        logger: Callable = print) -> nn.Module:
     """Build the (unfused) segmentor of ``config`` in eval mode, optionally
-    with 'fast' dilation and weights from ``checkpoint``."""
+    with 'fast' dilation (said through ``logger``: what it changed) and
+    weights from ``checkpoint``."""
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise UsageError(
             f'checkpoint {checkpoint!r} does not exist (the benchmark never '
             'falls back to random weights when a checkpoint is named)')
     cfg = load_cfg(config, cfg_options=cfg_options)
     if fast:
-        if cfg.model.backbone.get('type') == 'RepVGG':
-            cfg.model.backbone.dilation_mode = 'fast'
+        name = osp.basename(config)
+        backbone = cfg.model.backbone
+        if takes_argument(backbone.get('type'), 'dilation_mode'):
+            before = backbone.get('dilation_mode', 'full')
+            backbone.dilation_mode = 'fast'
+            logger(f"fast: {name}: the backbone's dilation_mode "
+                   f"{before!r} -> 'fast'" if before != 'fast' else
+                   f"fast: {name}: the backbone's dilation_mode is 'fast' "
+                   'already')
+        else:
+            logger(f"fast: {name}: its backbone ({backbone.get('type')}) "
+                   'has no dilation_mode; unchanged')
     model = build_segmentor(cfg)
     if checkpoint is not None:
         load_any_checkpoint(model, checkpoint)
     return model.eval()
 
 
-def default_shape(entries: List[dict]) -> tuple:
+def default_input_size(entries: List[dict]) -> tuple:
     """The input size the entries' configs test at (one for all: the
     models are timed on the same input)."""
     sizes = {}
@@ -303,7 +298,7 @@ def default_shape(entries: List[dict]) -> tuple:
         listed = ', '.join(f'{n} {h}x{w}' for (h, w), n in sizes.items())
         raise UsageError(f'the configs test at different input sizes '
                          f'({listed}); time them at one size with '
-                         f'{opt("shape", None)} H W')
+                         f'{opt("input_size", None)} H W')
     return next(iter(sizes))
 
 
@@ -338,7 +333,7 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
     """Build, fuse and check one entry; returns its row and its timed runs
     [(label, callable)]."""
     unfused = build_for_benchmark(entry['config'], entry.get('checkpoint'),
-                                  s.fast, entry.get('cfg_options'))
+                                  s.fast, entry.get('cfg_options'), logger)
     if s.compare_unfused and not find_unfused(unfused):
         raise UsageError(
             f"{entry['name']}: the config builds an already fused "
@@ -451,7 +446,7 @@ def _summarize(rows: list, runs: list, times: dict,
             if label == FUSED:
                 continue
             run.vs_pytorch = run.img_per_s / row.fused.img_per_s
-            if native is not None and run.runtime != 'pytorch':
+            if native is not None and run.runtime != PYTORCH:
                 run.vs_pytorch_native = run.img_per_s / native.img_per_s
 
 
@@ -477,8 +472,8 @@ def run_benchmark(entries: List[dict],
     per timed form; fields: docs/benchmark.md).
     """
     s = (settings or BenchmarkSettings(**options)).resolved()
-    if s.shape is None:
-        s.shape = default_shape(entries)
+    if s.input_size is None:
+        s.input_size = default_input_size(entries)
     if s.dtype == 'fp16' and s.dev.type != 'cuda':
         logger('note: fp16 convolutions are slow or unsupported on CPU; '
                'bf16 is the CPU half-precision option')
@@ -490,7 +485,7 @@ def run_benchmark(entries: List[dict],
                    'capped at AVX2, one 257x257 PSPNet-B1g2 forward took '
                    'minutes); expect it to be far slower than fp32')
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(s.batch_size, 3, *s.shape, generator=gen).to(
+    x = torch.randn(s.batch_size, 3, *s.input_size, generator=gen).to(
         s.dev, s.tdtype)
     if s.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -522,7 +517,7 @@ def run_benchmark(entries: List[dict],
     if note:
         logger(f'note: {note}')
     env.update(timing_note=note)
-    env.update(shape=list(s.shape), warmup=s.warmup, iters=s.iters,
+    env.update(shape=list(s.input_size), warmup=s.warmup, iters=s.iters,
                repeat=s.repeat, fast=s.fast, backend=s.runtimes,
                conv_impl=s.conv_impl,
                timing='interleaved rounds; latency = per image, median and '

@@ -187,6 +187,17 @@ def check_shape(shape: Sequence[int]) -> tuple:
     return shape
 
 
+def takes_argument(type_name, arg: str) -> bool:
+    """Whether the registered model class ``type_name`` has an ``arg``
+    parameter (e.g. a backbone that builds its fused form with
+    ``deploy=True``)."""
+    import inspect
+    cls = type_name if inspect.isclass(type_name) else MODELS.get(type_name)
+    if cls is None:
+        return False
+    return arg in inspect.signature(cls.__init__).parameters
+
+
 class SegForward(nn.Module):
     """``encode_decode`` of a segmentor as a plain ``forward(x)``: backbone,
     neck, decode head and the resize of the logits to the input size (what
@@ -209,5 +220,6 @@ class SegForward(nn.Module):
 __all__ = [
     'build_segmentor', 'build_fused', 'check_channels', 'check_model',
     'dataset_meta',
-    'check_shape', 'SegForward', 'MIN_SIDE', 'refuse_overwrite'
+    'check_shape', 'SegForward', 'MIN_SIDE', 'refuse_overwrite',
+    'takes_argument'
 ]

@@ -10,14 +10,13 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from mmseg.registry import MODELS
-from ..engine.checkpoint import load_any_checkpoint
+from ..engine.checkpoint import key_mismatch, load_any_checkpoint
 from ..engine.config import adapt_to_device, without_pretrained
 from ..errors import CheckpointError, UsageError
 from ..reparam import (assert_fused, compare_outputs, describe,
                        find_conv_bn_pairs, reparameterize_model)
 from .build import (SegForward, build_segmentor, check_shape, dataset_meta,
-                    refuse_overwrite)
+                    refuse_overwrite, takes_argument)
 from .record import config_input_size
 
 # the top-level parts of an mmseg segmentor whose conv-BN pairs are folded
@@ -34,17 +33,6 @@ def compare_models(ref_model, fused_model,
     x = torch.randn(1, 3, *shape, generator=gen)
     return compare_outputs(SegForward(ref_model)(x),
                            SegForward(fused_model)(x))
-
-
-def _takes_argument(type_name, arg: str) -> bool:
-    """Whether the registered model class ``type_name`` has an ``arg``
-    parameter (e.g. a backbone that builds its fused form with
-    ``deploy=True``)."""
-    import inspect
-    cls = type_name if inspect.isclass(type_name) else MODELS.get(type_name)
-    if cls is None:
-        return False
-    return arg in inspect.signature(cls.__init__).parameters
 
 
 def _part_cfgs(model_cfg, part: str) -> list:
@@ -83,7 +71,7 @@ def deploy_model_cfg(model_cfg, unfused: torch.nn.Module):
     for part in PARTS:
         for node, module in zip(_part_cfgs(cfg, part),
                                 _part_modules(unfused, part)):
-            if part == 'backbone' and _takes_argument(node['type'],
+            if part == 'backbone' and takes_argument(node['type'],
                                                       'deploy'):
                 node['deploy'] = True
             elif not find_conv_bn_pairs(module):
@@ -101,13 +89,9 @@ def check_deploy_cfg(deploy_model: torch.nn.Module,
     """Raise :class:`~repseg.engine.CheckpointError` naming the keys unless
     the model built from the deploy config has exactly the weights (names
     and shapes) of the fused model."""
-    own = deploy_model.state_dict()
-    ref = fused.state_dict()
-    missing = sorted(set(ref) - set(own))
-    unexpected = sorted(set(own) - set(ref))
-    resized = sorted(k for k in set(own) & set(ref)
-                     if own[k].shape != ref[k].shape)
-    if missing or unexpected or resized:
+    bad = key_mismatch(fused.state_dict(), deploy_model.state_dict())
+    if bad:
+        missing, unexpected, resized = bad
         raise CheckpointError(
             'the deploy config cannot describe the fused model of this '
             'config exactly, so stock mmseg would load the fused checkpoint '
@@ -122,12 +106,12 @@ def convert_checkpoint(cfg: Config,
                        checkpoint: str,
                        out: str,
                        force: bool = False,
-                       verify_shape: Optional[Sequence[int]] = None,
+                       input_size: Optional[Sequence[int]] = None,
                        allow_unsafe: bool = False) -> dict:
     """Fuse a training checkpoint into a deploy checkpoint.
 
     The fused model is verified against the unfused one on a random input
-    of ``verify_shape`` ((H, W) or one side; default: the size the
+    of ``input_size`` ((H, W) or one side; default: the size the
     config's test loop runs, :func:`~.record.config_input_size`).
 
     Writes ``out`` (``{'state_dict', 'meta'}``) and, next to it, the deploy
@@ -142,19 +126,19 @@ def convert_checkpoint(cfg: Config,
     cfg_path = osp.splitext(out)[0] + '.py'
     refuse_overwrite((out, cfg_path), force)
     cfg = adapt_to_device(copy.deepcopy(cfg))
-    if verify_shape is not None:
-        verify_shape = check_shape(verify_shape)
+    if input_size is not None:
+        input_size = check_shape(input_size)
     model = build_segmentor(cfg)
     # the shared loader: safe reading and the explained mismatch errors
     if load_any_checkpoint(model, checkpoint,
                            allow_unsafe=allow_unsafe) == 'fused':
         raise UsageError(f'{checkpoint!r} is already a fused checkpoint')
-    if verify_shape is None:
-        verify_shape = check_shape(config_input_size(cfg))
+    if input_size is None:
+        input_size = check_shape(config_input_size(cfg))
     model.eval()
     fused = reparameterize_model(model)
     assert_fused(fused)
-    check = compare_models(model, fused, verify_shape)
+    check = compare_models(model, fused, input_size)
     # the deploy config must build exactly the fused model: checked by
     # building it (stock mmseg) and loading the fused weights strictly
     deploy_cfg = copy.deepcopy(cfg)
@@ -162,7 +146,7 @@ def convert_checkpoint(cfg: Config,
     deploy_model = build_segmentor(deploy_cfg)
     check_deploy_cfg(deploy_model, fused)
     deploy_model.load_state_dict(fused.state_dict(), strict=True)
-    deploy_check = compare_models(fused, deploy_model, verify_shape)
+    deploy_check = compare_models(fused, deploy_model, input_size)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     tmp = out + '.tmp'
     torch.save(
@@ -184,13 +168,13 @@ def convert_checkpoint(cfg: Config,
         source_bytes=osp.getsize(checkpoint),
         fused_bytes=osp.getsize(out),
         deploy_config=cfg_path,
-        shape=list(verify_shape),
+        input_size=list(input_size),
         out=out)
     print_log(
         f"fused checkpoint {out}: {result['fused_bytes'] / 2**20:.1f} MiB "
         f"(training checkpoint {result['source_bytes'] / 2**20:.1f} MiB); "
         f"{describe(check, 'fused - unfused')} on a "
-        f'{verify_shape[0]}x{verify_shape[1]} input; deploy config '
+        f'{input_size[0]}x{input_size[1]} input; deploy config '
         f'{cfg_path} (checked: builds the fused model exactly)',
         logger='current')
     return result

@@ -5,6 +5,7 @@ for (ONNX itself for ONNX Runtime, IR for OpenVINO, see
 :mod:`repseg.deploy.runtimes`), verified against PyTorch in that runtime
 (:func:`export_model`)."""
 import copy
+import dataclasses
 import json
 import os
 import os.path as osp
@@ -18,10 +19,11 @@ from mmengine.config import Config
 
 from ..errors import UsageError, opt
 from ..reparam import compare_outputs
+from ..settings import Settings
 from .build import (SegForward, build_fused, check_shape, dataset_meta,
                     refuse_overwrite)
 from .record import RECORD_KEY, model_record, config_input_size
-from .runtimes import get_runtime
+from .runtimes import DEFAULT_RUNTIME, get_runtime
 
 
 def _pool_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
@@ -150,23 +152,23 @@ def to_onnx(module: torch.nn.Module, x: torch.Tensor, out: str,
     return out
 
 
-def input_spec(cfg: Config, shape: Sequence[int],
+def input_spec(cfg: Config, input_size: Sequence[int],
                dynamic_shape: bool = False) -> dict:
     """What the exported model is (``model``: its record, see
     :mod:`repseg.deploy.record`), expects and returns, from the config's
     model, data preprocessor and dataset (written next to the model
-    file)."""
+    file; ``input.height_width`` is the input size)."""
     pre = cfg.model.get('data_preprocessor') or {}
     rgb = bool(pre.get('bgr_to_rgb', False) or pre.get('rgb_to_bgr', False))
     meta = dataset_meta(cfg)
     classes = meta['classes'] if meta else None
-    size = 'any' if dynamic_shape else [int(s) for s in shape]
+    hw = 'any' if dynamic_shape else [int(s) for s in input_size]
     return dict(
-        model=model_record(cfg, None if dynamic_shape else shape),
+        model=model_record(cfg, None if dynamic_shape else input_size),
         input=dict(
             name='image', dtype='float32', layout='NCHW',
             channel_order='RGB' if rgb else 'BGR',
-            height_width=size, batch='any',
+            height_width=hw, batch='any',
             normalization='(pixel - mean) / std per channel, pixels in '
             '0..255 in the channel order above',
             mean=[float(v) for v in pre.get('mean', [0, 0, 0])],
@@ -178,36 +180,59 @@ def input_spec(cfg: Config, shape: Sequence[int],
             'axis 1 is the label map', classes=classes))
 
 
+@dataclasses.dataclass
+class ExportSettings(Settings):
+    """How to export (one field per option of tools/export.py).
+
+    Args:
+        backend (str): the runtime whose file is written (its suffix names
+            the output; default: the portable one).
+        input_size (sequence of int or None): (H, W), or one side; default:
+            the size the config's test loop runs
+            (:func:`~.record.config_input_size`).
+        dynamic_shape (bool): H and W dynamic too (the batch axis always
+            is).
+        opset (int): the ONNX opset.
+        force (bool): overwrite the output and its companion files.
+        verify (bool): run the file in its runtime (fp32) on a random input
+            and compare with PyTorch.
+        allow_unsafe (bool): full unpickling of the checkpoint (only for
+            files you trust).
+    """
+    backend: str = DEFAULT_RUNTIME
+    input_size: Optional[Sequence[int]] = None
+    dynamic_shape: bool = False
+    opset: int = 17
+    force: bool = False
+    verify: bool = True
+    allow_unsafe: bool = False
+
+
 def export_model(cfg: Config,
                  checkpoint: Optional[str],
                  out: str,
-                 shape: Optional[Sequence[int]] = None,
-                 dynamic_shape: bool = False,
-                 opset: int = 17,
-                 force: bool = False,
-                 verify: bool = True,
+                 settings: Optional[ExportSettings] = None,
                  model: Optional[torch.nn.Module] = None,
-                 allow_unsafe: bool = False,
-                 backend: str = 'onnxruntime') -> dict:
+                 **keywords) -> dict:
     """Export the fused segmentor (input ``(N, 3, H, W)`` normalized image,
-    output logits ``(N, num_classes, H, W)``) to ``out``, the model file of
-    the runtime ``backend`` ('onnxruntime': ``OUT.onnx``; 'openvino': IR,
-    ``OUT.xml`` + ``OUT.bin``, converted from the ONNX export), with
-    ``OUT.json`` describing its input and output.
-
-    The batch axis is always dynamic; ``dynamic_shape`` also makes H and W
-    dynamic. ``shape``: (H, W), or one side; default: the size the
-    config's test loop runs (:func:`~.record.config_input_size`). The file
-    records what it is (:func:`~.record.model_record`). With ``verify``,
-    the file is run in its runtime (fp32) on a random input of ``shape``
-    and compared with PyTorch: the result holds
-    :func:`repseg.reparam.compare_outputs`'s fields and ``runtime`` (what
-    the runtime says it ran). ``model``: an already built fused segmentor
-    to export instead of building one from ``cfg`` and ``checkpoint``;
-    ``allow_unsafe``: let a checkpoint that needs full unpickling load
-    (only for files you trust).
+    output logits ``(N, num_classes, H, W)``) to ONNX, then to ``out``, the
+    model file of the runtime ``settings.backend``
+    (:meth:`~.runtimes.Runtime.from_onnx`: the ONNX file itself for ONNX
+    Runtime, ``OUT.xml`` + ``OUT.bin`` for OpenVINO), with ``OUT.json``
+    describing its input and output; the file records what it is
+    (:func:`~.record.model_record`). With ``settings.verify`` the result
+    holds :func:`repseg.reparam.compare_outputs`'s fields and ``runtime``
+    (the :class:`~.runtimes.RunInfo` of what ran). ``model``: an already
+    built fused segmentor to export instead of building one from ``cfg``
+    and ``checkpoint``. The old keyword call (``shape=``, ``backend=``, ...;
+    the size as the fourth argument) works for one release with a
+    DeprecationWarning.
     """
-    runtime = get_runtime(backend)
+    if settings is not None and not isinstance(settings, ExportSettings):
+        keywords['input_size'], settings = settings, None   # old: shape
+    s = ExportSettings.from_keywords('export_model', settings, keywords,
+                                     dict(shape='input_size'))
+    runtime = get_runtime(s.backend)
     runtime.require()
     if not out.lower().endswith(runtime.suffix):
         raise UsageError(
@@ -218,41 +243,34 @@ def export_model(cfg: Config,
         raise UsageError(f'the output {out!r} is a folder; give a file name '
                          f'ending in {runtime.suffix}')
     spec_path = osp.splitext(out)[0] + '.json'
-    refuse_overwrite(runtime.files(out) + [spec_path], force)
-    if shape is not None:
-        shape = check_shape(shape)
+    refuse_overwrite(runtime.files(out) + [spec_path], s.force)
+    size = check_shape(s.input_size) if s.input_size is not None else None
     # checkpoint problems first, then the size from the data
     model = SegForward(model if model is not None else
-                       build_fused(cfg, checkpoint, allow_unsafe))
-    shape = check_shape(config_input_size(cfg)) if shape is None else shape
-    record = model_record(cfg, None if dynamic_shape else shape)
-    x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
-    if backend == 'onnxruntime':
-        import onnx
-        to_onnx(model, x, out, opset, dynamic_shape, record)
-        onnx.checker.check_model(onnx.load(out))
-    else:
-        with tempfile.TemporaryDirectory(prefix='repseg_export_') as tmp:
-            onnx_path = osp.join(tmp, 'model.onnx')
-            to_onnx(model, x, onnx_path, opset, dynamic_shape,
-                    record)
-            runtime.from_onnx(onnx_path, out)
+                       build_fused(cfg, checkpoint, s.allow_unsafe))
+    size = check_shape(config_input_size(cfg)) if size is None else size
+    record = model_record(cfg, None if s.dynamic_shape else size)
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory(prefix='repseg_export_',
+                                     dir=osp.dirname(osp.abspath(out))) as t:
+        onnx_path = osp.join(t, 'model.onnx')
+        to_onnx(model, x, onnx_path, s.opset, s.dynamic_shape, record)
+        runtime.from_onnx(onnx_path, out)
     with open(spec_path, 'w') as f:
-        json.dump(input_spec(cfg, shape, dynamic_shape), f, indent=2)
-    result = dict(out=out, backend=backend, files=runtime.files(out),
+        json.dump(input_spec(cfg, size, s.dynamic_shape), f, indent=2)
+    result = dict(out=out, backend=runtime.name, files=runtime.files(out),
                   bytes=sum(osp.getsize(p) for p in runtime.files(out)),
-                  shape=list(shape), spec=spec_path)
-    if verify:
+                  input_size=list(size), spec=spec_path)
+    if s.verify:
         with torch.no_grad():
             ref = model(x)
-        loaded = runtime.load(out, 'fp32')
-        result.update(compare_outputs(ref, loaded(x)), runtime=loaded.info)
+        loaded = runtime.load(out, 'fp32', threads=torch.get_num_threads())
+        result.update(compare_outputs(ref, torch.from_numpy(loaded(
+            x.numpy()))), runtime=loaded.info)
     return result
 
 
 def export_onnx(cfg: Config, checkpoint: Optional[str], out: str,
                 *args, **kwargs) -> dict:
-    """:func:`export_model` to ONNX (checked with onnx's checker, verified
-    with ONNX Runtime)."""
-    return export_model(cfg, checkpoint, out, *args, backend='onnxruntime',
-                        **kwargs)
+    """:func:`export_model` with the default (portable) runtime's file."""
+    return export_model(cfg, checkpoint, out, *args, **kwargs)

@@ -15,7 +15,7 @@ from mmengine.config import Config
 
 from ..errors import UsageError, opt
 from .build import dataset_meta
-from .runtimes.base import RECORD_KEY
+from .runtimes.base import RECORD_KEY, RunInfo
 #: the fields that say which model a file is (not how it was exported)
 IDENTITY = ('backbone', 'decode_head', 'num_classes')
 
@@ -54,7 +54,7 @@ def config_input_size(cfg: Config) -> tuple:
             'the input size of this config follows its test images (whole-'
             'image inference), which could not be read '
             f'({type(e).__name__}: {first}); give the size with '
-            f'{opt("shape", None)} H W') from None
+            f'{opt("input_size", None)} H W') from None
     pre = MODELS.build(copy.deepcopy(cfg.model['data_preprocessor']))
     data = pre(dict(inputs=[sample['inputs']],
                     data_samples=[sample['data_samples']]), False)
@@ -83,14 +83,14 @@ def _describe(record: dict) -> str:
             f"{record.get('num_classes')} classes")
 
 
-def check_belongs(path: str, info: dict, cfg: Config,
+def check_belongs(path: str, info: RunInfo, cfg: Config,
                   size: Sequence[int]) -> None:
     """Refuse the model file ``path`` (loaded: ``info`` holds its
     ``record`` and ``input_size``) for evaluation with ``cfg``, whose test
     loop runs inputs of ``size``: another model (backbone, decoder, number
     of classes) or another input size. Files without a record (exported
     elsewhere) are checked for their size only."""
-    record = info.get('record')
+    record = info.record
     name = osp.basename(cfg.filename) if cfg.filename else 'this config'
     if record:
         mine = model_record(cfg, size)
@@ -100,7 +100,7 @@ def check_belongs(path: str, info: dict, cfg: Config,
                 f"{record.get('config')}), but {name} builds "
                 f'{_describe(mine)}: evaluate it with the config it was '
                 'exported from, or export this config\'s checkpoint')
-    have = info.get('input_size')
+    have = info.input_size
     if have and tuple(have) != tuple(size):
         raise UsageError(
             f'{path!r} takes {have[0]}x{have[1]} inputs, but the test loop '

@@ -29,7 +29,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..engine.checkpoint import load_state_dict_file
+from ..fileio import load_state_dict_file
 from ..errors import CheckpointError
 from ..reparam.fusion import is_batchnorm
 from .arch import arch_name, checkpoint_kind

@@ -10,6 +10,7 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import (ConvModule, build_activation_layer, build_conv_layer,
                       build_norm_layer)
 from mmengine.model import BaseModule
+from mmengine.registry import Registry
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -20,7 +21,13 @@ from .arch import (ARCH_SETTINGS, DILATION_PRESETS, NUM_STAGES, Signature,
                    signature)
 from .pretrained import load_pretrained
 
+#: RepVGG's block types by ``block_type`` name: a new block is a class with
+#: ``switch_to_deploy()`` (and a one-line ``description``) registered here,
+#: e.g. ``@REPVGG_BLOCKS.register_module(name='myblock')``
+REPVGG_BLOCKS = Registry('RepVGG block')
 
+
+@REPVGG_BLOCKS.register_module(name='repvgg')
 class RepVGGBlock(BaseModule):
     """The RepVGG block.
 
@@ -159,7 +166,7 @@ class RepVGGBlock(BaseModule):
         self.deploy = True
 
 
-
+@REPVGG_BLOCKS.register_module(name='qarepvgg')
 class QARepVGGBlock(RepVGGBlock):
     """The quantization-friendly RepVGG block (QARepVGG; Chu et al., "Make
     RepVGG Greater Again: A Quantization-aware Approach", 2022).
@@ -279,7 +286,6 @@ class RepVGG(BaseModule):
          torch.Size([1, 192, 8, 8]), torch.Size([1, 1280, 8, 8])]
     """
 
-    block_types = dict(repvgg=RepVGGBlock, qarepvgg=QARepVGGBlock)
     arch_settings = ARCH_SETTINGS
     dilation_presets = DILATION_PRESETS
     num_stages = NUM_STAGES
@@ -326,11 +332,13 @@ class RepVGG(BaseModule):
                 'any mmseg model".')
         init_cfg = self._pretrained_to_init_cfg(pretrained, init_cfg)
         super().__init__(init_cfg)
-        if block_type not in self.block_types:
+        if block_type not in REPVGG_BLOCKS:
+            blocks = sorted(REPVGG_BLOCKS.module_dict)
             raise ValueError(
                 f'Unknown block_type {block_type!r}; valid types are '
-                f"{sorted(self.block_types)} ('repvgg': the paper's block, "
-                "'qarepvgg': the quantization-friendly block).")
+                f'{blocks} (' + ', '.join(
+                    f'{b!r}: {REPVGG_BLOCKS.get(b).description}'
+                    for b in blocks) + ').')
         self.block_type = block_type
         self.arch = self._parse_arch(arch)
         if dilation_mode not in self.dilation_presets:
@@ -407,7 +415,7 @@ class RepVGG(BaseModule):
             for _ in range(n):
                 _, stride, dilation, groups = next(layers)
                 blocks.append(
-                    self.block_types[self.block_type](
+                    REPVGG_BLOCKS.get(self.block_type)(
                         in_ch, self.out_channels[stage], stride=stride,
                         dilation=dilation, groups=groups, **common))
                 in_ch = self.out_channels[stage]
@@ -525,10 +533,13 @@ class RepVGG(BaseModule):
         return self
 
     def switch_to_deploy(self) -> None:
-        """Fuse every block in place (see
-        :meth:`RepVGGBlock.switch_to_deploy`)."""
+        """Fuse every block in place: every submodule with
+        ``switch_to_deploy()`` (the protocol
+        :func:`repseg.reparameterize_model` uses too, whatever the block's
+        class)."""
         for m in self.modules():
-            if isinstance(m, RepVGGBlock):
+            if m is not self and callable(getattr(m, 'switch_to_deploy',
+                                                  None)):
                 m.switch_to_deploy()
         self.deploy = True
 

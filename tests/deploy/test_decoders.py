@@ -108,7 +108,7 @@ def test_decoder_trains_evaluates_fused_and_converts(name, synthetic_root,
         'val/mIoU' in runner.message_hub.log_scalars
     ckpt = str(tmp_path / 'work' / 'iter_2.pth')
     out = str(tmp_path / 'deploy' / 'fused.pth')
-    r = convert_checkpoint(cfg, ckpt, out, verify_shape=(64, 96))
+    r = convert_checkpoint(cfg, ckpt, out, input_size=(64, 96))
     assert r['argmax_agreement'] == 1.0
     assert r['deploy_cfg_argmax_agreement'] == 1.0
     # the deploy config with plain mmseg, strictly
@@ -139,7 +139,7 @@ def _strict_stock_mmseg_check(cfg, ckpt, tmp_path):
     """convert, then build the deploy config with plain mmseg, load the
     fused file with strict=True and compare with repseg's fused model."""
     out = str(tmp_path / 'fused.pth')
-    r = convert_checkpoint(cfg, ckpt, out, verify_shape=(72, 88))
+    r = convert_checkpoint(cfg, ckpt, out, input_size=(72, 88))
     deploy = Config.fromfile(r['deploy_config'])
     assert deploy.work_dir != cfg.work_dir
     stock = MODELS.build(deploy.model)

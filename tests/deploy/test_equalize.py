@@ -11,10 +11,10 @@ import torch
 from repseg import reparameterize_model
 from repseg.deploy import build_segmentor
 from repseg.deploy.build import SegForward
-from repseg.deploy.equalize import equalize_
+from repseg.quant.equalize import equalize_
 from repseg.deploy.onnx import to_onnx
 from repseg.deploy.runtimes import get_runtime
-from repseg.deploy.sensitivity import layer_sensitivity
+from repseg.quant.sensitivity import layer_sensitivity
 from repseg.reparam.equalize import relu_pairs
 from repseg.testing import plant_dead_channels_, randomize_bn_
 from tests.utils import DEMO_CONFIG, load_cfg
@@ -55,13 +55,13 @@ def _int8_error(model, runtime, tmp_path, name):
     int8 = str(tmp_path / f'{name}_int8{rt.suffix}')
     rt.quantize(fp32, int8, CALIB)
     q = rt.load(int8, 'int8')
-    assert q.info['float_layers'] in ([], [f for f in q.info['float_layers']
-                                           if 'MatMul' in f])
+    assert q.info.float_layers in ([], [f for f in q.info.float_layers
+                                        if 'MatMul' in f])
     errs, agree = [], []
     with torch.no_grad():
         for x in TEST:
-            x = torch.from_numpy(x)
-            ref, out = SegForward(model)(x), q(x)
+            ref = SegForward(model)(torch.from_numpy(x))
+            out = torch.from_numpy(q(x))
             errs.append(float((out - ref).abs().mean() / ref.abs().mean()))
             agree.append(float((out.argmax(1) == ref.argmax(1)).float()
                                .mean()))

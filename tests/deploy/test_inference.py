@@ -26,7 +26,7 @@ def files(tmp_path_factory):
     train = str(tmp / 'train.pth')
     torch.save(dict(state_dict=model.state_dict()), train)
     fused = str(tmp / 'fused.pth')
-    convert_checkpoint(cfg, train, fused, verify_shape=(64, 96))
+    convert_checkpoint(cfg, train, fused, input_size=(64, 96))
     return train, fused, str(tmp / 'fused.py')
 
 

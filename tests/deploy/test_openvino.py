@@ -126,7 +126,7 @@ def test_bf16_on_a_cpu_without_it_is_refused_not_run_as_fp32(checkpoint,
                  backend='openvino', verify=False)
     if 'bf16' in OV.precisions():
         model = OV.load(out, 'bf16')
-        assert model.info['precision'] == 'bf16'
+        assert model.info.precision == 'bf16'
     else:
         with pytest.raises(BackendError, match='no AVX512_BF16 or AMX'):
             OV.load(out, 'bf16')
@@ -176,15 +176,15 @@ def test_precision_is_read_from_the_runtime_graph_not_the_request():
         _FakeOp('conv2', 'Convolution', 'bf16', 'brgconv_avx512_amx_bf16'),
         _FakeOp('pool', 'MatMul', 'f32', 'jit_f32')])
     info = OV.wrap(bf16, 'm.xml').info
-    assert info['precision'] == 'bf16'
-    assert info['kernels'] == 'brgconv_avx512_amx_bf16 x2'
+    assert info.precision == 'bf16'
+    assert info.kernels == 'brgconv_avx512_amx_bf16 x2'
     int8 = _FakeCompiled([
         _FakeOp('conv1', 'Convolution', 'u8', 'brgconv_avx512_amx_I8'),
         _FakeOp('conv2', 'Convolution', 'f32', 'brgconv_avx512_f32'),
         _FakeOp('pool', 'MatMul', 'f32', 'jit_f32')])
     info = OV.wrap(int8, 'm.xml').info
-    assert info['precision'] == 'int8'
-    assert info['float_layers'] == ['conv2', 'pool']
+    assert info.precision == 'int8'
+    assert info.float_layers == ['conv2', 'pool']
     assert ran_precision([dict(type='Convolution', precision='fp32')]) == \
         'fp32'
 
@@ -217,12 +217,12 @@ def test_int8_compiles_and_runs_at_every_export_size(checkpoint, tmp_path,
     int8 = str(tmp_path / 'm_int8.xml')
     OV.quantize(fp32, int8, _calib(shape, 2))
     q = OV.load(int8, 'int8')
-    assert q.info['precision'] == 'int8'
+    assert q.info.precision == 'int8'
     assert all('MatMul' in n or 'Pool' in n or 'pool' in n
-               for n in q.info['float_layers']), q.info['float_layers']
-    x = torch.from_numpy(_calib(shape, 1, seed=5)[0])
-    ref = OV.load(fp32)(x)
-    got = q(x)
+               for n in q.info.float_layers), q.info.float_layers
+    x = _calib(shape, 1, seed=5)[0]
+    ref = torch.from_numpy(OV.load(fp32)(x))
+    got = torch.from_numpy(q(x))
     assert got.shape == ref.shape
     err = ((got - ref).abs().mean() / ref.abs().mean()).item()
     agree = (got.argmax(1) == ref.argmax(1)).float().mean().item()
@@ -265,9 +265,8 @@ def test_accuracy_control_keeps_layers_in_float_until_the_drop_fits(
     def agreement(fwd, batch):
         errs = []
         for x in batch:
-            ref = ref_model(torch.from_numpy(x))
-            out = fwd(torch.from_numpy(x))
-            errs.append(((out - ref).abs().mean() / ref.abs().mean()).item())
+            ref, out = ref_model(x), fwd(x)
+            errs.append(float(np.abs(out - ref).mean() / np.abs(ref).mean()))
         return 100 - 100 * float(np.mean(errs))
 
     control = ControlSet(items=items, metric=agreement, name='8 inputs')
@@ -276,13 +275,13 @@ def test_accuracy_control_keeps_layers_in_float_until_the_drop_fits(
     plain_model = OV.load(plain['file'], 'int8')
     plain_drop = 100 - agreement(plain_model, items)
     assert plain_drop > 5      # else the test could not tell
-    assert plain_model.info['float_layers'] == []
+    assert plain_model.info.float_layers == []
     ctrl = OV.quantize(fp32, str(tmp_path / 'ctrl.xml'), calib,
                        QuantOptions(max_drop=1.0), control)
     ctrl_model = OV.load(ctrl['file'])
     assert ctrl['control'] == '8 inputs'
     assert 100 - agreement(ctrl_model, items) <= 1.0
-    assert ctrl_model.info['float_layers']
+    assert ctrl_model.info.float_layers
     with pytest.raises(UsageError, match='needs a control set'):
         OV.quantize(fp32, str(tmp_path / 'x.xml'), calib,
                     QuantOptions(max_drop=0.2))
@@ -310,7 +309,7 @@ def test_calibration_method_sets_the_activation_ranges(tmp_path):
 
     def relu_range(method):
         q = OV.quantize(fp32, str(tmp_path / f'{method}.xml'), calib,
-                        QuantOptions(method=method))
+                        QuantOptions(calib_method=method))
         fqs = [op for op in OV.read(q['file']).get_ordered_ops()
                if op.get_type_name() == 'FakeQuantize' and op.input_value(
                    0).get_node().get_type_name() == 'Relu']
@@ -332,11 +331,11 @@ def test_calibration_method_sets_the_activation_ranges(tmp_path):
     with pytest.raises(UsageError, match='OpenVINO calibrates with minmax '
                        'or mean_minmax'):
         OV.quantize(fp32, str(tmp_path / 'x.xml'), calib,
-                    QuantOptions(method='entropy'))
+                    QuantOptions(calib_method='entropy'))
     with pytest.raises(UsageError, match='ONNX Runtime calibrates with '
                        'minmax or entropy or percentile'):
         ort.quantize(onnx_path, str(tmp_path / 'x.onnx'), calib,
-                     QuantOptions(method='mean_minmax'))
+                     QuantOptions(calib_method='mean_minmax'))
 
 
 def test_onnxruntime_has_no_accuracy_control(tmp_path):

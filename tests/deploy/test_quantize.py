@@ -6,9 +6,9 @@ import pytest
 
 from repseg.apis import UsageError
 from repseg.deploy import build_fused
-from repseg.deploy.quantize import (calibration_inputs, calibration_set,
-                                    markdown, saturation_note, split_train)
 from repseg.deploy.runtimes import QuantOptions, get_runtime
+from repseg.quant import (calibration_inputs, calibration_set, markdown,
+                          split_train)
 from tests.utils import CAN_MASK_ISA, DEMO_CONFIG, run_as_isa, small_cfg
 
 
@@ -52,7 +52,7 @@ def test_calibration_never_uses_control_or_evaluation_images(
     pool, control = split_train(cfg, 3)
     assert (pool, control) == ([0, 1, 2, 3, 4], [5, 6, 7])
     _, files = calibration_set(cfg, model, 5, (64, 128), pool=pool)
-    from repseg.deploy.quantize import build_dataset, control_batches
+    from repseg.quant.calibration import build_dataset, control_batches
     train = build_dataset(cfg.train_dataloader, [])
     test = build_dataset(cfg.test_dataloader, [])
     train_files = [train.get_data_info(i)['img_path'] for i in range(8)]
@@ -145,6 +145,13 @@ def test_without_vnni_only_7_bit_weights_give_the_vnni_result(tmp_path):
         else:
             # channel 0's sums saturate: far less than the exact value
             assert avx2[0, 0].max() < 0.75 * vnni[0, 0].max()
+
+
+def saturation_note(isa, reduce_range):
+    """ONNX Runtime's note for INT8 figures on a CPU of ``isa``."""
+    notes = get_runtime('onnxruntime').notes(
+        isa, QuantOptions(reduce_range=reduce_range))
+    return notes[0] if notes else ''
 
 
 def test_saturation_note_and_the_7_bit_row():

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from repseg import reparameterize_model
-from repseg.deploy.equalize import equalize_
+from repseg.quant.equalize import equalize_
 from repseg.models import RepVGG
 from repseg.models.arch import ARCH_SETTINGS
 from repseg.reparam.equalize import (cle_scales, clear_input_channels_,

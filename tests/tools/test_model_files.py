@@ -131,9 +131,9 @@ def test_record_survives_quantization(demo, tmp_path):
         int8 = str(tmp_path / (name + '_int8' + suffix))
         rt.quantize(fp32, int8, x)
         info = rt.load(int8).info
-        assert info['precision'] == 'int8'
-        assert info['record']['backbone'] == 'RepVGG-A0', name
-        assert info['input_size'] == list(DEMO_SIZE), name
+        assert info.precision == 'int8'
+        assert info.record['backbone'] == 'RepVGG-A0', name
+        assert info.input_size == list(DEMO_SIZE), name
 
 
 def test_convert_verifies_at_the_config_size(demo, tmp_path):

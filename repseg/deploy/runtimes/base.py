@@ -1,26 +1,36 @@
 # Copyright (c) repseg contributors. All rights reserved.
-"""The small interface every inference runtime of repseg implements.
+"""The small interface every inference runtime of repseg implements, in
+numpy: nothing in ``runtimes/`` imports torch or an OpenMMLab package, so a
+deployed file runs where only numpy and the runtime are installed.
 
-A runtime (ONNX Runtime, OpenVINO) does three things for the tools:
+A runtime (ONNX Runtime, OpenVINO, or a plug-in registered with
+:func:`repseg.deploy.runtimes.register_runtime`) does three things:
 
 * :meth:`Runtime.from_onnx`: make its own fp32 model file from the fused
   segmentor's ONNX export (:func:`repseg.deploy.onnx.to_onnx`);
 * :meth:`Runtime.quantize`: make its INT8 model from that file and
   calibration inputs (:class:`QuantOptions`);
 * :meth:`Runtime.load`: run a model file (fp32, bf16 where the runtime and
-  the CPU have it, or INT8) as a :class:`RuntimeModel`, a callable that
-  stands in for a segmentor's ``encode_decode`` and says what really ran
-  (:attr:`RuntimeModel.info`, read from the runtime, not from what was
-  asked).
+  the CPU have it, or INT8) as a :class:`RuntimeModel`, a callable from a
+  normalized ``(N, 3, H, W)`` float32 array to logits, with an
+  asynchronous :meth:`RuntimeModel.submit` for several requests in flight,
+  that says what really ran (:class:`RunInfo`, read from the runtime, not
+  from what was asked).
 
-export, quantize, test and benchmark use only this interface; nothing
-outside ``runtimes/`` imports a runtime package.
+Everything that differs between runtimes lives on the :class:`Runtime`
+subclass (labels, calibration statistics, accuracy control, notes, the
+description of its INT8 scheme); callers never test a runtime's name.
+The torch side (a drop-in for a segmentor's ``encode_decode``) is
+:class:`repseg.deploy.forward.TorchForward`, outside this folder.
 """
+import concurrent.futures
 import dataclasses
+import json
+import os
+import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
 from ...errors import BackendError, UsageError, opt
 
@@ -29,18 +39,48 @@ from ...errors import BackendError, UsageError, opt
 RECORD_KEY = 'repseg'
 #: precisions a runtime may run a model in
 PRECISIONS = ('fp32', 'bf16', 'int8')
+#: the calibration statistic every runtime has and repseg defaults to
+DEFAULT_CALIB_METHOD = 'minmax'
+#: how a model is compiled: one request at a time with every thread
+#: ('latency'), or several requests in flight ('throughput')
+MODES = ('latency', 'throughput')
+
+
+def log(message: str) -> None:
+    """Say ``message`` where the caller's messages go: mmengine's current
+    logger when the training stack is loaded (the tools), else standard
+    error."""
+    mm_logging = sys.modules.get('mmengine.logging')
+    if mm_logging is not None:
+        mm_logging.print_log(message, logger='current')
+    else:
+        print(message, file=sys.stderr)
+
+
+def default_threads() -> int:
+    """Threads a runtime uses when none are given: ``OMP_NUM_THREADS``
+    when set (as torch reads it, so PyTorch and the runtimes compare like
+    with like), else the CPUs this process may run on."""
+    env = os.environ.get('OMP_NUM_THREADS', '')
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclasses.dataclass
 class QuantOptions:
     """Post-training quantization settings; each runtime reads the ones it
-    has and :meth:`Runtime.quantize` refuses the ones it has not.
+    has and :meth:`Runtime.check_options` refuses the ones it has not
+    (before any data is read).
 
     Args:
-        method (str): the calibration statistic of the activation ranges,
-            the same for every runtime that has it (see each runtime's
-            ``calibration_methods``): 'minmax' (the smallest and largest
-            value over all calibration inputs; both runtimes),
+        calib_method (str): the calibration statistic of the activation
+            ranges, the same for every runtime that has it (see each
+            runtime's ``calibration_methods``): 'minmax' (the smallest and
+            largest value over all calibration inputs; every runtime),
             'mean_minmax' (the mean over inputs of each input's extremes:
             NNCF's own default, which clips the rarer large activations),
             'entropy' and 'percentile' (ONNX Runtime).
@@ -56,11 +96,11 @@ class QuantOptions:
             them at sizes whose bins are unequal ("No suitable
             implementations"); they are not convolutions.
         max_drop (float or None): the largest mIoU drop (points, 0-100) on
-            the control set that accuracy control may leave (OpenVINO:
-            ``nncf.quantize_with_accuracy_control`` keeps the layers that
-            cost most in float until the drop is within it).
+            the control set that accuracy control may leave (runtimes with
+            ``accuracy_control``: they keep the layers that cost most in
+            float until the drop is within it).
     """
-    method: str = 'minmax'
+    calib_method: str = DEFAULT_CALIB_METHOD
     reduce_range: bool = False
     preset: str = 'performance'
     fast_bias_correction: bool = True
@@ -72,45 +112,114 @@ class QuantOptions:
 class ControlSet:
     """The images accuracy control validates candidate INT8 models on
     (neither calibration nor evaluation images): ``items`` go to
-    ``metric(model, items)``, which returns the mIoU (0-100) of a model
-    callable like :class:`RuntimeModel`."""
+    ``metric(model, items)``, which returns the mIoU (0-100) of a
+    :class:`RuntimeModel`."""
     items: list
-    metric: Callable[[Callable, list], float]
+    metric: Callable[['RuntimeModel', list], float]
     name: str = ''
 
 
-class RuntimeModel:
-    """A model file loaded in a runtime: ``model(inputs)`` maps a normalized
-    image batch ``(N, 3, H, W)`` to logits ``(N, num_classes, H, W)``; with
-    a second argument (``batch_img_metas``, ignored) it is a drop-in for a
-    segmentor's ``encode_decode``, so mmseg's test loop (whole or sliding
-    window) runs around it.
+@dataclasses.dataclass
+class RunInfo:
+    """What a loaded model really runs (read back from the runtime).
 
-    Attributes:
-        info (dict): ``runtime``, ``file``, ``precision`` (what the runtime
-            really ran for the convolutions: 'fp32', 'bf16', 'int8'),
-            ``kernels`` (a short description of what executed them),
-            ``threads`` and ``float_layers`` (convolutions and matrix
-            products of an INT8 model that stayed in float, by name).
+    Args:
+        runtime (str): the runtime's registry name.
+        file (str): the model file.
+        precision (str): what the runtime runs the convolutions in
+            ('fp32', 'bf16', 'int8').
+        precision_asked (str or None): what the caller asked for (None:
+            the file as written).
+        kernels (str): a short description of what executes them.
+        threads (int): threads per request (stream).
+        streams (int): parallel execution streams.
+        requests (int): requests that can be in flight at once
+            (:meth:`RuntimeModel.submit`).
+        mode (str): 'latency' or 'throughput'.
+        float_layers (list): convolutions and matrix products of an INT8
+            model that stayed in float, by name.
+        record (dict or None): the file's record (what model it is:
+            :mod:`repseg.deploy.record`).
+        input_size (list or None): [H, W] of a fixed-size file, None when
+            H and W are dynamic.
+        precision_hint (str or None): the inference precision the runtime
+            was told to use for float parts, where it has such a setting.
+    """
+    runtime: str
+    file: str = ''
+    precision: str = 'fp32'
+    precision_asked: Optional[str] = None
+    kernels: str = ''
+    threads: Optional[int] = None
+    streams: int = 1
+    requests: int = 1
+    mode: str = 'latency'
+    float_layers: List[str] = dataclasses.field(default_factory=list)
+    record: Optional[dict] = None
+    input_size: Optional[List[int]] = None
+    precision_hint: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class RuntimeModel:
+    """A model file loaded in a runtime: ``model(x)`` maps a normalized
+    float32 image batch ``(N, 3, H, W)`` to logits ``(N, num_classes, H,
+    W)`` (an array the caller owns); :meth:`submit` starts one without
+    waiting (up to ``info.requests`` run at once).
+
+    Args:
+        run: ``run(x) -> logits``, synchronous.
+        info (RunInfo): what runs.
+        submit: ``submit(x) -> Future`` of the runtime's own asynchronous
+            call; default: ``run`` on a pool of ``info.requests`` threads.
+        close: releases the runtime's resources (optional).
     """
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], info: dict):
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray],
+                 info: RunInfo,
+                 submit: Optional[Callable[[np.ndarray],
+                                           concurrent.futures.Future]] = None,
+                 close: Optional[Callable[[], None]] = None):
         self._run = run
+        self._submit = submit
+        self._close = close
+        self._pool = None
         self.info = info
 
-    def __call__(self, inputs: torch.Tensor,
-                 batch_img_metas=None) -> torch.Tensor:
-        x = np.ascontiguousarray(inputs.detach().float().cpu().numpy())
-        return torch.from_numpy(np.array(self._run(x), copy=True))
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.array(self._run(np.ascontiguousarray(x, np.float32)),
+                        copy=True)
+
+    def submit(self, x: np.ndarray) -> concurrent.futures.Future:
+        """Start ``self(x)`` and return its future (several may be in
+        flight: ``info.requests``)."""
+        x = np.ascontiguousarray(x, np.float32)
+        if self._submit is not None:
+            return self._submit(x)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max(1, self.info.requests), thread_name_prefix='repseg-run')
+        return self._pool.submit(self.__call__, x)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._close is not None:
+            self._close()
 
     def __repr__(self) -> str:
         i = self.info
-        return (f"RuntimeModel({i.get('runtime')}, {i.get('file')!r}, "
-                f"precision={i.get('precision')!r})")
+        return (f'RuntimeModel({i.runtime}, {i.file!r}, '
+                f'precision={i.precision!r})')
 
 
 class Runtime:
-    """One inference runtime (subclasses: one module each)."""
+    """One inference runtime (subclasses: one module each, registered in
+    :mod:`repseg.deploy.runtimes`). Everything the tools need to know
+    about a runtime is an attribute or a method here."""
 
     #: key used by the tools (``--backend NAME``) and in reports
     name: str = ''
@@ -118,10 +227,28 @@ class Runtime:
     label: str = ''
     #: suffix of its model files
     suffix: str = ''
-    #: Python packages it needs and how to install them
+    #: what makes its INT8 models, when that is not the runtime itself
+    quantizer: str = ''
+    #: Python packages it needs (imported by :meth:`require`, never at
+    #: module import)
     packages: Sequence[str] = ()
-    #: calibration statistics its quantizer has (``QuantOptions.method``)
-    calibration_methods: Sequence[str] = ()
+    #: calibration statistics its quantizer has
+    #: (``QuantOptions.calib_method``), each with a short explanation
+    calibration_methods: Dict[str, str] = {}
+    #: the precisions it runs on some CPU (:meth:`precisions`: on this one)
+    supported_precisions: Sequence[str] = ('fp32', 'int8')
+    #: whether :meth:`quantize` honours ``QuantOptions.max_drop`` with a
+    #: :class:`ControlSet`
+    accuracy_control: bool = False
+    #: ``QuantOptions`` fields only this runtime reads -> their defaults
+    #: (any other runtime refuses a non-default value of them)
+    own_options: Dict[str, object] = {}
+
+    @classmethod
+    def described(cls) -> str:
+        """'OpenVINO (NNCF)': the label with its quantizer."""
+        return f'{cls.label} ({cls.quantizer})' if cls.quantizer else \
+            cls.label
 
     def require(self):
         """Import the runtime's packages (the first is returned), or raise
@@ -139,23 +266,42 @@ class Runtime:
                     'scripts/install.sh)') from None
         return mods[0] if mods else None
 
-    def check_method(self, method: str) -> None:
-        """Refuse a calibration statistic this runtime's quantizer has
-        not (before any data is read)."""
+    def check_options(self, options: QuantOptions) -> None:
+        """Refuse a calibration statistic or accuracy control this
+        runtime's quantizer has not, with one line, before any data is
+        read (another runtime's own options are reset for this one by
+        :func:`repseg.deploy.runtimes.options_for`)."""
+        method = options.calib_method
         if method not in self.calibration_methods:
             raise UsageError(
-                f'{opt("method", method)}: {self.label} calibrates '
+                f'{opt("calib_method", method)}: {self.label} calibrates '
                 f'with {" or ".join(self.calibration_methods)}; choose one '
                 f'of them (or leave {self.label} out of '
                 f'{opt("backend", None)})')
+        if options.max_drop is not None and not self.accuracy_control:
+            raise UsageError(
+                f'{self.label} has no accuracy control: '
+                f'{opt("max_drop", options.max_drop)} needs a runtime that '
+                'has it')
+
+    def quant_label(self, options: QuantOptions) -> str:
+        """How this runtime's INT8 models are made, for report labels
+        ('QDQ, per-channel, minmax' and the like)."""
+        return options.calib_method
+
+    def notes(self, isa: str, options: QuantOptions) -> List[str]:
+        """What a reader of this runtime's INT8 figures on a CPU whose
+        vector ISA is ``isa`` should know (e.g. saturating kernels)."""
+        return []
 
     def precisions(self) -> Sequence[str]:
         """The precisions this runtime can run on this CPU."""
-        return ('fp32', 'int8')
+        return tuple(self.supported_precisions)
 
     def from_onnx(self, onnx_path: str, out: str) -> str:
         """Write the runtime's own fp32 model file ``out`` (``self.suffix``)
-        from an exported fp32 ONNX file; returns ``out``."""
+        from an exported fp32 ONNX file (checked as the runtime checks
+        its files); returns ``out``."""
         raise NotImplementedError
 
     def quantize(self, fp32_path: str, out: str,
@@ -168,12 +314,16 @@ class Runtime:
         it. Returns a dict with at least ``file``."""
         raise NotImplementedError
 
-    def load(self, path: str, precision: Optional[str] = None
-             ) -> RuntimeModel:
+    def load(self, path: str, precision: Optional[str] = None,
+             threads: Optional[int] = None,
+             mode: str = 'latency') -> RuntimeModel:
         """Run the model file ``path``: ``None`` runs it as written (float
         parts in fp32); 'fp32' or 'int8' does the same and checks that the
         file is of that precision; 'bf16' asks the runtime to compute in
-        bf16 (refused where it or the CPU has none)."""
+        bf16 (refused where it or the CPU has none). ``threads`` in all
+        (default :func:`default_threads`); ``mode`` 'throughput' lets
+        several requests run at once (streams x threads per stream =
+        ``threads``)."""
         raise NotImplementedError
 
     def files(self, path: str) -> List[str]:
@@ -185,12 +335,16 @@ class Runtime:
         return (f'{self.label} cannot run {precision} here: it runs '
                 f'{", ".join(self.precisions())} on this CPU')
 
-    def _check_precision(self, precision: str) -> None:
-        if precision not in PRECISIONS:
-            raise BackendError(f'precision must be one of {PRECISIONS}, got '
-                               f'{precision!r}')
-        if precision not in self.precisions():
-            raise BackendError(self.missing(precision))
+    def _check_load(self, precision: Optional[str], mode: str) -> None:
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise BackendError(f'precision must be one of {PRECISIONS},'
+                                   f' got {precision!r}')
+            if precision not in self.precisions():
+                raise BackendError(self.missing(precision))
+        if mode not in MODES:
+            raise UsageError(f'{opt("mode", mode)} is not a mode: choose '
+                             f'{" or ".join(MODES)}')
 
 
 def read_record(text: Optional[str]) -> Optional[dict]:
@@ -198,7 +352,6 @@ def read_record(text: Optional[str]) -> Optional[dict]:
     model file's metadata as JSON; None when the file has none."""
     if not text:
         return None
-    import json
     try:
         record = json.loads(text)
     except ValueError:
@@ -222,5 +375,6 @@ def count_by(values: Sequence[str]) -> Dict[str, int]:
     return out
 
 
-__all__ = ['PRECISIONS', 'QuantOptions', 'ControlSet', 'RuntimeModel',
-           'Runtime', 'count_by']
+__all__ = ['PRECISIONS', 'MODES', 'DEFAULT_CALIB_METHOD', 'QuantOptions',
+           'ControlSet', 'RunInfo', 'RuntimeModel', 'Runtime', 'count_by',
+           'default_threads', 'log', 'read_record', 'static_size']

@@ -3,33 +3,35 @@
 exported ONNX file as written; INT8 by ``onnxruntime.quantization``'s
 static quantization (QDQ, per-channel symmetric INT8 weights, UINT8
 activations). Its CPU provider has no bf16."""
+import concurrent.futures
 import os
 import os.path as osp
+import queue
 from typing import List, Optional
 
 import numpy as np
-import torch
 
-from ...errors import BackendError, UsageError, opt
-from .base import (RECORD_KEY, ControlSet, QuantOptions, Runtime,
-                   RuntimeModel, read_record, static_size)
+from ...errors import BackendError, UsageError
+from ...ops.cpu import seen_isa
+from .base import (RECORD_KEY, ControlSet, QuantOptions, RunInfo, Runtime,
+                   RuntimeModel, default_threads, read_record, static_size)
 
 #: calibration methods -> onnxruntime's CalibrationMethod names
-CALIBRATION_METHODS = dict(minmax='MinMax', entropy='Entropy',
-                           percentile='Percentile')
+_CALIBRATION = dict(minmax='MinMax', entropy='Entropy',
+                    percentile='Percentile')
 
 _QUANT_OPS = {'QuantizeLinear', 'DequantizeLinear', 'QLinearConv',
               'ConvInteger', 'MatMulInteger', 'QLinearMatMul'}
 _LAYER_OPS = {'Conv', 'MatMul', 'Gemm'}
 
 
-def session(path: str):
-    """An ONNX Runtime CPU session of ``path`` with as many threads as
-    torch uses (so PyTorch and ONNX Runtime timings compare like with
-    like), running the file as written."""
+def session(path: str, threads: Optional[int] = None):
+    """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op
+    threads (default :func:`~.base.default_threads`), running the file as
+    written."""
     ort = OnnxRuntime().require()
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.intra_op_num_threads = threads or default_threads()
     return ort.InferenceSession(path, opts,
                                 providers=['CPUExecutionProvider'])
 
@@ -50,14 +52,46 @@ def float_layers(path: str) -> List[str]:
     return out
 
 
+def throughput_streams(threads: int) -> int:
+    """Sessions run side by side in throughput mode: one per thread up to 8
+    threads, then one per two threads (a fixed rule, not a run-time
+    probe)."""
+    return threads if threads <= 8 else threads // 2
+
+
 class OnnxRuntime(Runtime):
     name = 'onnxruntime'
     label = 'ONNX Runtime'
     suffix = '.onnx'
     packages = ('onnxruntime', 'onnx')
-    calibration_methods = tuple(CALIBRATION_METHODS)
+    calibration_methods = dict(
+        minmax='the extremes over all calibration images',
+        entropy='the range that keeps the most information',
+        percentile='a high percentile of the values')
+    own_options = dict(reduce_range=False)
+
+    def quant_label(self, options: QuantOptions) -> str:
+        return 'QDQ, per-channel' + (', 7-bit weights' if
+                                     options.reduce_range else '') + \
+            f', {options.calib_method}'
+
+    def notes(self, isa: str, options: QuantOptions) -> List[str]:
+        """On a CPU whose label has no VNNI, ONNX Runtime's U8S8 kernels
+        add pairs of products in saturating int16: say so (unless
+        ``reduce_range`` avoids it)."""
+        if options.reduce_range or 'VNNI' in seen_isa(isa):
+            return []
+        return [f'note: this CPU ({isa}) has no VNNI: ONNX Runtime adds '
+                'U8S8 products in saturating int16 pairs here, so the INT8 '
+                "accuracy below is this CPU's; reduce_range=True "
+                '(tools/quantize.py --reduce-range, 7-bit weights) avoids '
+                'the saturation']
 
     def from_onnx(self, onnx_path: str, out: str) -> str:
+        """The ONNX file itself (copied to ``out``), checked with onnx's
+        checker."""
+        import onnx
+        onnx.checker.check_model(onnx.load(onnx_path))
         if osp.abspath(onnx_path) != osp.abspath(out):
             import shutil
             shutil.copyfile(onnx_path, out)
@@ -78,12 +112,7 @@ class OnnxRuntime(Runtime):
         not saturate either way. ONNX Runtime has no accuracy control:
         ``options.max_drop`` is refused."""
         o = options or QuantOptions()
-        if o.max_drop is not None:
-            raise UsageError(
-                f'{self.label} has no accuracy control: '
-                f'{opt("max_drop", o.max_drop)} needs '
-                f'{opt("backend", "openvino")}')
-        self.check_method(o.method)
+        self.check_options(o)
         if not inputs:
             raise UsageError('quantization needs at least one calibration '
                              'input')
@@ -110,19 +139,26 @@ class OnnxRuntime(Runtime):
                 per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, reduce_range=o.reduce_range,
                 calibrate_method=getattr(CalibrationMethod,
-                                         CALIBRATION_METHODS[o.method]))
+                                         _CALIBRATION[o.calib_method]))
         finally:
             if osp.exists(prepared):
                 os.remove(prepared)
         return dict(file=out)
 
-    def load(self, path: str, precision: Optional[str] = None
-             ) -> RuntimeModel:
-        if precision:
-            self._check_precision(precision)
+    def load(self, path: str, precision: Optional[str] = None,
+             threads: Optional[int] = None,
+             mode: str = 'latency') -> RuntimeModel:
+        """One session with every thread (latency), or
+        :func:`throughput_streams` sessions side by side sharing the
+        threads (throughput; ``submit`` runs one per free session)."""
+        self._check_load(precision, mode)
         if not osp.isfile(path):
             raise BackendError(f'ONNX model {path!r} does not exist')
-        s = session(path)
+        threads = threads or default_threads()
+        streams = throughput_streams(threads) if mode == 'throughput' \
+            else 1
+        per_stream = max(1, threads // streams)
+        sessions = [session(path, per_stream) for _ in range(streams)]
         import onnx
         ops = {n.op_type for n in onnx.load(
             path, load_external_data=False).graph.node}
@@ -131,19 +167,36 @@ class OnnxRuntime(Runtime):
             raise UsageError(
                 f'{path!r} is an {ran} model; {self.label} runs it as '
                 f'written (asked for {precision})')
-        floats = float_layers(path) if ran == 'int8' else []
+        s = sessions[0]
         meta = s.get_modelmeta().custom_metadata_map
-        info = dict(runtime=self.name, file=path, precision=ran,
-                    kernels='MLAS, CPU execution provider',
-                    threads=s.get_session_options().intra_op_num_threads,
-                    float_layers=floats,
-                    record=read_record(meta.get(RECORD_KEY)),
-                    input_size=static_size(s.get_inputs()[0].shape))
+        info = RunInfo(
+            runtime=self.name, file=path, precision=ran,
+            precision_asked=precision,
+            kernels='MLAS, CPU execution provider',
+            threads=s.get_session_options().intra_op_num_threads,
+            streams=streams, requests=streams, mode=mode,
+            float_layers=float_layers(path) if ran == 'int8' else [],
+            record=read_record(meta.get(RECORD_KEY)),
+            input_size=static_size(s.get_inputs()[0].shape))
         name = s.get_inputs()[0].name
-        return RuntimeModel(lambda x: s.run(None, {name: x})[0], info)
+        if streams == 1:
+            return RuntimeModel(lambda x: s.run(None, {name: x})[0], info)
+        free = concurrent.futures.ThreadPoolExecutor(
+            streams, thread_name_prefix='repseg-ort')
+        idle = queue.SimpleQueue()   # the sessions not running now
+        for sess in sessions:
+            idle.put(sess)
 
-    def precisions(self):
-        return ('fp32', 'int8')
+        def run_any(x):
+            sess = idle.get()
+            try:
+                return sess.run(None, {name: x})[0]
+            finally:
+                idle.put(sess)
+
+        return RuntimeModel(run_any, info,
+                            submit=lambda x: free.submit(run_any, x),
+                            close=lambda: free.shutdown(wait=True))
 
     def missing(self, precision: str) -> str:
         if precision == 'bf16':
@@ -153,4 +206,4 @@ class OnnxRuntime(Runtime):
         return super().missing(precision)
 
 
-__all__ = ['OnnxRuntime', 'session', 'float_layers', 'CALIBRATION_METHODS']
+__all__ = ['OnnxRuntime', 'session', 'float_layers', 'throughput_streams']

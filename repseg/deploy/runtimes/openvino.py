@@ -4,23 +4,27 @@ converted from the exported ONNX, fp32 / bf16 (on CPUs with AVX512_BF16 or
 AMX) / INT8 quantized with NNCF (``nncf.quantize``, or
 ``nncf.quantize_with_accuracy_control`` with a control set).
 
-Models are compiled for latency with one stream and as many threads as
-torch uses, with the inference precision set explicitly (OpenVINO's CPU
-default on bf16-capable CPUs is bf16: an fp32 request is compiled as f32).
+Models are compiled for latency (one stream, every thread) or for
+throughput (OpenVINO's THROUGHPUT hint: it picks the streams and the
+number of requests for the model and the cores; several requests in flight
+through an ``AsyncInferQueue``), with the inference precision set
+explicitly (OpenVINO's CPU default on bf16-capable CPUs is bf16: an fp32
+or INT8 request is compiled with f32 float parts).
 What ran is read back from the compiled model's runtime graph (per-node
 ``runtimePrecision`` and ``primitiveType``), not from the request.
 """
+import concurrent.futures
 import os
 import os.path as osp
+import queue
 from typing import List, Optional
 
 import numpy as np
-import torch
-from mmengine.logging import print_log
 
 from ...errors import BackendError, UsageError
-from .base import (RECORD_KEY, ControlSet, QuantOptions, Runtime,
-                   RuntimeModel, count_by, read_record, static_size)
+from .base import (RECORD_KEY, ControlSet, QuantOptions, RunInfo, Runtime,
+                   RuntimeModel, count_by, default_threads, log, read_record,
+                   static_size)
 
 #: runtime-graph layer types that are convolutions or matrix products
 _LAYERS = {'Convolution', 'GroupConvolution', 'Deconvolution', 'MatMul',
@@ -34,7 +38,7 @@ PRESETS = ('performance', 'mixed')
 #: per-tensor activations is 'mean_minmax', which on the demo's trained A0
 #: (RepVGG seed 0) gave 96.19% argmax agreement with fp32 against 97.68%
 #: with 'minmax' (docs/deployment.md has the table).
-CALIBRATION_METHODS = dict(minmax='MINMAX', mean_minmax='MEAN_MINMAX')
+_CALIBRATION = dict(minmax='MINMAX', mean_minmax='MEAN_MINMAX')
 
 
 def _weights_file(xml: str) -> str:
@@ -76,12 +80,25 @@ def ran_precision(layers: List[dict]) -> str:
 class OpenVINO(Runtime):
     name = 'openvino'
     label = 'OpenVINO'
+    quantizer = 'NNCF'
     suffix = '.xml'
     packages = ('openvino', )
-    calibration_methods = tuple(CALIBRATION_METHODS)
+    calibration_methods = dict(
+        minmax='the extremes over all calibration images',
+        mean_minmax="the mean of each image's extremes, NNCF's own default")
+    accuracy_control = True
+    supported_precisions = ('fp32', 'bf16', 'int8')
+    own_options = dict(preset='performance', fast_bias_correction=True,
+                       ignored_types=('MatMul', ))
 
     def __init__(self):
         self._core = None
+
+    def quant_label(self, options: QuantOptions) -> str:
+        label = f'NNCF, {options.preset} preset, {options.calib_method}'
+        if options.max_drop is not None:
+            label += f', accuracy control <= {options.max_drop:g} mIoU'
+        return label
 
     @property
     def core(self):
@@ -134,14 +151,19 @@ class OpenVINO(Runtime):
                 '.xml and the .bin of the same name; copy both)')
         return self.core.read_model(path)
 
-    def compile(self, model, precision: str = 'fp32'):
-        """Compile an ``openvino.Model`` for the CPU: one stream, latency
-        hint, torch's thread count, the inference precision of
-        ``precision`` (float parts of an INT8 model in fp32)."""
-        self._check_precision(precision)
-        config = {'INFERENCE_NUM_THREADS': torch.get_num_threads(),
-                  'NUM_STREAMS': 1, 'PERFORMANCE_HINT': 'LATENCY',
+    def compile(self, model, precision: str = 'fp32',
+                threads: Optional[int] = None, mode: str = 'latency'):
+        """Compile an ``openvino.Model`` for the CPU with ``threads`` in
+        all (default :func:`~.base.default_threads`): one stream and the
+        latency hint, or the throughput hint (OpenVINO picks the streams);
+        the inference precision of ``precision`` (float parts of an INT8
+        model in fp32)."""
+        self._check_load(precision, mode)
+        config = {'INFERENCE_NUM_THREADS': threads or default_threads(),
+                  'PERFORMANCE_HINT': mode.upper(),
                   'INFERENCE_PRECISION_HINT': _HINT[precision]}
+        if mode == 'latency':
+            config['NUM_STREAMS'] = 1
         try:
             return self.core.compile_model(model, 'CPU', config)
         except RuntimeError as e:
@@ -150,46 +172,88 @@ class OpenVINO(Runtime):
                 f'OpenVINO could not compile the model for the CPU: '
                 f'{(lines[-1] if lines else "")[:300]}') from None
 
-    def wrap(self, compiled, path: str = '',
-             model=None) -> RuntimeModel:
-        """A compiled model as a :class:`RuntimeModel` (one infer request,
-        reused); ``model``: the ``openvino.Model`` it was compiled from
-        (for its record)."""
+    def wrap(self, compiled, path: str = '', model=None,
+             precision: Optional[str] = None,
+             mode: str = 'latency') -> RuntimeModel:
+        """A compiled model as a :class:`RuntimeModel`: one infer request,
+        reused (latency), or OpenVINO's optimal number of requests, each
+        call on a free one and :meth:`~RuntimeModel.submit` through an
+        ``AsyncInferQueue`` (throughput); ``model``: the
+        ``openvino.Model`` it was compiled from (for its record)."""
         layers = runtime_layers(compiled)
         ran = ran_precision(layers)
-        request = compiled.create_infer_request()
-
-        def run(x: np.ndarray) -> np.ndarray:
-            request.infer({0: x})
-            return request.get_output_tensor(0).data
-
+        streams = requests = 1
+        if mode == 'throughput':
+            streams = int(compiled.get_property('NUM_STREAMS'))
+            requests = int(compiled.get_property(
+                'OPTIMAL_NUMBER_OF_INFER_REQUESTS'))
         kernels = count_by(la['kernel'] for la in layers
                            if 'Convolution' in la['type'])
-        info = dict(
+        info = RunInfo(
             runtime=self.name, file=path, precision=ran,
-            inference_precision_hint=str(
+            precision_asked=precision,
+            precision_hint=str(
                 compiled.get_property('INFERENCE_PRECISION_HINT')),
             kernels=', '.join(f'{k} x{n}' for k, n in kernels.items()),
             threads=int(compiled.get_property('INFERENCE_NUM_THREADS')),
+            streams=streams, requests=requests, mode=mode,
             float_layers=[la['name'] for la in layers
                           if la['precision'] != 'int8'] if ran == 'int8'
-            else [],
-            record=None, input_size=None)
+            else [])
         if model is not None:   # the IR: its record and input size
             key = [RECORD_KEY, 'record']
-            info.update(
-                record=read_record(model.get_rt_info(key).astype(str)
-                                   if model.has_rt_info(key) else None),
-                input_size=static_size(
-                    [d.get_length() if d.is_static else -1
-                     for d in model.input(0).get_partial_shape()]))
-        return RuntimeModel(run, info)
+            info.record = read_record(model.get_rt_info(key).astype(str)
+                                      if model.has_rt_info(key) else None)
+            info.input_size = static_size(
+                [d.get_length() if d.is_static else -1
+                 for d in model.input(0).get_partial_shape()])
+        if requests == 1:
+            request = compiled.create_infer_request()
 
-    def load(self, path: str, precision: Optional[str] = None
-             ) -> RuntimeModel:
+            def run(x: np.ndarray) -> np.ndarray:
+                request.infer({0: x})
+                return request.get_output_tensor(0).data
+
+            return RuntimeModel(run, info)
+        idle = queue.SimpleQueue()   # the requests not running now
+        for _ in range(requests):
+            idle.put(compiled.create_infer_request())
+
+        def run_any(x: np.ndarray) -> np.ndarray:
+            req = idle.get()
+            try:
+                req.infer({0: x})
+                return req.get_output_tensor(0).data.copy()
+            finally:
+                idle.put(req)
+
+        ov = self.require()
+        jobs = ov.AsyncInferQueue(compiled, requests)
+
+        def done(req, future):
+            try:
+                future.set_result(req.get_output_tensor(0).data.copy())
+            except Exception as e:  # noqa: B902
+                future.set_exception(e)
+
+        jobs.set_callback(done)
+
+        def submit(x: np.ndarray) -> concurrent.futures.Future:
+            future = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()
+            jobs.start_async({0: x}, future)   # waits for a free request
+            return future
+
+        return RuntimeModel(run_any, info, submit=submit,
+                            close=jobs.wait_all)
+
+    def load(self, path: str, precision: Optional[str] = None,
+             threads: Optional[int] = None,
+             mode: str = 'latency') -> RuntimeModel:
         ir = self.read(path)
-        model = self.wrap(self.compile(ir, precision or 'fp32'), path, ir)
-        ran = model.info['precision']
+        model = self.wrap(self.compile(ir, precision or 'fp32', threads,
+                                       mode), path, ir, precision, mode)
+        ran = model.info.precision
         if precision and (precision == 'int8') != (ran == 'int8'):
             raise UsageError(
                 f'{path!r} runs in {ran} but {precision} was asked for: '
@@ -220,7 +284,7 @@ class OpenVINO(Runtime):
         if o.preset not in PRESETS:
             raise UsageError(f'NNCF preset must be one of {PRESETS}, got '
                              f'{o.preset!r}')
-        self.check_method(o.method)
+        self.check_options(o)
         if o.reduce_range:
             raise UsageError('reduce_range (7-bit weights) is an ONNX '
                              'Runtime option; NNCF chooses per CPU itself')
@@ -242,7 +306,7 @@ class OpenVINO(Runtime):
             RangeEstimatorParametersSet
         model = self.read(fp32_path)
         ranges = getattr(RangeEstimatorParametersSet,
-                         CALIBRATION_METHODS[o.method])
+                         _CALIBRATION[o.calib_method])
         kwargs = dict(
             preset=getattr(nncf.QuantizationPreset, o.preset.upper()),
             subset_size=len(inputs),
@@ -265,8 +329,8 @@ class OpenVINO(Runtime):
                 scores.append(score)
                 return score
 
-            print_log(f'accuracy control: at most {o.max_drop} mIoU points '
-                      f'lost on {control.name}', logger='current')
+            log(f'accuracy control: at most {o.max_drop} mIoU points lost '
+                f'on {control.name}')
             q = nncf.quantize_with_accuracy_control(
                 model, calib, nncf.Dataset(control.items), validate,
                 max_drop=o.max_drop, drop_type=nncf.DropType.ABSOLUTE,

@@ -1,0 +1,49 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""Settings objects: one dataclass per entry point (benchmark, quantize,
+test, export) holds every option's default and checks it once; tools fill
+them from their parsed flags, Python callers from keywords."""
+import dataclasses
+import warnings
+from typing import Dict, Optional, TypeVar
+
+T = TypeVar('T', bound='Settings')
+
+
+class Settings:
+    """Mixin of the settings dataclasses."""
+
+    @classmethod
+    def of(cls, options: dict, **overrides):
+        """Settings from a mapping that may hold other keys too (e.g. a
+        tool's ``vars(args)``); ``overrides`` win."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in options.items() if k in names},
+                      **overrides})
+
+    @classmethod
+    def from_keywords(cls, func: str, settings: Optional['Settings'],
+                      keywords: dict,
+                      renamed: Optional[Dict[str, str]] = None):
+        """``settings``, or (the old keyword call of ``func``, kept for one
+        release with a DeprecationWarning) settings made of ``keywords``,
+        whose old names ``renamed`` maps to the fields'."""
+        if not keywords:
+            return settings if settings is not None else cls()
+        if settings is not None:
+            raise TypeError(f'{func}() takes settings or keywords, not both')
+        warnings.warn(
+            f'{func}() with keyword options is deprecated (removed in the '
+            f'next release): pass {cls.__name__}(...) as settings',
+            DeprecationWarning, stacklevel=3)
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {}
+        for key, value in keywords.items():
+            key = (renamed or {}).get(key, key)
+            if key not in names:
+                raise TypeError(f'{func}() got an unexpected keyword '
+                                f'argument {key!r}')
+            fields[key] = value
+        return cls(**fields)
+
+
+__all__ = ['Settings']
