@@ -93,3 +93,29 @@ def run_as_isa(level, *command, timeout=300):
     return subprocess.run(
         ['python', osp.join(DEV_TOOLS, 'cpu_isa.py'), '--as', level,
          '--', *command], capture_output=True, text=True, timeout=timeout)
+
+
+def shared_port() -> int:
+    """A free TCP port for launchers that must agree on one before either
+    binds it (two "nodes" of one test), taken BELOW the kernel's ephemeral
+    range: ports the kernel hands out (to ``bind(0)``, to outgoing
+    connections, to gloo's own listeners in other tests running at the same
+    time) are never taken from there, so the port stays free between this
+    check and the launcher's bind unless a process asks for it by number."""
+    import random
+    import socket
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random(os.getpid())
+    for _ in range(200):
+        port = rng.randrange(20000, max(low, 20001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError('no free port below the ephemeral range')

@@ -153,6 +153,14 @@ def runtime_table(result: dict) -> Optional[str]:
             lines.append('| ' + ' | '.join(cells) + ' |')
     lines += [f'\n{r.name}: ' + ' '.join(equalization_lines(r.equalization))
               for r in rows if r.equalization]
+    e = result['env']
+    if e.get('int8_schemes'):
+        lines += ['', 'INT8 models (calibrated on random inputs, for timing '
+                  'only): ' + '; '.join(f'{runtime_label(n)}: {scheme}'
+                                        for n, scheme in
+                                        e['int8_schemes'].items()) + '.']
+    lines += [f"Note: {n[len('note: '):] if n.startswith('note: ') else n}"
+              for n in e.get('runtime_notes', [])]
     return '\n'.join(lines)
 
 

@@ -32,7 +32,7 @@ from ..deploy.build import (SegForward, build_segmentor, check_shape,
 from ..deploy.onnx import to_onnx
 from ..deploy.record import config_input_size
 from ..deploy.runs import Int8Request, make_runs
-from ..deploy.runtimes import get_runtime, runtime_names
+from ..deploy.runtimes import QuantOptions, get_runtime, runtime_names
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import load_cfg
 from ..errors import UsageError, opt
@@ -517,6 +517,13 @@ def run_benchmark(entries: List[dict],
     if note:
         logger(f'note: {note}')
     env.update(timing_note=note)
+    if s.int8:   # how each runtime made its INT8 model, what to know of it
+        options, isa = QuantOptions(), cpu_vector_isa()
+        env.update(
+            int8_schemes={n: get_runtime(n).quant_label(options)
+                          for n in s.runtimes},
+            runtime_notes=[t for n in s.runtimes
+                           for t in get_runtime(n).notes(isa, options)])
     env.update(shape=list(s.input_size), warmup=s.warmup, iters=s.iters,
                repeat=s.repeat, fast=s.fast, backend=s.runtimes,
                conv_impl=s.conv_impl,

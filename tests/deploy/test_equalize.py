@@ -114,3 +114,61 @@ def test_sensitivity_points_at_the_planted_layers(models):
                      for _, _, n2, c2 in relu_pairs(planted.backbone)
                      if float(c2.weight.detach().abs().max()) >= 200}
     assert top[0]['layer'] in planted_convs, (top, planted_convs)
+
+
+@pytest.fixture(scope='module')
+def near_dead():
+    """The fused demo A0 PSPNet with near-dead channels in stages 2-3
+    (their weights and bias scaled by 0.02: they fire, weakly) and a tap of
+    200 from each of them into the next conv; and the list of
+    (second conv, output channel, input channel) of the planted taps."""
+    torch.manual_seed(0)
+    cfg = load_cfg(DEMO_CONFIG)
+    model = reparameterize_model(
+        randomize_bn_(build_segmentor(cfg), seed=1)).eval()
+    assert plant_dead_channels_(model, alive=0.02) == 64
+    taps = []
+    for _, _, _, conv2 in relu_pairs(model.backbone):
+        kh, kw = conv2.kernel_size
+        per_group = conv2.in_channels // conv2.groups
+        for c in range(conv2.out_channels):
+            if float(conv2.weight[c, c % per_group, kh // 2, kw // 2]) == 200:
+                taps.append((conv2, c, c % per_group))
+    # a tap whose channel a later pair made near-dead was scaled with it
+    assert 56 <= len(taps) <= 64
+    return model, taps
+
+
+def test_activation_aware_repair_shrinks_near_dead_taps(near_dead, tmp_path):
+    """Channels that are not dead but nearly so (they fire, weakly, on the
+    calibration images) with huge taps: the activation-aware repair rescales
+    most of them (and clears those that never fire there), every planted
+    tap shrinks at least 10x, fp32 is unchanged on the calibration images
+    (exact rescaling, 1e-5), and the INT8 error on ONNX Runtime falls."""
+    planted, taps = near_dead
+    repaired = copy.deepcopy(planted)
+    report = equalize_(repaired, CALIB, 'activation')
+    assert report['rescaled'] > 0, report
+    assert report['outlier_ratio_after'] < report['outlier_ratio_before']
+    convs = {id(m): m for _, _, _, m in relu_pairs(repaired.backbone)}
+    originals = [m for _, _, _, m in relu_pairs(planted.backbone)]
+    index = {id(m): i for i, m in enumerate(originals)}
+    repaired_list = list(convs.values())
+    shrunk = []
+    for conv2, c, j in taps:
+        kh, kw = conv2.kernel_size
+        shrunk.append(float(repaired_list[index[id(conv2)]].weight[
+            c, j, kh // 2, kw // 2]))
+    assert all(abs(t) <= 20 for t in shrunk), shrunk     # each was 200
+    # most planted channels fire on the calibration images: their taps are
+    # rescaled, not cleared (a channel that never fires is cleared)
+    assert sum(t != 0 for t in shrunk) >= len(shrunk) // 2, shrunk
+    with torch.no_grad():   # exact where the cleared channels never fire
+        for x in CALIB[:2]:
+            x = torch.from_numpy(x)
+            ref = SegForward(planted)(x)
+            assert float((SegForward(repaired)(x) - ref).abs().max()
+                         / ref.abs().max()) <= 1e-5
+    before, _ = _int8_error(planted, 'onnxruntime', tmp_path, 'near_dead')
+    after, _ = _int8_error(repaired, 'onnxruntime', tmp_path, 'repaired')
+    assert after < before, (after, before)

@@ -71,8 +71,8 @@ def test_ir_export_equals_pytorch(checkpoint, tmp_path, decoder):
     assert r['files'] == [out, str(tmp_path / 'm.bin')]
     assert all(osp.isfile(f) for f in r['files'])
     assert r['relative'] <= 1e-4 and r['argmax_agreement'] >= 0.9999
-    assert r['runtime']['precision'] == 'fp32'
-    assert r['runtime']['threads'] == torch.get_num_threads()
+    assert r['runtime'].precision == 'fp32'
+    assert r['runtime'].threads == torch.get_num_threads()
     # independently of repseg's runtime module: the IR on disk holds fp32
     # weights (no fp16 compression) and computes what PyTorch computes
     x = torch.randn(1, 3, 128, 256, generator=torch.Generator().manual_seed(3))
@@ -187,6 +187,49 @@ def test_precision_is_read_from_the_runtime_graph_not_the_request():
     assert info.float_layers == ['conv2', 'pool']
     assert ran_precision([dict(type='Convolution', precision='fp32')]) == \
         'fp32'
+
+
+class _FakeCore:
+    """A bf16-capable CPU's OpenVINO core that records what it is asked to
+    compile with."""
+
+    def __init__(self):
+        self.configs = []
+
+    def get_property(self, device, key):
+        assert key == 'OPTIMIZATION_CAPABILITIES'
+        return ['FP32', 'BF16', 'INT8']
+
+    def compile_model(self, model, device, config):
+        self.configs.append(dict(config))
+        return model
+
+
+def test_int8_float_parts_compile_in_f32_on_a_bf16_cpu(tmp_path):
+    """OpenVINO's CPU default on bf16-capable CPUs is bf16: an INT8 model's
+    float parts (the pyramid's pooling products, layers accuracy control
+    kept in float) must be compiled in f32, and so must an fp32 request;
+    only a bf16 request gets bf16. On a faked bf16 CPU everywhere; on the
+    real one where the CPU has bf16."""
+    from repseg.deploy.runtimes.openvino import OpenVINO
+    ov = OpenVINO()
+    ov._core = _FakeCore()
+    assert 'bf16' in ov.precisions()
+    for asked, hint in (('int8', 'f32'), ('fp32', 'f32'), ('bf16', 'bf16')):
+        ov.compile(object(), asked)
+        assert ov._core.configs[-1]['INFERENCE_PRECISION_HINT'] == hint, \
+            asked
+    if 'bf16' not in OV.precisions():
+        return
+    onnx_path = _small_onnx(tmp_path)
+    fp32 = OV.from_onnx(onnx_path, str(tmp_path / 'net.xml'))
+    q = OV.quantize(fp32, str(tmp_path / 'q.xml'), _calib((16, 16), 2))
+    model = OV.load(q['file'], 'int8')
+    assert model.info.precision == 'int8'
+    assert model.info.precision_hint == 'f32'
+    plain = OV.load(fp32)
+    assert (plain.info.precision, plain.info.precision_hint) == ('fp32',
+                                                                 'f32')
 
 
 def _calib(shape, n=4, seed=0):

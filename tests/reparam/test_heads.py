@@ -138,15 +138,11 @@ def test_reparameterize_inplace():
 
 
 @pytest.fixture
-def one_process_group():
-    """mmcv's MMSyncBN needs a process group to be built: one gloo rank."""
-    import socket
-
+def one_process_group(tmp_path):
+    """mmcv's MMSyncBN needs a process group to be built: one gloo rank
+    (rendezvous through a file: no port another test could take)."""
     import torch.distributed as dist
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+    dist.init_process_group('gloo', init_method=f"file://{tmp_path / 'pg'}",
                             rank=0, world_size=1)
     yield
     dist.destroy_process_group()

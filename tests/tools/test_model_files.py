@@ -37,10 +37,10 @@ def one_error_line(proc) -> str:
     return lines[-1]
 
 
-def _config(root, tmp, name, num_classes=19):
+def _config(root, tmp, name, num_classes=19, options=None):
     cfg = small_cfg(DEMO_CONFIG, root, tmp / 'w', cfg_options={
         'model.decode_head.num_classes': num_classes,
-        'model.auxiliary_head.num_classes': num_classes})
+        'model.auxiliary_head.num_classes': num_classes, **(options or {})})
     path = str(tmp / name)
     cfg.dump(path)
     cfg = load_cfg(path)     # as the tools load it (its own file name)
@@ -115,6 +115,22 @@ def test_test_refuses_a_file_of_another_model(demo, synthetic_root, tmp_path,
                  backend=backend)
     line = one_error_line(tool('test.py', path, out))
     assert 'is RepVGG-A0 + PSPHead, 5 classes (exported from other.py)' \
+        in line, line
+    assert 'demo.py builds RepVGG-A0 + PSPHead, 19 classes' in line, line
+
+
+def test_test_refuses_a_file_of_another_backbone(demo, synthetic_root,
+                                                 tmp_path):
+    """The same classes, decoder and input size, but another backbone
+    (RepVGG-A1, whose file runs on this config's inputs without an error):
+    refused with one line naming both backbones."""
+    path, _, _ = demo
+    _, ckpt, cfg = _config(synthetic_root, tmp_path, 'a1.py', options={
+        'model.backbone.arch': 'A1', 'model.auxiliary_head.in_channels': 256})
+    out = str(tmp_path / 'a1.onnx')
+    export_model(cfg, ckpt, out, DEMO_SIZE, verify=False)
+    line = one_error_line(tool('test.py', path, out))
+    assert 'is RepVGG-A1 + PSPHead, 19 classes (exported from a1.py)' \
         in line, line
     assert 'demo.py builds RepVGG-A0 + PSPHead, 19 classes' in line, line
 

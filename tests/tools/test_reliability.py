@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from tests.utils import DEMO_CONFIG, ROOT, small_cfg
+from tests.utils import DEMO_CONFIG, ROOT, shared_port, small_cfg
 
 # tools run as subprocesses, as users run them (CI runs them all)
 pytestmark = pytest.mark.slow
@@ -142,8 +142,9 @@ def test_two_process_training_and_evaluation(synthetic_root, tmp_path):
     cfg.custom_hooks.append(dict(type='SaveRankWeightsHook'))
     path = _dump(cfg, tmp_path / 'cfg.py')
     work = str(tmp_path / 'dist')
-    env = dict(os.environ, PORT=str(29500 + os.getpid() % 1000),
-               OMP_NUM_THREADS='1', PYTHON=sys.executable)
+    # no PORT: one node rendezvous on a port the launcher binds itself
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHON=sys.executable)
+    env.pop('PORT', None)
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), path, '2',
          '--work-dir', work], capture_output=True, text=True, cwd=ROOT,
@@ -170,13 +171,6 @@ def test_two_process_training_and_evaluation(synthetic_root, tmp_path):
                                                             abs=0.011)
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_two_nodes_train_in_step(synthetic_root, tmp_path):
     """Two "nodes" (two torchrun launchers of tools/dist_train.sh on
     127.0.0.1, NNODES=2, one process each) train 2 iterations together:
@@ -188,7 +182,7 @@ def test_two_nodes_train_in_step(synthetic_root, tmp_path):
     path = _dump(cfg, tmp_path / 'cfg.py')
     work = str(tmp_path / 'nodes')
     base = dict(os.environ, NNODES='2', MASTER_ADDR='127.0.0.1',
-                PORT=str(_free_port()), OMP_NUM_THREADS='1',
+                PORT=str(shared_port()), OMP_NUM_THREADS='1',
                 PYTHON=sys.executable)
     procs = [subprocess.Popen(
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), path, '1',

@@ -41,6 +41,12 @@ PRESETS = ('performance', 'mixed')
 _CALIBRATION = dict(minmax='MINMAX', mean_minmax='MEAN_MINMAX')
 
 
+def _type_name(value) -> str:
+    """'f32', 'bf16', ... of an OpenVINO element type (or its string)."""
+    name = getattr(value, 'get_type_name', None)
+    return name() if callable(name) else str(value)
+
+
 def _weights_file(xml: str) -> str:
     return osp.splitext(xml)[0] + '.bin'
 
@@ -192,7 +198,7 @@ class OpenVINO(Runtime):
         info = RunInfo(
             runtime=self.name, file=path, precision=ran,
             precision_asked=precision,
-            precision_hint=str(
+            precision_hint=_type_name(
                 compiled.get_property('INFERENCE_PRECISION_HINT')),
             kernels=', '.join(f'{k} x{n}' for k, n in kernels.items()),
             threads=int(compiled.get_property('INFERENCE_NUM_THREADS')),
