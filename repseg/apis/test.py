@@ -133,17 +133,16 @@ def test(cfg: Config, checkpoint: str,
     the old keyword call works for one release with a DeprecationWarning.
     """
     s = TestSettings.from_keywords('test', settings, keywords)
-    out, show_dir, show, tta = s.out, s.show_dir, s.show, s.tta
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
-    if show and not has_display():
+    if s.show and not has_display():
         raise UsageError(
             f'{opt("show")} opens a window per image and needs a display, '
             'which this session has not (DISPLAY is not set): write the '
             f'overlays to a folder with {opt("show_dir", "DIR")} instead')
     from ..deploy.runtimes import runtime_of_file
     if runtime_of_file(checkpoint) is not None:
-        if out or show_dir or show or tta:
+        if s.out or s.show_dir or s.show or s.tta:
             raise UsageError(
                 'an exported model is evaluated for its metrics only; drop '
                 f'{opt("out", None)} / {opt("show_dir", None)} / '
@@ -152,6 +151,15 @@ def test(cfg: Config, checkpoint: str,
         if s.check:
             check_data(cfg, loaders=('test_dataloader', ))
         return test_exported(cfg, checkpoint)
+    cfg, ckpt = _test_cfg(cfg, checkpoint, s)
+    return _run_test(cfg, checkpoint, ckpt, s)
+
+
+def _test_cfg(cfg: Config, checkpoint: str, s: TestSettings) -> tuple:
+    """The config the Runner tests with (fused evaluation, TTA, overlays,
+    label maps) and the checkpoint's content when it was checked already
+    (read once: problems are found before the Runner prints its
+    environment)."""
     cfg = copy.deepcopy(cfg)
     hook = fused_eval_hook_cfg(cfg)
     if s.conv_impl is not None:
@@ -159,34 +167,38 @@ def test(cfg: Config, checkpoint: str,
     ckpt = None
     if s.check:
         check_data(cfg, loaders=('test_dataloader', ))
-        # a checkpoint that is missing, unreadable or does not fit is found
-        # before the Runner prints its environment (read once)
         ckpt = read_checkpoint(checkpoint, s.allow_unsafe)
         load_any_checkpoint(check_model(cfg), checkpoint,
                             allow_unsafe=s.allow_unsafe, ckpt=ckpt)
     cfg.load_from = None
     cfg.resume = False
     without_pretrained(cfg.model)   # the weights come from the checkpoint
-    if tta:
+    if s.tta:
         use_tta(cfg)
-    if show_dir or show:
+    if s.show_dir or s.show:
         vis = cfg.default_hooks.visualization
         vis.draw = True
         vis.interval = 1
-        vis.show = show
+        vis.show = s.show
         vis.wait_time = s.wait_time
-        if show_dir:
-            cfg.visualizer.save_dir = show_dir
-    if out:
-        cfg.test_evaluator.output_dir = out
+        if s.show_dir:
+            cfg.visualizer.save_dir = s.show_dir
+    if s.out:
+        cfg.test_evaluator.output_dir = s.out
         cfg.test_evaluator.keep_results = True
+    return cfg, ckpt
+
+
+def _run_test(cfg: Config, checkpoint: str, ckpt, s: TestSettings) -> dict:
+    """mmengine's Runner: the checkpoint loaded strictly into the inner
+    model, the test loop run, the overlays annotated."""
     runner = Runner.from_cfg(cfg)
     # with several processes the Runner has wrapped the model in DDP
     # (keys prefixed 'module.'): the checkpoint is the inner model's
     model = runner.model
     if is_model_wrapper(model):
         model = model.module
-    if tta:   # SegTTAModel around the segmentor
+    if s.tta:   # SegTTAModel around the segmentor
         model = model.module
     kind = load_any_checkpoint(model, checkpoint, runner.logger,
                                s.allow_unsafe, ckpt=ckpt)
@@ -198,9 +210,9 @@ def test(cfg: Config, checkpoint: str,
         logger='current')
     start = time.time()
     metrics = runner.test()
-    if show_dir:
+    if s.show_dir:
         meta = runner.test_dataloader.dataset.metainfo
-        annotate_overlays(new_pngs(show_dir, start - 1), meta['classes'],
+        annotate_overlays(new_pngs(s.show_dir, start - 1), meta['classes'],
                           meta['palette'])
     if cfg.get('launcher', 'none') != 'none':
         finish_distributed()

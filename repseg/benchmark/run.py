@@ -21,6 +21,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import warnings
 from contextlib import nullcontext
 from typing import Callable, List, Optional, Sequence
 
@@ -471,6 +472,11 @@ def run_benchmark(entries: List[dict],
     :class:`~.records.ModelResult` per entry, one :class:`~.records.Run`
     per timed form; fields: docs/benchmark.md).
     """
+    if 'shape' in options:   # the old name, for one release
+        warnings.warn('run_benchmark(shape=...) is deprecated (removed in '
+                      'the next release): use input_size=...',
+                      DeprecationWarning, stacklevel=2)
+        options['input_size'] = options.pop('shape')
     s = (settings or BenchmarkSettings(**options)).resolved()
     if s.input_size is None:
         s.input_size = default_input_size(entries)

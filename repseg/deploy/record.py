@@ -61,9 +61,57 @@ def config_input_size(cfg: Config) -> tuple:
     return tuple(int(s) for s in data['inputs'].shape[-2:])
 
 
+def _test_resize(cfg: Config) -> dict:
+    """``scale`` and ``keep_ratio`` of the test pipeline's resize (none:
+    images keep their size)."""
+    pipeline = (cfg.get('test_dataloader') or {}).get('dataset', {}).get(
+        'pipeline') or cfg.get('test_pipeline') or []
+    for step in pipeline:
+        kind = getattr(step.get('type'), '__name__', step.get('type'))
+        if kind in ('Resize', 'RandomResize') and step.get('scale'):
+            return dict(scale=[int(v) for v in step['scale']],
+                        keep_ratio=bool(step.get('keep_ratio', False)))
+        if kind in ('Resize', 'RandomResize'):
+            raise UsageError(
+                f'the test pipeline resizes by {kind}({dict(step)}), which '
+                'repseg\'s inference does not reproduce: give the test '
+                "Resize a scale=(W, H) (mmseg's usual test pipeline)")
+    return dict(scale=None, keep_ratio=True)
+
+
+def recipe_of(cfg: Config, input_size: Optional[Sequence[int]] = None
+              ) -> dict:
+    """Everything inference needs besides the network, from the config
+    (a :class:`repseg.infer.recipe.Recipe` as plain data): the test resize,
+    the normalization and colour order, whole or slide mode with crop and
+    stride, the test-time padding, the classes and palette, and the input
+    size of the file (None: any)."""
+    pre = cfg.model.get('data_preprocessor') or {}
+    test_cfg = cfg.model.get('test_cfg') or {}
+    pad = pre.get('test_cfg') or {}
+    meta = dataset_meta(cfg) or {}
+    slide = test_cfg.get('mode') == 'slide'
+    return dict(
+        mean=[float(v) for v in pre.get('mean', [0, 0, 0])],
+        std=[float(v) for v in pre.get('std', [1, 1, 1])],
+        bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)
+                        or pre.get('rgb_to_bgr', False)),
+        **_test_resize(cfg),
+        mode='slide' if slide else 'whole',
+        crop_size=[int(v) for v in test_cfg['crop_size']] if slide else None,
+        stride=[int(v) for v in test_cfg['stride']] if slide else None,
+        size_divisor=pad.get('size_divisor'),
+        pad_val=float(pre.get('pad_val', 0)),
+        align_corners=bool(_head(cfg).get('align_corners', False)),
+        classes=list(meta.get('classes') or []),
+        palette=[list(c) for c in meta.get('palette') or []],
+        input_size=[int(s) for s in input_size] if input_size else None)
+
+
 def model_record(cfg: Config, shape: Optional[Sequence[int]]) -> dict:
     """The record of a file exported from ``cfg`` at input size ``shape``
-    ((H, W), or None for a dynamic H/W)."""
+    ((H, W), or None for a dynamic H/W), with its inference
+    :func:`recipe_of`."""
     head = _head(cfg)
     meta = dataset_meta(cfg)
     return dict(
@@ -75,7 +123,8 @@ def model_record(cfg: Config, shape: Optional[Sequence[int]]) -> dict:
                                 head.get('type'))),
         num_classes=head.get('num_classes'),
         classes=list(meta['classes']) if meta else None,
-        input_size=[int(s) for s in shape] if shape else None)
+        input_size=[int(s) for s in shape] if shape else None,
+        recipe=recipe_of(cfg, shape))
 
 
 def _describe(record: dict) -> str:
@@ -109,5 +158,5 @@ def check_belongs(path: str, info: RunInfo, cfg: Config,
             'config)')
 
 
-__all__ = ['RECORD_KEY', 'model_record', 'config_input_size',
+__all__ = ['RECORD_KEY', 'model_record', 'recipe_of', 'config_input_size',
            'check_belongs']

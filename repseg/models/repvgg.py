@@ -59,6 +59,9 @@ class RepVGGBlock(BaseModule):
         floor((W - 1) / stride) + 1).
     """
 
+    #: what ``block_type`` names it for (error messages, docs)
+    description = "the paper's block"
+
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
@@ -181,6 +184,8 @@ class QARepVGGBlock(RepVGGBlock):
     with bias (same arguments and fused form; train with plain L2 weight
     decay, as the paper requires).
     """
+
+    description = 'the quantization-friendly block'
 
     def _build_training_branches(self, norm_cfg: dict) -> None:
         self.branch_3x3 = self._conv_bn(3, norm_cfg)

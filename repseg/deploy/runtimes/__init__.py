@@ -130,7 +130,8 @@ def select_runtimes(names: Sequence[str],
             raise UsageError(
                 f'{opt("max_drop", options.max_drop)} is accuracy control, '
                 f'which {" and ".join(c.described() for c in have)} '
-                f'has and {" and ".join(r.label for r in runtimes)} not: '
+                f'has and {" and ".join(r.label for r in runtimes)} has '
+                'not: '
                 'add ' + ' or '.join(opt('backend', c.name) for c in have))
         if not 0 <= options.max_drop <= 100:
             raise UsageError(f'{opt("max_drop", options.max_drop)} is in '

@@ -1,0 +1,159 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""One image through the config's test pipeline, in numpy and OpenCV (no
+torch): mmseg's test ``Resize`` (mmcv's rescale, bilinear), the data
+preprocessor's colour order, normalization and padding, whole-image or
+sliding-window inference (mmseg's window grid), the logits resized back to
+the image's own size (bilinear) and their argmax.
+
+``run(x)`` is the network: a normalized ``(1, 3, H, W)`` float32 array to
+logits ``(1, C, H, W)`` (a :class:`~repseg.deploy.runtimes.RuntimeModel`,
+or a PyTorch segmentor wrapped the same way). A model file of a fixed size
+takes only inputs of that size; an input of another size goes one
+documented way (:func:`forward`), and the result says so."""
+import math
+from typing import Callable, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .recipe import Recipe, rescale_size
+
+Run = Callable[[np.ndarray], np.ndarray]
+
+#: how an input met a fixed-size model file: exactly, padded to it (the
+#: input is smaller), or in windows of its size (the input is larger)
+EXACT, PADDED, WINDOWED = 'exact', 'padded', 'windowed'
+
+
+def prepare(img: np.ndarray, recipe: Recipe) -> np.ndarray:
+    """The normalized ``(1, 3, h, w)`` float32 input of a BGR uint8 image
+    (``H x W x 3``): resized as the test pipeline does, colours converted
+    and normalized as the data preprocessor does."""
+    if recipe.scale is not None:
+        h, w = img.shape[:2]
+        size = rescale_size(w, h, recipe.scale, recipe.keep_ratio)
+        if size != (w, h):
+            img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    if recipe.bgr_to_rgb:
+        img = img[..., ::-1]
+    x = img.astype(np.float32)
+    x -= np.asarray(recipe.mean, np.float32)
+    x /= np.asarray(recipe.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def _pad_to(x: np.ndarray, h: int, w: int, value: float) -> np.ndarray:
+    ph, pw = h - x.shape[-2], w - x.shape[-1]
+    if ph <= 0 and pw <= 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (0, max(ph, 0)), (0, max(pw, 0))),
+                  constant_values=value)
+
+
+def _grid(size: int, crop: int, stride: int):
+    """mmseg's window starts and ends along one axis."""
+    n = max(size - crop + stride - 1, 0) // stride + 1
+    for i in range(n):
+        end = min(i * stride + crop, size)
+        yield max(end - crop, 0), end
+
+
+def _windows(x: np.ndarray, run: Run, crop: Tuple[int, int],
+             stride: Tuple[int, int], fixed, pad_val: float
+             ) -> Tuple[np.ndarray, str]:
+    """mmseg's ``slide_inference``: the logits of every window (crop
+    ``crop`` every ``stride``) added up and divided by their count."""
+    h, w = x.shape[-2:]
+    total = count = None
+    how = EXACT
+    for y1, y2 in _grid(h, crop[0], stride[0]):
+        for x1, x2 in _grid(w, crop[1], stride[1]):
+            out, k = forward(x[..., y1:y2, x1:x2], run, fixed, pad_val)
+            how = k if k != EXACT else how
+            if total is None:
+                total = np.zeros((out.shape[1], h, w), np.float32)
+                count = np.zeros((h, w), np.float32)
+            total[:, y1:y2, x1:x2] += out[0]
+            count[y1:y2, x1:x2] += 1
+    return (total / count)[None], how
+
+
+def forward(x: np.ndarray, run: Run, fixed: Optional[Tuple[int, int]],
+            pad_val: float = 0.0) -> Tuple[np.ndarray, str]:
+    """``run(x)`` for a model of any input size (``fixed`` None), or of the
+    fixed size ``fixed`` (H, W): an input of that size runs as it is; a
+    smaller one is padded (bottom / right, ``pad_val``) and its logits
+    cropped; a larger one runs in windows of the file's size with a third
+    of overlap. Returns the logits and :data:`EXACT`, :data:`PADDED` or
+    :data:`WINDOWED`."""
+    h, w = x.shape[-2:]
+    if fixed is None or (h, w) == tuple(fixed):
+        return run(x), EXACT
+    fh, fw = fixed
+    if h <= fh and w <= fw:
+        return run(_pad_to(x, fh, fw, pad_val))[..., :h, :w], PADDED
+    out, _ = _windows(_pad_to(x, fh, fw, pad_val), run, (fh, fw),
+                      (max(1, math.ceil(fh * 2 / 3)),
+                       max(1, math.ceil(fw * 2 / 3))), fixed, pad_val)
+    return out[..., :h, :w], WINDOWED
+
+
+def network_logits(x: np.ndarray, run: Run, recipe: Recipe
+                   ) -> Tuple[np.ndarray, str]:
+    """The logits ``(1, C, h, w)`` of a prepared input (:func:`prepare`),
+    whole or in the config's sliding windows, at its own size."""
+    h, w = x.shape[-2:]
+    if recipe.size_divisor:
+        d = recipe.size_divisor
+        x = _pad_to(x, -(-h // d) * d, -(-w // d) * d, recipe.pad_val)
+    if recipe.mode == 'slide':
+        out, how = _windows(x, run, recipe.crop_size, recipe.stride,
+                            recipe.input_size, recipe.pad_val)
+    else:
+        out, how = forward(x, run, recipe.input_size, recipe.pad_val)
+    return out[..., :h, :w], how
+
+
+def resize_logits(logits: np.ndarray, size: Tuple[int, int],
+                  align_corners: bool = False) -> np.ndarray:
+    """``(C, h, w)`` logits resized to ``size`` (H, W) bilinearly, as
+    ``torch.nn.functional.interpolate`` does (OpenCV, 128 channels at a
+    time)."""
+    c, h, w = logits.shape
+    H, W = size
+    if (h, w) == (H, W):
+        return logits
+    hwc = np.ascontiguousarray(logits.transpose(1, 2, 0))
+    parts = []
+    for i in range(0, c, 128):
+        part = np.ascontiguousarray(hwc[..., i:i + 128])
+        if align_corners:
+            ys = np.linspace(0, h - 1, H, dtype=np.float32) if H > 1 else \
+                np.zeros(1, np.float32)
+            xs = np.linspace(0, w - 1, W, dtype=np.float32) if W > 1 else \
+                np.zeros(1, np.float32)
+            mx, my = np.meshgrid(xs, ys)
+            out = cv2.remap(part, mx, my, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+        else:
+            out = cv2.resize(part, (W, H), interpolation=cv2.INTER_LINEAR)
+        parts.append(out.reshape(H, W, -1))
+    return np.concatenate(parts, axis=-1).transpose(2, 0, 1)
+
+
+def segment(img: np.ndarray, run: Run, recipe: Recipe
+            ) -> Tuple[np.ndarray, np.ndarray, str]:
+    """The label map (H x W, the image's own size, uint8 or uint16), the
+    logits at that size ``(C, H, W)`` and how the input met the model
+    (:data:`EXACT` / :data:`PADDED` / :data:`WINDOWED`) of one BGR
+    image."""
+    x = prepare(img, recipe)
+    logits, how = network_logits(x, run, recipe)
+    logits = resize_logits(logits[0], img.shape[:2], recipe.align_corners)
+    labels = logits.argmax(0)
+    dtype = np.uint8 if logits.shape[0] <= 256 else np.uint16
+    return labels.astype(dtype), logits, how
+
+
+__all__ = ['prepare', 'forward', 'network_logits', 'resize_logits',
+           'segment', 'EXACT', 'PADDED', 'WINDOWED']
