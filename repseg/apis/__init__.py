@@ -7,9 +7,11 @@ from ..deploy.onnx import ExportSettings
 from ..engine.checkpoint import load_any_checkpoint
 from ..engine.config import adapt_to_device, load_cfg, replace_syncbn
 from ..errors import DatasetError, RepsegError, UsageError
+from ..infer import InferSettings
 from .benchmark import benchmark
 from .checks import check_data, check_pretrained, check_work_dir
 from .deploy import convert, convert_summary, export, export_summary
+from .infer import infer
 from .inference import init_model
 from .quantize import QuantizeSettings, quantize
 from .test import TestSettings, test
@@ -21,5 +23,5 @@ __all__ = [
     'load_any_checkpoint', 'load_cfg', 'quantize', 'QuantizeSettings',
     'replace_syncbn', 'test', 'TestSettings', 'train', 'benchmark',
     'BenchmarkSettings', 'export', 'export_summary', 'ExportSettings',
-    'convert', 'convert_summary'
+    'convert', 'convert_summary', 'infer', 'InferSettings'
 ]

@@ -9,8 +9,8 @@ the image's own size (bilinear) and their argmax.
 logits ``(1, C, H, W)`` (a :class:`~repseg.deploy.runtimes.RuntimeModel`,
 or a PyTorch segmentor wrapped the same way). A model file of a fixed size
 takes only inputs of that size; an input of another size goes one
-documented way (:func:`forward`), and the result says so."""
-import math
+documented way (:func:`forward`: resized to the file's size, its logits
+resized back), and the result says so."""
 from typing import Callable, Optional, Tuple
 
 import cv2
@@ -20,9 +20,8 @@ from .recipe import Recipe, rescale_size
 
 Run = Callable[[np.ndarray], np.ndarray]
 
-#: how an input met a fixed-size model file: exactly, padded to it (the
-#: input is smaller), or in windows of its size (the input is larger)
-EXACT, PADDED, WINDOWED = 'exact', 'padded', 'windowed'
+#: how an input met a fixed-size model file: exactly, or resized to it
+EXACT, RESIZED = 'exact', 'resized'
 
 
 def prepare(img: np.ndarray, recipe: Recipe) -> np.ndarray:
@@ -81,21 +80,25 @@ def _windows(x: np.ndarray, run: Run, crop: Tuple[int, int],
 def forward(x: np.ndarray, run: Run, fixed: Optional[Tuple[int, int]],
             pad_val: float = 0.0) -> Tuple[np.ndarray, str]:
     """``run(x)`` for a model of any input size (``fixed`` None), or of the
-    fixed size ``fixed`` (H, W): an input of that size runs as it is; a
-    smaller one is padded (bottom / right, ``pad_val``) and its logits
-    cropped; a larger one runs in windows of the file's size with a third
-    of overlap. Returns the logits and :data:`EXACT`, :data:`PADDED` or
-    :data:`WINDOWED`."""
+    fixed size ``fixed`` (H, W): an input of that size runs as it is; one
+    of another size is resized to it (bilinear) and its logits resized
+    back. Returns the logits and :data:`EXACT` or :data:`RESIZED`.
+
+    Resizing is the one way repseg handles a size a fixed-size file cannot
+    take (a photo whose shape differs from the size the file was exported
+    at, under a whole-image config): on random-weight PSPNets it agreed
+    with the exact PyTorch path better than padding or windows of the
+    file's size (docs/inference.md has the figures)."""
     h, w = x.shape[-2:]
     if fixed is None or (h, w) == tuple(fixed):
         return run(x), EXACT
     fh, fw = fixed
-    if h <= fh and w <= fw:
-        return run(_pad_to(x, fh, fw, pad_val))[..., :h, :w], PADDED
-    out, _ = _windows(_pad_to(x, fh, fw, pad_val), run, (fh, fw),
-                      (max(1, math.ceil(fh * 2 / 3)),
-                       max(1, math.ceil(fw * 2 / 3))), fixed, pad_val)
-    return out[..., :h, :w], WINDOWED
+    hwc = np.ascontiguousarray(x[0].transpose(1, 2, 0))
+    resized = cv2.resize(hwc, (fw, fh), interpolation=cv2.INTER_LINEAR)
+    if resized.ndim == 2:
+        resized = resized[..., None]
+    out = run(np.ascontiguousarray(resized.transpose(2, 0, 1)[None]))
+    return resize_logits(out[0], (h, w))[None], RESIZED
 
 
 def network_logits(x: np.ndarray, run: Run, recipe: Recipe
@@ -145,7 +148,7 @@ def segment(img: np.ndarray, run: Run, recipe: Recipe
             ) -> Tuple[np.ndarray, np.ndarray, str]:
     """The label map (H x W, the image's own size, uint8 or uint16), the
     logits at that size ``(C, H, W)`` and how the input met the model
-    (:data:`EXACT` / :data:`PADDED` / :data:`WINDOWED`) of one BGR
+    (:data:`EXACT` / :data:`RESIZED`) of one BGR
     image."""
     x = prepare(img, recipe)
     logits, how = network_logits(x, run, recipe)
@@ -156,4 +159,4 @@ def segment(img: np.ndarray, run: Run, recipe: Recipe
 
 
 __all__ = ['prepare', 'forward', 'network_logits', 'resize_logits',
-           'segment', 'EXACT', 'PADDED', 'WINDOWED']
+           'segment', 'EXACT', 'RESIZED']

@@ -53,7 +53,8 @@ class FakeRuntime(Runtime):
                                             QuantOptions())
         return dict(file=out)
 
-    def load(self, path, precision=None, threads=None, mode='latency'):
+    def load(self, path, precision=None, threads=None, mode='latency',
+             cache_dir=None):
         self._check_load(precision, mode)
         inner = get_runtime('onnxruntime').load(path, precision, threads,
                                                 mode)

@@ -315,15 +315,16 @@ class Runtime:
         raise NotImplementedError
 
     def load(self, path: str, precision: Optional[str] = None,
-             threads: Optional[int] = None,
-             mode: str = 'latency') -> RuntimeModel:
+             threads: Optional[int] = None, mode: str = 'latency',
+             cache_dir: Optional[str] = None) -> RuntimeModel:
         """Run the model file ``path``: ``None`` runs it as written (float
         parts in fp32); 'fp32' or 'int8' does the same and checks that the
         file is of that precision; 'bf16' asks the runtime to compute in
         bf16 (refused where it or the CPU has none). ``threads`` in all
         (default :func:`default_threads`); ``mode`` 'throughput' lets
         several requests run at once (streams x threads per stream =
-        ``threads``)."""
+        ``threads``); ``cache_dir``: where a runtime that compiles models
+        keeps them for the next load (others ignore it)."""
         raise NotImplementedError
 
     def files(self, path: str) -> List[str]:

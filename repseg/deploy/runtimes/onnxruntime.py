@@ -146,8 +146,8 @@ class OnnxRuntime(Runtime):
         return dict(file=out)
 
     def load(self, path: str, precision: Optional[str] = None,
-             threads: Optional[int] = None,
-             mode: str = 'latency') -> RuntimeModel:
+             threads: Optional[int] = None, mode: str = 'latency',
+             cache_dir: Optional[str] = None) -> RuntimeModel:
         """One session with every thread (latency), or
         :func:`throughput_streams` sessions side by side sharing the
         threads (throughput; ``submit`` runs one per free session)."""

@@ -158,7 +158,8 @@ class OpenVINO(Runtime):
         return self.core.read_model(path)
 
     def compile(self, model, precision: str = 'fp32',
-                threads: Optional[int] = None, mode: str = 'latency'):
+                threads: Optional[int] = None, mode: str = 'latency',
+                cache_dir: Optional[str] = None):
         """Compile an ``openvino.Model`` for the CPU with ``threads`` in
         all (default :func:`~.base.default_threads`): one stream and the
         latency hint, or the throughput hint (OpenVINO picks the streams);
@@ -170,6 +171,9 @@ class OpenVINO(Runtime):
                   'INFERENCE_PRECISION_HINT': _HINT[precision]}
         if mode == 'latency':
             config['NUM_STREAMS'] = 1
+        if cache_dir:
+            os.makedirs(cache_dir, exist_ok=True)
+            config['CACHE_DIR'] = cache_dir
         try:
             return self.core.compile_model(model, 'CPU', config)
         except RuntimeError as e:
@@ -254,11 +258,12 @@ class OpenVINO(Runtime):
                             close=jobs.wait_all)
 
     def load(self, path: str, precision: Optional[str] = None,
-             threads: Optional[int] = None,
-             mode: str = 'latency') -> RuntimeModel:
+             threads: Optional[int] = None, mode: str = 'latency',
+             cache_dir: Optional[str] = None) -> RuntimeModel:
         ir = self.read(path)
         model = self.wrap(self.compile(ir, precision or 'fp32', threads,
-                                       mode), path, ir, precision, mode)
+                                       mode, cache_dir), path, ir, precision,
+                          mode)
         ran = model.info.precision
         if precision and (precision == 'int8') != (ran == 'int8'):
             raise UsageError(

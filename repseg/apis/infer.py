@@ -1,0 +1,23 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""Inference on a user's images, folders and videos (tools/infer.py)."""
+from typing import Optional, Sequence
+
+from ..infer import InferSettings, Segmenter
+
+
+def infer(inputs: Sequence[str], model: str, out_dir: str,
+          checkpoint: Optional[str] = None, config: Optional[str] = None,
+          settings: Optional[InferSettings] = None,
+          on_result=None) -> Segmenter:
+    """Segment ``inputs`` with ``model`` into ``out_dir`` (see
+    :class:`repseg.infer.Segmenter`); ``on_result(result)`` is called for
+    each image as it finishes. Returns the segmenter (its ``summary``
+    holds the counts and speed)."""
+    seg = Segmenter(model, checkpoint, config, settings)
+    for result in seg(inputs, out_dir):
+        if on_result is not None:
+            on_result(result)
+    return seg
+
+
+__all__ = ['infer']

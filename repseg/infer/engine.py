@@ -1,0 +1,379 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""The inference run: images read, preprocessed, segmented and written on
+worker threads, several at a time, so that the network never waits for
+disk or decoding (``pipeline``), with at most as many network calls in
+flight as the model has requests; a progress bar with images/s and ETA;
+unreadable images reported and skipped; a rerun resumes from the output
+folder's manifest. Torch-free: the network is any numpy callable with a
+:class:`~repseg.deploy.runtimes.RunInfo` (:class:`Network`)."""
+import collections
+import dataclasses
+import os.path as osp
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Iterator, List, Optional
+
+import cv2
+import numpy as np
+
+from ..deploy.runtimes import RunInfo
+from ..errors import UsageError, opt
+from ..settings import Settings
+from .outputs import Manifest, Outputs
+from .predict import EXACT, segment
+from .recipe import Recipe
+from .sources import Item, Source, collect, with_root_names
+
+
+@dataclasses.dataclass
+class InferSettings(Settings):
+    """How to segment (one field per option of tools/infer.py).
+
+    Args:
+        recursive (bool): folders are searched recursively.
+        every (int): a video's every N-th frame.
+        label_ids (bool): label maps in Cityscapes label ids.
+        overlay (bool), opacity (float): overlays (and overlay videos).
+        areas (bool): class pixel shares per image in ``areas.csv``.
+        mode (str): 'latency' (one request with every thread), 'throughput'
+            (several requests in flight) or 'auto' (throughput for more
+            than one image).
+        threads (int or None): threads in all (streams x threads per
+            stream); None: every CPU this process may use.
+        cache_dir (str or None): OpenVINO's cache of compiled models.
+        device (str): PyTorch models: the device ('cpu', 'cuda:0').
+        pipeline (bool): read, preprocess and write on worker threads
+            while the network runs (False: one image after the other).
+        quiet (bool): no progress bar.
+        force (bool): write into an output folder of another run (redoing
+            everything there).
+        keep_labels (bool): results carry their label arrays.
+    """
+    recursive: bool = False
+    every: int = 1
+    label_ids: bool = False
+    overlay: bool = False
+    opacity: float = 0.5
+    areas: bool = False
+    mode: str = 'auto'
+    threads: Optional[int] = None
+    cache_dir: Optional[str] = None
+    device: str = 'cpu'
+    pipeline: bool = True
+    quiet: bool = False
+    force: bool = False
+    keep_labels: bool = False
+
+    def check(self) -> None:
+        if self.every < 1:
+            raise UsageError(f'{opt("every", self.every)}: give 1 (every '
+                             'frame) or more')
+        if not 0 <= self.opacity <= 1:
+            raise UsageError(f'{opt("opacity", self.opacity)}: give a value '
+                             'from 0 to 1')
+        if self.mode not in ('auto', 'latency', 'throughput'):
+            raise UsageError(f'{opt("mode", self.mode)} is not a mode: '
+                             "choose 'latency', 'throughput' or 'auto'")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f'{opt("threads", self.threads)}: give 1 or '
+                             'more')
+
+    def outputs(self) -> dict:
+        """The options that decide what is written (the manifest's)."""
+        return dict(every=self.every, label_ids=self.label_ids,
+                    overlay=self.overlay, opacity=self.opacity,
+                    areas=self.areas)
+
+
+@dataclasses.dataclass
+class Network:
+    """A segmentation network ready for :func:`segment`: ``run`` maps a
+    normalized ``(1, 3, H, W)`` array to logits, ``info`` says what runs,
+    ``recipe`` how images go in and out, ``identity`` what the manifest
+    records of it."""
+    run: Callable[[np.ndarray], np.ndarray]
+    info: RunInfo
+    recipe: Recipe
+    identity: dict
+
+
+@dataclasses.dataclass
+class Result:
+    """One image's outcome: ``status`` 'done', 'skipped' (done by an
+    earlier run) or 'failed' (``reason``); ``files`` written; ``labels``
+    (with ``keep_labels``); ``fit``: how the input met a fixed-size model
+    file ('exact', or 'resized' to its size)."""
+    input: str
+    key: str
+    status: str
+    files: Dict[str, str] = dataclasses.field(default_factory=dict)
+    reason: str = ''
+    labels: Optional[np.ndarray] = None
+    fit: str = EXACT
+
+
+@dataclasses.dataclass
+class Summary:
+    """The run's counts and speed."""
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    busy_seconds: float = 0.0
+    fits: Dict[str, int] = dataclasses.field(default_factory=dict)
+    failures_file: Optional[str] = None
+    videos: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+    @property
+    def busy_share(self) -> float:
+        """Share of the wall time the network was computing."""
+        return min(1.0, self.busy_seconds / self.seconds) \
+            if self.seconds else 0.0
+
+    def lines(self) -> List[str]:
+        out = [f'{self.done} done, {self.skipped} skipped (done before), '
+               f'{self.failed} failed in {self.seconds:.1f} s: '
+               f'{self.images_per_s:.2f} images/s end to end, the network '
+               f'busy {100 * self.busy_share:.0f}% of the time']
+        odd = sum(n for k, n in self.fits.items() if k != EXACT)
+        if odd:
+            out.append(
+                f'{odd} image(s) did not fit the model file\'s fixed size '
+                'and were resized to it, their logits back (close to, not '
+                'exactly, what the config computes; to run them exactly, '
+                'export a file at their size, with --dynamic-shape where the '
+                'model allows it, or use the config and checkpoint)')
+        if self.failures_file:
+            out.append(f'failures listed in {self.failures_file}')
+        return out
+
+
+class _Busy:
+    """Wall time during which at least one network call ran."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = 0
+        self.since = 0.0
+        self.total = 0.0
+
+    def __enter__(self):
+        with self.lock:
+            if self.active == 0:
+                self.since = time.perf_counter()
+            self.active += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.active -= 1
+            if self.active == 0:
+                self.total += time.perf_counter() - self.since
+
+
+def read_image(path: str) -> np.ndarray:
+    """A BGR uint8 image, or OSError saying why it cannot be read."""
+    if not osp.isfile(path):
+        raise OSError('no such file')
+    data = np.fromfile(path, np.uint8)
+    if data.size == 0:
+        raise OSError('empty file')
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError('not an image OpenCV can decode (corrupt or of an '
+                      'unknown format)')
+    return img
+
+
+def open_video(path: str):
+    """An opened ``cv2.VideoCapture``, its frame count and fps, or a
+    UsageError."""
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise UsageError(f'video {path!r} cannot be opened (OpenCV has no '
+                         'decoder for it, or it is not a video)')
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0)
+    return cap, n, fps
+
+
+class _Progress:
+    """A progress bar with images/s and ETA (rich), or nothing."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.bar = None
+        if quiet:
+            return
+        try:
+            from rich.progress import (BarColumn, MofNCompleteColumn,
+                                       Progress, TextColumn,
+                                       TimeRemainingColumn)
+        except ImportError:
+            return
+        self.bar = Progress(
+            TextColumn('segmenting'), BarColumn(), MofNCompleteColumn(),
+            TextColumn('{task.fields[rate]}'), TimeRemainingColumn(),
+            transient=False, console=_stderr_console())
+        self.task = self.bar.add_task('images', total=total, rate='')
+        self.start = time.perf_counter()
+        self.count = 0
+        self.bar.start()
+
+    def advance(self):
+        if self.bar is None:
+            return
+        self.count += 1
+        rate = self.count / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(self.task, advance=1, rate=f'{rate:.2f} img/s')
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _stderr_console():
+    from rich.console import Console
+    return Console(file=sys.stderr)
+
+
+def _frames(source: Source, every: int):
+    """(frame index, image) of a video's every ``every``-th frame."""
+    cap, _, _ = open_video(source.path)
+    try:
+        index = 0
+        while True:
+            ok = cap.grab()
+            if not ok:
+                break
+            if index % every == 0:
+                ok, img = cap.retrieve()
+                if ok:
+                    yield index, img
+            index += 1
+    finally:
+        cap.release()
+
+
+def plan(inputs, settings: InferSettings) -> tuple:
+    """The sources and the number of images (videos opened to count their
+    frames; one that cannot be opened is a UsageError)."""
+    sources = with_root_names(collect(inputs, settings.recursive))
+    if not sources:
+        raise UsageError(
+            'the inputs hold no image or video (looked for '
+            + ', '.join(inputs) + (': folders are searched recursively '
+                                   'only with ' + opt('recursive')
+                                   if not settings.recursive else '')
+            + ')')
+    total = 0
+    for s in sources:
+        if s.kind == 'video':
+            cap, n, _ = open_video(s.path)
+            cap.release()
+            total += -(-n // settings.every)
+        else:
+            total += 1
+    return sources, total
+
+
+def run(net: Network, sources: List[Source], total: int, out_dir: str,
+        settings: InferSettings, summary: Summary) -> Iterator[Result]:
+    """Segment every image of ``sources`` with ``net`` into ``out_dir``,
+    yielding one :class:`Result` per image in input order; ``summary`` is
+    filled as it goes (complete when the iterator is exhausted)."""
+    r = net.recipe
+    outputs = Outputs(out_dir, r.classes, r.palette, settings.overlay,
+                      settings.opacity, settings.label_ids, settings.areas)
+    manifest = Manifest(out_dir, dict(model=net.identity,
+                                      options=settings.outputs()),
+                        settings.force)
+    busy = _Busy()
+    calls = threading.BoundedSemaphore(max(1, net.info.requests))
+
+    def network(x):
+        with calls, busy:
+            return net.run(x)
+
+    def work(item: Item, img: Optional[np.ndarray]) -> Result:
+        try:
+            if img is None:
+                img = read_image(item.source.path)
+            labels, _, fit = segment(img, network, r)
+            files = outputs.write(item, img, labels)
+        except Exception as e:  # noqa: B902  (one image's failure)
+            reason = (str(e).strip().splitlines() or [''])[0][:300]
+            return Result(str(item), item.key, 'failed',
+                          reason=f'{type(e).__name__}: {reason}')
+        manifest.finished(item)
+        return Result(str(item), item.key, 'done', files=files,
+                      labels=labels if settings.keep_labels else None,
+                      fit=fit)
+
+    def jobs():
+        for s in sources:
+            if s.kind == 'image':
+                yield Item(s), None
+            else:
+                for f, img in _frames(s, settings.every):
+                    yield Item(s, f), img
+
+    workers = max(1, net.info.requests) + 2 if settings.pipeline else 1
+    progress = _Progress(total, settings.quiet)
+    failures, videos = [], collections.OrderedDict()
+    start = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix='repseg-infer'
+                                ) as pool:
+            window = collections.deque()
+
+            def finish(future):
+                res = future.result()
+                progress.advance()
+                if res.status == 'failed':
+                    summary.failed += 1
+                    failures.append((res.input, res.reason))
+                    print(f'failed: {res.input}: {res.reason}',
+                          file=sys.stderr)
+                else:
+                    summary.done += 1
+                    summary.fits[res.fit] = summary.fits.get(res.fit, 0) + 1
+                return res
+
+            for item, img in jobs():
+                if item.source.kind == 'video' and settings.overlay:
+                    videos.setdefault(item.source, []).append(
+                        outputs.paths(item)['overlay'])
+                if item.key in manifest.done and all(
+                        osp.exists(p) for p in outputs.paths(item).values()):
+                    summary.skipped += 1
+                    progress.advance()
+                    yield Result(str(item), item.key, 'skipped',
+                                 files=outputs.paths(item))
+                    continue
+                window.append(pool.submit(work, item, img))
+                while len(window) > 2 * workers or (window and
+                                                    window[0].done()):
+                    yield finish(window.popleft())
+            while window:
+                yield finish(window.popleft())
+    finally:
+        progress.close()
+        summary.seconds = time.perf_counter() - start
+        summary.busy_seconds = busy.total
+    for source, frames in videos.items():
+        done = [f for f in frames if osp.exists(f)]
+        if done:
+            cap, _, fps = open_video(source.path)
+            cap.release()
+            summary.videos.append(outputs.video(
+                source.rel, done, fps / settings.every))
+    summary.failures_file = manifest.write_failures(failures)
+
+
+__all__ = ['InferSettings', 'Network', 'Result', 'Summary', 'plan', 'run',
+           'read_image']

@@ -1,0 +1,44 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""A config and a checkpoint as the network of an inference run: the
+fused segmentor in PyTorch (3x3 convs on NNPACK where it pays on the CPU,
+as the fused-eval hook runs them), one call at a time (torch's own threads
+share the cores)."""
+import os
+
+
+def torch_network(config: str, checkpoint: str, settings):
+    import torch
+
+    from ..deploy.build import SegForward, build_fused
+    from ..deploy.record import recipe_of
+    from ..deploy.runs import PYTORCH
+    from ..deploy.runtimes import RunInfo
+    from ..engine.config import load_cfg
+    from ..ops.nnpack_conv import resolve_conv_impl, use_nnpack_convs
+    from .engine import Network
+    from .network import _identity
+    from .recipe import Recipe
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = torch.device(settings.device)
+    cfg = load_cfg(config)
+    model = build_fused(cfg, checkpoint).to(device).eval()
+    impl = resolve_conv_impl('auto', device, torch.float32)
+    model = use_nnpack_convs(model, impl, inplace=True)
+    forward = SegForward(model)
+
+    def run(x):
+        with torch.no_grad():
+            return forward(torch.from_numpy(x).to(device)).float().cpu(
+            ).numpy()
+
+    info = RunInfo(runtime=PYTORCH, file=checkpoint, precision='fp32',
+                   kernels=f'PyTorch ({impl} 3x3 convs) on {device}',
+                   threads=torch.get_num_threads())
+    return Network(run=run, info=info,
+                   recipe=Recipe.from_dict(recipe_of(cfg, None)),
+                   identity=_identity(checkpoint,
+                                      config=os.path.abspath(config)))
+
+
+__all__ = ['torch_network']

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Segment your own images, folders and videos with any repseg model file:
+a deployed file alone (.onnx for ONNX Runtime, .xml for OpenVINO; fp32 or
+INT8) or a config with a training or fused checkpoint (PyTorch). Label maps
+(PNG) keep each input's name under DIR/labels/, overlays go to
+DIR/overlays/; a rerun into the same DIR resumes.
+
+  python tools/infer.py street/ --model deploy/model_int8.xml --out out
+  python tools/infer.py a.jpg b.png --model CONFIG --checkpoint CKPT --out out
+  python tools/infer.py drive.mp4 --model m.onnx --out out --every 5 --overlay
+  python tools/infer.py photos/ --model OLD.onnx --config CONFIG --out out
+"""
+from _cli import add_force, make_parser, run
+
+
+def build_parser():
+    p = make_parser(__doc__)
+    p.add_argument('inputs', nargs='+', metavar='INPUT',
+                   help='Image files, folders, glob patterns, .txt files '
+                   'listing one path per line, or video files.')
+    p.add_argument('--model', required=True,
+                   help='A deployed file (.onnx, .xml) or a config (.py) '
+                   'with --checkpoint.')
+    p.add_argument('--checkpoint',
+                   help="The config's training or fused checkpoint.")
+    p.add_argument('--config',
+                   help='The config a deployed file was exported from, for '
+                   'files that do not record their inference recipe.')
+    p.add_argument('--out', required=True, metavar='DIR',
+                   help='The output folder (labels/, overlays/, '
+                   'manifest.json, done.txt, failures.txt).')
+    p.add_argument('--recursive', action='store_true',
+                   help='Search folders recursively.')
+    p.add_argument('--every', type=int, default=1, metavar='N',
+                   help="Segment a video's every N-th frame (default 1).")
+    p.add_argument('--label-ids', action='store_true',
+                   help='Write Cityscapes label ids (for its evaluation '
+                   'server) instead of train ids.')
+    p.add_argument('--overlay', action='store_true',
+                   help='Also write overlays of the label colours (and an '
+                   'overlay video per video).')
+    p.add_argument('--opacity', type=float, default=0.5,
+                   help='The opacity of the overlay colours (default 0.5).')
+    p.add_argument('--areas', action='store_true',
+                   help="Write each image's class pixel shares to "
+                   'DIR/areas.csv.')
+    p.add_argument('--mode', choices=['auto', 'latency', 'throughput'],
+                   default='auto',
+                   help='Latency (one request with every thread), '
+                   'throughput (several requests in flight) or auto (the '
+                   'default: throughput for more than one image).')
+    p.add_argument('--threads', type=int,
+                   help='Threads in all (streams x threads per stream; '
+                   'default: every CPU this process may use).')
+    p.add_argument('--cache-dir',
+                   help="OpenVINO: a folder for compiled models (the next "
+                   'run starts faster).')
+    p.add_argument('--device', default='cpu',
+                   help='PyTorch models: the device (cpu, cuda:0, ...).')
+    p.add_argument('--no-pipeline', dest='pipeline', action='store_false',
+                   help='Read, run and write one image after the other '
+                   '(for comparison; the default overlaps them).')
+    p.add_argument('--quiet', action='store_true',
+                   help='No progress bar.')
+    add_force(p, 'the outputs of another run in DIR (everything is redone)')
+    return p
+
+
+def main(argv=None):
+    def infer(args):
+        import sys
+
+        from repseg.apis import InferSettings, infer
+        seg = infer(args.inputs, args.model, args.out, args.checkpoint,
+                    args.config, InferSettings.of(vars(args)))
+        print('\n'.join(seg.summary.lines()))
+        if seg.summary.failed:
+            sys.exit(1)
+
+    run(build_parser(), infer, argv)
+
+
+if __name__ == '__main__':
+    main()
