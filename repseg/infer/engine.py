@@ -176,6 +176,16 @@ class _Busy:
                 self.total += time.perf_counter() - self.since
 
 
+def _quiet_opencv() -> None:
+    """OpenCV's own warnings about a broken file (its decoders print to
+    standard error) would interleave with repseg's one line per failure."""
+    try:
+        from cv2.utils import logging as cv_logging
+        cv_logging.setLogLevel(cv_logging.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):   # older OpenCV builds
+        pass
+
+
 def read_image(path: str) -> np.ndarray:
     """A BGR uint8 image, or OSError saying why it cannot be read."""
     if not osp.isfile(path):
@@ -286,6 +296,7 @@ def run(net: Network, sources: List[Source], total: int, out_dir: str,
     """Segment every image of ``sources`` with ``net`` into ``out_dir``,
     yielding one :class:`Result` per image in input order; ``summary`` is
     filled as it goes (complete when the iterator is exhausted)."""
+    _quiet_opencv()
     r = net.recipe
     outputs = Outputs(out_dir, r.classes, r.palette, settings.overlay,
                       settings.opacity, settings.label_ids, settings.areas)

@@ -143,6 +143,31 @@ class Outputs:
         return path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(out_dir: str) -> int:
+    """Remove the temporary files of runs that were killed before they
+    renamed them into place (``NAME.tmp-PID-THREAD``; files of a process
+    still running are left alone). Returns how many went."""
+    removed = 0
+    for dirpath, _, files in os.walk(out_dir):
+        for f in files:
+            head, sep, tail = f.rpartition('.tmp-')
+            pid = tail.split('-')[0].split('.')[0]
+            if sep and pid.isdigit() and not _alive(int(pid)):
+                os.remove(osp.join(dirpath, f))
+                removed += 1
+    return removed
+
+
 class Manifest:
     """``manifest.json`` (the model and the options that decide the
     outputs), ``done.txt`` (one line per finished image, appended after its
@@ -172,6 +197,7 @@ class Manifest:
                 'inference run\'s: give an empty or new folder, or '
                 f'{opt("force")} to write into it')
         os.makedirs(out_dir, exist_ok=True)
+        remove_stale_temporaries(out_dir)
         if force:
             for name in (DONE, FAILURES, AREAS):
                 if osp.exists(osp.join(out_dir, name)):
