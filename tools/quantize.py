@@ -12,7 +12,7 @@ the report (quantize.json, quantize.md, per_class_iou.png).
 import sys
 
 from _cli import (add_backend, add_calib_method, add_cfg_options, add_config,
-                  add_force, add_unsafe_load, make_parser, run)
+                  add_force, add_shape, add_unsafe_load, make_parser, run)
 
 
 def build_parser():
@@ -26,6 +26,7 @@ def build_parser():
                    'give OUT after CHECKPOINT as in convert and export).')
     add_backend(p, 'The runtimes to quantize for, side by side (default: '
                 'onnxruntime)', nargs='+')
+    add_shape(p, 'the INT8 files')
     p.add_argument('--calib-images', type=int, default=64,
                    help='How many train images to calibrate on (default 64).')
     p.add_argument('--calib-pipeline', default='train',

@@ -11,6 +11,7 @@ from mmengine.config import Config
 from ..deploy.build import build_segmentor, dataset_meta
 from ..engine.checkpoint import load_any_checkpoint, read_checkpoint
 from ..engine.config import adapt_to_device, load_cfg
+from ..errors import UsageError
 from ..reparam import reparameterize_model
 
 
@@ -45,6 +46,7 @@ def init_model(config: Union[str, Config],
         else from the config's test dataset), as mmseg's ``init_model``
         sets them.
     """
+    refuse_deployed_file(checkpoint)
     cfg = config if isinstance(config, Config) else load_cfg(
         config, cfg_options=cfg_options)
     if isinstance(config, Config) and cfg_options:
@@ -66,4 +68,18 @@ def init_model(config: Union[str, Config],
     return model.to(device).eval()
 
 
-__all__ = ['init_model']
+def refuse_deployed_file(checkpoint: Optional[str]) -> None:
+    """A deployed file (.onnx, OpenVINO .xml; fp32 or INT8) is not a
+    PyTorch checkpoint: say where it runs instead."""
+    from ..deploy.runtimes import runtime_of_file
+    runtime = checkpoint and runtime_of_file(checkpoint)
+    if runtime:
+        raise UsageError(
+            f'{checkpoint!r} is a deployed {runtime.label} file, not a '
+            'PyTorch checkpoint: segment images with it through '
+            'repseg.infer.Segmenter (tools/infer.py --model FILE), evaluate '
+            'it with repseg.apis.test / tools/test.py CONFIG FILE, or run it '
+            'with repseg.deploy.runtime_of_file(FILE).load(FILE)')
+
+
+__all__ = ['init_model', 'refuse_deployed_file']

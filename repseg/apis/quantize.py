@@ -23,9 +23,10 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..deploy.build import SegForward, build_fused, refuse_overwrite
+from ..deploy.build import (SegForward, build_fused, check_shape,
+                            refuse_overwrite)
 from ..deploy.evaluate import agreement, evaluate, miou
-from ..deploy.forward import TorchForward, with_forward
+from ..deploy.forward import ResizedForward, TorchForward, with_forward
 from ..deploy.onnx import export_model
 from ..deploy.record import config_input_size
 from ..deploy.runs import Int8Request, RuntimeRun, make_runs
@@ -56,6 +57,8 @@ class QuantizeSettings(Settings):
     Args:
         backends (sequence of str): the runtimes to quantize for, side by
             side (:func:`repseg.deploy.runtimes.runtime_names`).
+        input_size (sequence of int or None): (H, W), or one side, of the
+            INT8 files; default: the size the config's test loop runs.
         calib_images (int): train images to calibrate on.
         calib_pipeline (str): 'train' (the config's train pipeline: its
             random transforms, as the model saw in training) or 'test'.
@@ -78,6 +81,7 @@ class QuantizeSettings(Settings):
         allow_unsafe (bool): full unpickling of the checkpoint.
     """
     backends: Sequence[str] = (DEFAULT_RUNTIME, )
+    input_size: Optional[Sequence[int]] = None
     calib_images: int = 64
     calib_pipeline: str = 'train'
     seed: int = 0
@@ -135,7 +139,8 @@ def check_options(backends: Sequence[str], max_drop: Optional[float] = None,
 class _Prepared:
     """What the prepare stage hands on."""
     model: torch.nn.Module           # the fused segmentor (reference)
-    size: tuple
+    size: tuple                      # the INT8 files' input size
+    test_size: tuple                 # what the test loop runs
     inputs: list                     # calibration inputs (numpy)
     calib_files: list
     equalization: dict
@@ -146,7 +151,7 @@ class _Prepared:
 def _files(out_dir: str, runtimes: Sequence[Runtime]) -> dict:
     files = {k: osp.join(out_dir, f) for k, f in (
         ('json', 'quantize.json'), ('md', 'quantize.md'),
-        ('png', 'per_class_iou.png'))}
+        ('png', 'per_class_iou.png'), ('int8_json', 'model_int8.json'))}
     for r in runtimes:
         for p in ('fp32', 'int8'):
             files[f'{r.name}_{p}'] = osp.join(out_dir,
@@ -166,7 +171,9 @@ def _prepare(cfg: Config, checkpoint: str, out_dir: str,
         ('auto' if s.max_drop is not None else 0))
     check_calibration_count(s.calib_images, len(pool), len(control_idx))
     os.makedirs(out_dir, exist_ok=True)
-    size = config_input_size(cfg)
+    test_size = config_input_size(cfg)
+    size = check_shape(s.input_size) if s.input_size is not None else \
+        test_size
     print_log(f'calibrating on {s.calib_images} train images '
               f'({s.calib_pipeline} pipeline, seed {s.seed})',
               logger='current')
@@ -189,10 +196,10 @@ def _prepare(cfg: Config, checkpoint: str, out_dir: str,
             items=control_batches(cfg, control_idx),
             name=f'{len(control_idx)} train images held out of calibration '
             '(test pipeline)',
-            metric=lambda m, items: miou(
-                with_forward(model, TorchForward(m)), cfg, items))
-    return _Prepared(model, size, inputs, calib_files, equalization,
-                     sensitivity, control)
+            metric=lambda m, items: miou(with_forward(
+                model, ResizedForward(TorchForward(m), size)), cfg, items))
+    return _Prepared(model, size, tuple(test_size), inputs, calib_files,
+                     equalization, sensitivity, control)
 
 
 def _quantize_runtimes(out_dir: str, runtimes: Sequence[Runtime],
@@ -206,6 +213,21 @@ def _quantize_runtimes(out_dir: str, runtimes: Sequence[Runtime],
                           'model_{precision}', [r], r.supported_precisions,
                           Int8Request(p.inputs, s.quant_options, p.control),
                           log=log)
+    if tuple(p.size) != p.test_size:
+        log(f'note: the files take {p.size[0]}x{p.size[1]} inputs and the '
+            f'test loop runs {p.test_size[0]}x{p.test_size[1]} ones: the '
+            "runtimes' rows are evaluated with each input resized to the "
+            "files' size and its logits back")
+        for run in runs:
+            run.forward = ResizedForward(run.forward, p.size)
+    # the INT8 files' description: the fp32 export's, for INT8
+    with open(osp.join(out_dir, 'model_fp32.json')) as f:
+        spec = json.load(f)
+    spec.update(precision='int8', quantization=dict(
+        calib_method=s.calib_method, calib_images=s.calib_images,
+        equalize=s.equalize))
+    with open(osp.join(out_dir, 'model_int8.json'), 'w') as f:
+        json.dump(spec, f, indent=2)
     if not any(osp.samefile(r.file, osp.join(out_dir, _EXPORT))
                for r in runs if osp.exists(r.file)):
         os.remove(osp.join(out_dir, _EXPORT))   # only the runtimes' input
@@ -344,7 +366,8 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     if osp.isfile(out_dir):
         raise UsageError(f'the output {out_dir!r} is a file; give a folder')
     files = _files(out_dir, runtimes)
-    refuse_overwrite([files[k] for k in ('json', 'md', 'png')] + [
+    own = ('json', 'md', 'png', 'int8_json')
+    refuse_overwrite([files[k] for k in own] + [
         f for r in runtimes for q in ('fp32', 'int8')
         for f in r.files(files[f'{r.name}_{q}'])], s.force)
     prepared = _prepare(cfg, checkpoint, out_dir, s)

@@ -35,13 +35,14 @@ def fused_eval_hook_cfg(cfg: Config) -> dict:
     return hooks[-1]
 
 
-def test_exported(cfg: Config, path: str) -> dict:
+def test_exported(cfg: Config, path: str, check: bool = True) -> dict:
     """Evaluate an exported model (ONNX for ONNX Runtime, IR ``.xml`` for
     OpenVINO; fp32 or INT8, run as written) on the config's test set:
     mmseg's test loop (whole or sliding-window inference and its
     post-processing) with the runtime running every forward. A file
-    exported from another model or at another input size than the test
-    loop runs is refused first (:func:`repseg.deploy.check_belongs`)."""
+    exported from another model is refused first, then (``check``) the
+    data is checked, then a file of another input size than the test loop
+    runs is refused (:func:`repseg.deploy.check_belongs`)."""
     from ..deploy.build import build_segmentor
     from ..deploy.evaluate import evaluate
     from ..deploy.forward import load_forward
@@ -50,7 +51,10 @@ def test_exported(cfg: Config, path: str) -> dict:
     model = build_segmentor(cfg).eval()
     model.encode_decode = load_forward(path)
     info = model.encode_decode.info
-    check_belongs(path, info, cfg, config_input_size(cfg))
+    check_belongs(path, info, cfg, None)
+    if check:
+        check_data(cfg, loaders=('test_dataloader', ))
+    check_belongs(path, info, cfg, config_input_size(cfg, settable=False))
     name = f'{runtime_label(info.runtime)} ({osp.basename(path)}, ' \
         f'{info.precision})'
     try:
@@ -148,9 +152,7 @@ def test(cfg: Config, checkpoint: str,
                 f'{opt("out", None)} / {opt("show_dir", None)} / '
                 f'{opt("show", None)} / {opt("tta", None)} (or test its '
                 'checkpoint with them)')
-        if s.check:
-            check_data(cfg, loaders=('test_dataloader', ))
-        return test_exported(cfg, checkpoint)
+        return test_exported(cfg, checkpoint, s.check)
     cfg, ckpt = _test_cfg(cfg, checkpoint, s)
     return _run_test(cfg, checkpoint, ckpt, s)
 

@@ -17,7 +17,7 @@ from ..reparam import (assert_fused, compare_outputs, describe,
                        find_conv_bn_pairs, reparameterize_model)
 from .build import (SegForward, build_segmentor, check_shape, dataset_meta,
                     refuse_overwrite, takes_argument)
-from .record import config_input_size
+from .record import block_type, config_input_size
 
 # the top-level parts of an mmseg segmentor whose conv-BN pairs are folded
 PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head')
@@ -152,7 +152,8 @@ def convert_checkpoint(cfg: Config,
     torch.save(
         dict(state_dict=fused.state_dict(),
              meta=dict(repseg_fused=True, source=osp.abspath(checkpoint),
-                       dataset_meta=dataset_meta(cfg))),
+                       dataset_meta=dataset_meta(cfg),
+                       block_type=block_type(cfg))),
         tmp)
     os.replace(tmp, out)
     deploy_cfg.load_from = out

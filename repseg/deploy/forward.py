@@ -29,6 +29,28 @@ class TorchForward:
         return f'TorchForward({self.model!r})'
 
 
+class ResizedForward:
+    """A forward of a fixed input size ``size`` (H, W) for inputs of any
+    size: each input resized to it (bilinear), its logits resized back
+    (the way repseg's inference runs images a fixed-size file cannot take:
+    :func:`repseg.infer.predict.forward`)."""
+
+    def __init__(self, forward, size):
+        self.forward, self.size = forward, tuple(size)
+        self.info = getattr(forward, 'info', None)
+
+    def __call__(self, inputs: torch.Tensor,
+                 batch_img_metas=None) -> torch.Tensor:
+        import torch.nn.functional as F
+        h, w = inputs.shape[-2:]
+        if (h, w) == self.size:
+            return self.forward(inputs, batch_img_metas)
+        x = F.interpolate(inputs, size=self.size, mode='bilinear',
+                          align_corners=False)
+        return F.interpolate(self.forward(x, batch_img_metas), size=(h, w),
+                             mode='bilinear', align_corners=False)
+
+
 def load_forward(path: str, precision: Optional[str] = None,
                  runtime: Optional[str] = None) -> TorchForward:
     """Load the model file ``path`` in its runtime (by its suffix, or
@@ -48,4 +70,4 @@ def with_forward(segmentor, forward):
     return m
 
 
-__all__ = ['TorchForward', 'load_forward', 'with_forward']
+__all__ = ['TorchForward', 'ResizedForward', 'load_forward', 'with_forward']

@@ -22,7 +22,8 @@ from ..reparam import compare_outputs
 from ..settings import Settings
 from .build import (SegForward, build_fused, check_shape, dataset_meta,
                     refuse_overwrite)
-from .record import RECORD_KEY, model_record, config_input_size
+from .record import (RECORD_KEY, checkpoint_block_type,
+                     config_input_size, model_record)
 from .runtimes import DEFAULT_RUNTIME, get_runtime
 
 
@@ -249,7 +250,8 @@ def export_model(cfg: Config,
     model = SegForward(model if model is not None else
                        build_fused(cfg, checkpoint, s.allow_unsafe))
     size = check_shape(config_input_size(cfg)) if size is None else size
-    record = model_record(cfg, None if s.dynamic_shape else size)
+    record = checkpoint_block_type(
+        model_record(cfg, None if s.dynamic_shape else size), checkpoint)
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory(prefix='repseg_export_',
                                      dir=osp.dirname(osp.abspath(out))) as t:

@@ -30,15 +30,46 @@ def _backbone_name(backbone: dict) -> str:
     return f'{kind}-{arch}' if arch is not None else str(kind)
 
 
+def block_type(cfg: Config) -> Optional[str]:
+    """The backbone's ``block_type`` ('repvgg', 'qarepvgg') where it has
+    one."""
+    backbone = cfg.model.get('backbone') or {}
+    kind = getattr(backbone.get('type'), '__name__', backbone.get('type'))
+    return backbone.get('block_type', 'repvgg') if kind == 'RepVGG' \
+        else None
+
+
+def checkpoint_block_type(record: dict, checkpoint: Optional[str]) -> dict:
+    """``record`` with the block type the fused ``checkpoint`` says it was
+    trained with (its ``meta.block_type``, written by tools/convert.py)
+    where the config names another: the fused forms of RepVGG and QARepVGG
+    blocks are the same network (one 3x3 conv with bias), so such a file
+    is what the checkpoint is, whatever config built it."""
+    if not checkpoint or record.get('block_type') is None:
+        return record
+    from ..fileio import read_checkpoint
+    try:
+        meta = (read_checkpoint(checkpoint) or {}).get('meta') or {}
+    except Exception:  # noqa: B902  (read strictly elsewhere already)
+        return record
+    trained = meta.get('block_type') if isinstance(meta, dict) else None
+    if trained and trained != record['block_type']:
+        record = dict(record, block_type=trained,
+                      config_block_type=record['block_type'])
+    return record
+
+
 def _head(cfg: Config) -> dict:
     head = cfg.model.get('decode_head') or {}
     return head[-1] if isinstance(head, (list, tuple)) else head
 
 
-def config_input_size(cfg: Config) -> tuple:
+def config_input_size(cfg: Config, settable: bool = True) -> tuple:
     """(H, W) of every forward the config's test loop runs: the sliding
     window of a 'slide' config, else the size of its first test image after
-    the test pipeline and the data preprocessor (reads that image)."""
+    the test pipeline and the data preprocessor (reads that image).
+    ``settable``: the caller can take the size as a setting instead (the
+    error then says so)."""
     test_cfg = cfg.model.get('test_cfg') or {}
     if test_cfg.get('mode') == 'slide':
         return tuple(int(s) for s in test_cfg['crop_size'])
@@ -50,11 +81,18 @@ def config_input_size(cfg: Config) -> tuple:
             cfg.test_dataloader['dataset']))[0]
     except Exception as e:  # noqa: B902  (any dataset or pipeline error)
         first = (str(e).strip().splitlines() or [''])[0][:200]
+        hint = ''
+        if 'list' in first and 'tuple' in first:
+            hint = (' A list where mmseg wants a tuple: on the command line '
+                    "write a tuple in quotes, e.g. --cfg-options "
+                    "test_dataloader.dataset.pipeline.1.scale='(512,256)'.")
         raise UsageError(
-            'the input size of this config follows its test images (whole-'
-            'image inference), which could not be read '
-            f'({type(e).__name__}: {first}); give the size with '
-            f'{opt("input_size", None)} H W') from None
+            'the test loop of this config runs whole images at the size its '
+            'test pipeline gives them, but the pipeline failed on the first '
+            f'test image ({type(e).__name__}: {first}).{hint}'
+            + (f' Or give the size with {opt("input_size", None)} H W.'
+               if settable else ' Fix the test pipeline or the data.')
+        ) from None
     pre = MODELS.build(copy.deepcopy(cfg.model['data_preprocessor']))
     data = pre(dict(inputs=[sample['inputs']],
                     data_samples=[sample['data_samples']]), False)
@@ -117,6 +155,7 @@ def model_record(cfg: Config, shape: Optional[Sequence[int]]) -> dict:
     return dict(
         config=osp.basename(cfg.filename) if cfg.filename else None,
         backbone=_backbone_name(cfg.model.get('backbone') or {}),
+        block_type=block_type(cfg),
         dilation_mode=(cfg.model.get('backbone') or {}).get(
             'dilation_mode'),
         decode_head=str(getattr(head.get('type'), '__name__',
@@ -133,12 +172,13 @@ def _describe(record: dict) -> str:
 
 
 def check_belongs(path: str, info: RunInfo, cfg: Config,
-                  size: Sequence[int]) -> None:
+                  size: Optional[Sequence[int]]) -> None:
     """Refuse the model file ``path`` (loaded: ``info`` holds its
     ``record`` and ``input_size``) for evaluation with ``cfg``, whose test
     loop runs inputs of ``size``: another model (backbone, decoder, number
     of classes) or another input size. Files without a record (exported
-    elsewhere) are checked for their size only."""
+    elsewhere) are checked for their size only; ``size`` None checks the
+    model only."""
     record = info.record
     name = osp.basename(cfg.filename) if cfg.filename else 'this config'
     if record:
@@ -150,12 +190,16 @@ def check_belongs(path: str, info: RunInfo, cfg: Config,
                 f'{_describe(mine)}: evaluate it with the config it was '
                 'exported from, or export this config\'s checkpoint')
     have = info.input_size
-    if have and tuple(have) != tuple(size):
+    if size is not None and have and tuple(have) != tuple(size):
+        h, w = size
+        again = (f'quantize it again at {h}x{w} (tools/quantize.py CONFIG '
+                 f'CHECKPOINT OUT: the default size for this config, or '
+                 f'--shape {h} {w})' if info.precision == 'int8' else
+                 f'export it again at {h}x{w} (tools/export.py\'s default '
+                 'size for this config)')
         raise UsageError(
             f'{path!r} takes {have[0]}x{have[1]} inputs, but the test loop '
-            f'of {name} runs {size[0]}x{size[1]} ones: export it again at '
-            f'{size[0]}x{size[1]} (tools/export.py\'s default size for this '
-            'config)')
+            f'of {name} runs {h}x{w} ones: {again}')
 
 
 __all__ = ['RECORD_KEY', 'model_record', 'recipe_of', 'config_input_size',

@@ -1,0 +1,136 @@
+"""The mistakes a new user made on the way from a deployed file to labels,
+each one ``error:`` line (or the right record) that says what to do."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from repseg.apis import QuantizeSettings, init_model, load_cfg, quantize
+from repseg.deploy import build_segmentor, convert_checkpoint
+from repseg.deploy.onnx import ExportSettings, export_model
+from repseg.errors import UsageError
+from repseg.testing import randomize_bn_
+from tests.utils import CONFIG_DIR, DEMO_CONFIG, ROOT, small_cfg
+
+pytestmark = pytest.mark.slow
+
+
+def tool(name, *args):
+    return subprocess.run([sys.executable, osp.join(ROOT, 'tools', name),
+                           *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith('error: '), proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    return lines[-1]
+
+
+def _model(root, tmp, name, options=None):
+    cfg = small_cfg(DEMO_CONFIG, root, tmp / f'w_{name}',
+                    cfg_options=options)
+    path = str(tmp / f'{name}.py')
+    cfg.dump(path)
+    cfg = load_cfg(path)
+    torch.manual_seed(0)
+    ckpt = str(tmp / f'{name}.pth')
+    torch.save(dict(state_dict=randomize_bn_(build_segmentor(cfg),
+                                             seed=2).state_dict()), ckpt)
+    return path, ckpt, cfg
+
+
+@pytest.fixture(scope='module')
+def int8(synthetic_root, tmp_path_factory):
+    """(config, checkpoint, INT8 .xml, INT8 .onnx) of the demo model,
+    quantized at 64x64 (the test loop runs 64x128)."""
+    tmp = tmp_path_factory.mktemp('mistakes')
+    path, ckpt, cfg = _model(synthetic_root, tmp, 'demo')
+    out = tmp / 'q'
+    quantize(cfg, ckpt, str(out), QuantizeSettings(
+        backends=('onnxruntime', 'openvino'), input_size=(64, 64),
+        calib_images=2, repeat=1, sensitivity_images=0))
+    return path, ckpt, str(out / 'model_int8.xml'), \
+        str(out / 'model_int8.onnx'), out
+
+
+def test_quantize_takes_a_size_and_describes_its_int8_files(int8):
+    _, _, xml, onnx, out = int8
+    spec = json.loads((out / 'model_int8.json').read_text())
+    assert spec['precision'] == 'int8'
+    assert spec['model']['input_size'] == [64, 64]
+    assert len(spec['model']['recipe']['palette']) == 19
+    assert spec['input']['height_width'] == [64, 64]
+
+
+def test_a_deployed_file_given_to_init_model(int8):
+    path, _, xml, _, _ = int8
+    with pytest.raises(UsageError, match=r'is a deployed OpenVINO file, not '
+                       'a PyTorch checkpoint: segment images with it '
+                       r'through repseg.infer.Segmenter \(tools/infer.py'):
+        init_model(path, xml)
+
+
+def test_another_model_is_named_before_missing_data(int8, tmp_path):
+    """An INT8 file of the demo model given with another model's config
+    whose data root does not exist: the model mismatch is the line."""
+    _, _, xml, _, _ = int8
+    other = load_cfg(DEMO_CONFIG, cfg_options={
+        'model.decode_head.num_classes': 5,
+        'model.auxiliary_head.num_classes': 5,
+        'test_dataloader.dataset.data_root': str(tmp_path / 'nowhere')})
+    other_path = str(tmp_path / 'other.py')
+    other.dump(other_path)
+    line = one_error_line(tool('test.py', other_path, xml))
+    assert 'RepVGG-A0 + PSPHead, 19 classes' in line, line
+    assert 'builds RepVGG-A0 + PSPHead, 5 classes' in line, line
+
+
+def test_an_int8_file_of_another_size_says_quantize_again(int8):
+    path, _, _, onnx, _ = int8
+    line = one_error_line(tool('test.py', path, onnx))
+    assert 'takes 64x64 inputs, but the test loop of demo.py runs 64x128 ' \
+        'ones: quantize it again at 64x128 (tools/quantize.py' in line, line
+    assert '--shape 64 128' in line, line
+
+
+def test_a_list_in_cfg_options_is_explained(int8):
+    path, _, _, onnx, _ = int8
+    line = one_error_line(tool(
+        'test.py', path, onnx, '--cfg-options',
+        'test_dataloader.dataset.pipeline.1.scale=[512,256]'))
+    assert 'A list where mmseg wants a tuple' in line, line
+    assert "scale='(512,256)'" in line, line
+    assert '--shape' not in line and 'input_size' not in line, line
+
+
+def test_a_repvgg_checkpoint_exported_with_the_qarepvgg_config(
+        synthetic_root, tmp_path):
+    """The fused forms of the two blocks are the same network: the export
+    works and records what the checkpoint is (RepVGG), not the config's
+    block; a RepVGG TRAINING checkpoint does not fit the QARepVGG config
+    and is refused."""
+    path, ckpt, cfg = _model(synthetic_root, tmp_path, 'rep')
+    fused = str(tmp_path / 'rep_fused.pth')
+    convert_checkpoint(cfg, ckpt, fused)
+    qa = small_cfg(osp.join(CONFIG_DIR, 'pspnet_qarepvgg_a0_synthetic.py'),
+                   synthetic_root, tmp_path / 'wq')
+    out = str(tmp_path / 'm.onnx')
+    export_model(qa, fused, out, ExportSettings(verify=False))
+    with open(out[:-5] + '.json') as f:
+        record = json.load(f)['model']
+    import onnx
+    in_file = json.loads({p.key: p.value for p in onnx.load(
+        out).metadata_props}['repseg'])
+    assert in_file['block_type'] == 'repvgg'
+    assert in_file['config_block_type'] == 'qarepvgg'
+    assert record['block_type'] == 'qarepvgg'   # the config's description
+    from repseg.errors import CheckpointError
+    with pytest.raises(CheckpointError):
+        export_model(qa, ckpt, str(tmp_path / 't.onnx'),
+                     ExportSettings(verify=False))
