@@ -65,6 +65,10 @@ def build_parser():
                    help='With --int8: also time the INT8 model of the '
                    'equalized fused model (tools/quantize.py --equalize), '
                    'side by side with the plain one (default off).')
+    p.add_argument('--throughput', type=int, default=0, metavar='N',
+                   help='With --backend: also time each runtime in '
+                   'throughput mode with N images in flight (the streams '
+                   'and requests it chooses, read back).')
     p.add_argument('--bf16', action='store_true',
                    help='Also time a bf16 copy of each fused model in '
                    'PyTorch and, with --backend openvino, in OpenVINO '

@@ -45,7 +45,13 @@ class Run:
         vs_pytorch_native (float): its speed over the native-conv run's.
         profile (dict): time by layer kind and part (``--profile``).
         equalize (str): runtime INT8 runs of the equalized model: the
-            method (:func:`repseg.deploy.equalize.equalize_`), else None.
+            method (:func:`repseg.quant.equalize.equalize_`), else None.
+        file (str): runtimes: the model file timed (a temporary file).
+        throughput_img_per_s, throughput_streams, throughput_requests,
+        throughput_vs_latency: runtimes with ``--throughput N``: images/s
+            with N images in flight in throughput mode, the streams and
+            requests the runtime chose (read back), and the ratio to the
+            latency-mode images/s.
     """
     runtime: str = PYTORCH
     precision: str = 'fp32'
@@ -73,6 +79,11 @@ class Run:
     vs_pytorch_native: Optional[float] = None
     profile: Optional[dict] = None
     equalize: Optional[str] = None
+    file: Optional[str] = None
+    throughput_img_per_s: Optional[float] = None
+    throughput_streams: Optional[int] = None
+    throughput_requests: Optional[int] = None
+    throughput_vs_latency: Optional[float] = None
 
     @classmethod
     def of(cls, info: RunInfo, **fields) -> 'Run':

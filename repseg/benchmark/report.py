@@ -127,12 +127,16 @@ def runtime_table(result: dict) -> Optional[str]:
         return None
     nat = any(run.vs_pytorch_native is not None for r in rows
               for run in r.runtime_runs().values())
+    tp = any(run.throughput_img_per_s for r in rows
+             for run in r.runtime_runs().values())
     head = ['model', 'runtime', 'asked', 'precision ran', 'img/s',
             'latency ms (median ± IQR)', 'vs PyTorch fp32 (fused, '
             'fastest conv)'] + (['vs PyTorch fp32 native conv'] if nat
                                 else []) + [
         'max abs diff / max abs logit', 'argmax agreement %',
-        'convs+matmuls in float', 'kernels']
+        'convs+matmuls in float', 'kernels'] + (
+            ['throughput img/s (streams x requests)',
+             'throughput / latency'] if tp else [])
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in rows:
         for run in r.runtime_runs().values():
@@ -150,6 +154,11 @@ def runtime_table(result: dict) -> Optional[str]:
                       str(run.float_layers)
                       if run.precision == 'int8' else '-',
                       run.kernels or '-']
+            if tp:
+                cells += [f'{_fmt(run.throughput_img_per_s, ".3f")} ('
+                          f'{run.throughput_streams} x '
+                          f'{run.throughput_requests})',
+                          _fmt(run.throughput_vs_latency) + 'x']
             lines.append('| ' + ' | '.join(cells) + ' |')
     lines += [f'\n{r.name}: ' + ' '.join(equalization_lines(r.equalization))
               for r in rows if r.equalization]

@@ -91,6 +91,7 @@ class BenchmarkSettings:
     int8: bool = False
     equalize: str = 'off'
     bf16: bool = False
+    throughput: int = 0
 
     @classmethod
     def of(cls, options: dict, **overrides) -> 'BenchmarkSettings':
@@ -180,6 +181,13 @@ class BenchmarkSettings:
             raise UsageError(f'{opt("bf16")} times a bf16 copy of each fp32 '
                              f'model next to it; drop {opt("dtype", None)} '
                              f'/ {opt("amp")}')
+        if self.throughput and not self.runtimes:
+            raise UsageError(f'{opt("throughput", self.throughput)} times '
+                             'the runtimes in throughput mode; it needs '
+                             f'{opt("backend", None)}')
+        if self.throughput < 0:
+            raise UsageError(f'{opt("throughput", self.throughput)}: give '
+                             'the images per round (1 or more), or 0')
         if self.profile and (self.compile or self.runtimes):
             raise UsageError(f'{opt("profile")} times the layers of the eager '
                              f'PyTorch model; drop {opt("compile")} / '
@@ -232,7 +240,8 @@ def _runtime_runs(module, x, tmp_dir, row, s: 'BenchmarkSettings',
     made.sort(key=lambda m: order[m.runtime])   # each runtime's rows together
     runs = []
     for m in made:
-        run = row.runs[m.label] = Run.of(m.info, equalize=m.equalize)
+        run = row.runs[m.label] = Run.of(m.info, equalize=m.equalize,
+                                         file=m.file)
         run.set_check(compare_outputs(ref, m.forward(x[:1])))
         runs.append((m.label, m.forward))
     return runs
@@ -424,6 +433,39 @@ def _time_runs(runs: list, x: torch.Tensor, s: BenchmarkSettings,
     return times
 
 
+def _time_throughput(rows: list, x: torch.Tensor, s: BenchmarkSettings,
+                     logger: Callable) -> None:
+    """Every runtime run again in throughput mode (the runtime's streams
+    and requests, ``s.throughput`` images in flight per round through
+    ``submit``), in interleaved rounds; images/s, streams and requests (as
+    the runtime reads them back) into each :class:`Run`."""
+    models = {}
+    for row in rows:
+        for label, run in row.runtime_runs().items():
+            model = get_runtime(run.runtime).load(
+                run.file, run.precision, threads=torch.get_num_threads(),
+                mode='throughput')
+            models[(id(row), label)] = (run, model)
+    image = x[:1].float().cpu().numpy()
+
+    def call(model):
+        for future in [model.submit(image) for _ in range(s.throughput)]:
+            future.result()
+
+    for _, model in models.values():   # warm-up
+        call(model)
+    times = time_interleaved({k: m for k, (_, m) in models.items()}, call,
+                             s.repeat, 1, lambda r: logger(
+                                 f'throughput round {r + 1}/{s.repeat} '
+                                 'done'))
+    for key, (run, model) in models.items():
+        run.throughput_img_per_s = s.throughput / statistics.median(
+            times[key])
+        run.throughput_streams = model.info.streams
+        run.throughput_requests = model.info.requests
+        model.close()
+
+
 def _summarize(rows: list, runs: list, times: dict,
                s: BenchmarkSettings) -> None:
     """Latency statistics per run and the ratios between runs (in place)."""
@@ -447,6 +489,9 @@ def _summarize(rows: list, runs: list, times: dict,
             if label == FUSED:
                 continue
             run.vs_pytorch = run.img_per_s / row.fused.img_per_s
+            if run.throughput_img_per_s:
+                run.throughput_vs_latency = (run.throughput_img_per_s /
+                                             run.img_per_s)
             if native is not None and run.runtime != PYTORCH:
                 run.vs_pytorch_native = run.img_per_s / native.img_per_s
 
@@ -507,6 +552,8 @@ def run_benchmark(entries: List[dict],
                    f'fused, {row.nnpack_convs}/{row.convs} convs on '
                    f'NNPACK) in {time.time() - t0:.1f} s')
         times = _time_runs(runs, x, s, logger)
+        if s.throughput:
+            _time_throughput(rows, x, s, logger)
         if s.profile:
             for row, label, fn in runs:
                 with s.autocast():

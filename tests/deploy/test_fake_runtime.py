@@ -122,14 +122,20 @@ def test_fake_runtime_through_the_benchmark(fake, demo):
         [dict(name='demo', config=DEMO_CONFIG, checkpoint=ckpt)],
         BenchmarkSettings(backend=('fakert', ), int8=True,
                           input_size=(64, 64), warmup=0, iters=1, repeat=1,
-                          flops=False), logger=lambda m: None)
+                          flops=False, throughput=3), logger=lambda m: None)
     (row, ) = result['rows']
     assert row.runs['fakert'].precision_ran == 'fp32'
     assert row.runs['fakert'].relative_diff <= 1e-4
     assert row.runs['fakert_int8'].precision_ran == 'int8'
     assert row.runs['fakert_int8'].kernels == 'fake kernels'
+    # throughput mode: several requests in flight through submit()
+    tp = row.runs['fakert_int8']
+    assert tp.throughput_img_per_s > 0 and tp.throughput_requests >= 1
+    assert tp.throughput_vs_latency == pytest.approx(
+        tp.throughput_img_per_s / tp.img_per_s)
     table = markdown_table(result)
     assert '| demo | Fake RT | int8 | int8 |' in table, table
+    assert 'throughput img/s (streams x requests)' in table, table
     assert 'Fake RT: fake scheme, minmax' in table, table
     assert f"Note: {NOTE[len('note: '):]}" in table, table
 
