@@ -60,6 +60,10 @@ def build_parser():
     p.add_argument('--no-pipeline', dest='pipeline', action='store_false',
                    help='Read, run and write one image after the other '
                    '(for comparison; the default overlaps them).')
+    p.add_argument('--shard', metavar='K/N',
+                   help='Take the K-th of every N inputs (stable sorted '
+                   'order): N processes or machines split one job into one '
+                   'DIR.')
     p.add_argument('--quiet', action='store_true',
                    help='No progress bar.')
     add_force(p, 'the outputs of another run in DIR (everything is redone)')

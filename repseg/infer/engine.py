@@ -50,6 +50,10 @@ class InferSettings(Settings):
         force (bool): write into an output folder of another run (redoing
             everything there).
         keep_labels (bool): results carry their label arrays.
+        shard (str or None): 'K/N': this process takes the K-th of every N
+            inputs in a stable sorted order (N processes, e.g. a Slurm job
+            array or N machines on a shared filesystem, split one job into
+            one output folder; each resumes through its manifest).
     """
     recursive: bool = False
     every: int = 1
@@ -65,6 +69,19 @@ class InferSettings(Settings):
     quiet: bool = False
     force: bool = False
     keep_labels: bool = False
+    shard: Optional[str] = None
+
+    @property
+    def shard_of(self) -> Optional[tuple]:
+        """(K, N) of ``shard`` 'K/N', or None."""
+        if not self.shard:
+            return None
+        k, _, n = str(self.shard).partition('/')
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise UsageError(f'{opt("shard", self.shard)} is not K/N with '
+                             '1 <= K <= N (e.g. 2/4: the second of four '
+                             'shares)')
+        return int(k), int(n)
 
     def check(self) -> None:
         if self.every < 1:
@@ -76,6 +93,7 @@ class InferSettings(Settings):
         if self.mode not in ('auto', 'latency', 'throughput'):
             raise UsageError(f'{opt("mode", self.mode)} is not a mode: '
                              "choose 'latency', 'throughput' or 'auto'")
+        self.shard_of   # noqa: B018  (checks it)
         if self.threads is not None and self.threads < 1:
             raise UsageError(f'{opt("threads", self.threads)}: give 1 or '
                              'more')
@@ -273,6 +291,15 @@ def plan(inputs, settings: InferSettings) -> tuple:
     """The sources and the number of images (videos opened to count their
     frames; one that cannot be opened is a UsageError)."""
     sources = with_root_names(collect(inputs, settings.recursive))
+    shard = settings.shard_of
+    if shard and sources:
+        k, n = shard
+        ordered = sorted(sources, key=lambda s: osp.abspath(s.path))
+        sources = ordered[k - 1::n]
+        if not sources:
+            raise UsageError(f'shard {k}/{n} has no inputs: the job holds '
+                             f'{len(ordered)}; run at most {len(ordered)} '
+                             'shards')
     if not sources:
         raise UsageError(
             'the inputs hold no image or video (looked for '
@@ -300,9 +327,11 @@ def run(net: Network, sources: List[Source], total: int, out_dir: str,
     r = net.recipe
     outputs = Outputs(out_dir, r.classes, r.palette, settings.overlay,
                       settings.opacity, settings.label_ids, settings.areas)
+    shard = settings.shard_of
     manifest = Manifest(out_dir, dict(model=net.identity,
                                       options=settings.outputs()),
-                        settings.force)
+                        settings.force, failures=f'failures.shard-{shard[0]}'
+                        f'-of-{shard[1]}.txt' if shard else 'failures.txt')
     busy = _Busy()
     calls = threading.BoundedSemaphore(max(1, net.info.requests))
 

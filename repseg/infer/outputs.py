@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import os.path as osp
+import socket
 import threading
 from typing import Dict, List, Optional, Sequence
 
@@ -19,6 +20,9 @@ from ..errors import UsageError, opt
 from .sources import Item
 
 MANIFEST = 'manifest.json'
+#: temporary files name their host and process: several machines may write
+#: into one shared folder, and only this host's dead processes' are stale
+_HOST = socket.gethostname().replace('-', '_').replace('.', '_') or 'host'
 DONE = 'done.txt'
 FAILURES = 'failures.txt'
 AREAS = 'areas.csv'
@@ -28,7 +32,7 @@ def write_atomic(path: str, data: bytes) -> str:
     """Write ``data`` to ``path`` through a temporary file in the same
     folder (renamed into place: never half-written)."""
     os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}-{threading.get_ident()}'
+    tmp = f'{path}.tmp-{_HOST}-{os.getpid()}-{threading.get_ident()}'
     try:
         with open(tmp, 'wb') as f:
             f.write(data)
@@ -130,7 +134,7 @@ class Outputs:
         path = osp.join(self.out_dir, 'overlays', key + '.mp4')
         first = cv2.imread(frames[0])
         h, w = first.shape[:2]
-        tmp = path[:-4] + f'.tmp-{os.getpid()}.mp4'
+        tmp = path[:-4] + f'.tmp-{_HOST}-{os.getpid()}-0.mp4'
         os.makedirs(osp.dirname(path), exist_ok=True)
         writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*'mp4v'),
                                  fps or 25.0, (w, h))
@@ -154,15 +158,17 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(out_dir: str) -> int:
-    """Remove the temporary files of runs that were killed before they
-    renamed them into place (``NAME.tmp-PID-THREAD``; files of a process
-    still running are left alone). Returns how many went."""
+    """Remove the temporary files of runs on this host that were killed
+    before they renamed them into place (``NAME.tmp-HOST-PID-THREAD``;
+    files of a process still running, or of another host, are left
+    alone). Returns how many went."""
     removed = 0
     for dirpath, _, files in os.walk(out_dir):
         for f in files:
-            head, sep, tail = f.rpartition('.tmp-')
-            pid = tail.split('-')[0].split('.')[0]
-            if sep and pid.isdigit() and not _alive(int(pid)):
+            _, sep, tail = f.rpartition('.tmp-')
+            parts = tail.split('-')
+            if sep and len(parts) >= 3 and parts[0] == _HOST and \
+                    parts[1].isdigit() and not _alive(int(parts[1])):
                 os.remove(osp.join(dirpath, f))
                 removed += 1
     return removed
@@ -173,8 +179,10 @@ class Manifest:
     outputs), ``done.txt`` (one line per finished image, appended after its
     files are in place) and ``failures.txt`` of an output folder."""
 
-    def __init__(self, out_dir: str, description: dict, force: bool):
+    def __init__(self, out_dir: str, description: dict, force: bool,
+                 failures: str = FAILURES):
         self.out_dir = out_dir
+        self.failures = failures
         path = osp.join(out_dir, MANIFEST)
         self.done = set()
         if osp.isfile(path) and not force:
@@ -191,7 +199,8 @@ class Manifest:
             if osp.isfile(osp.join(out_dir, DONE)):
                 with open(osp.join(out_dir, DONE)) as f:
                     self.done = {ln.rstrip('\n') for ln in f if ln.strip()}
-        elif osp.isdir(out_dir) and not force and os.listdir(out_dir):
+        elif osp.isdir(out_dir) and not force and [
+                f for f in os.listdir(out_dir) if '.tmp-' not in f]:
             raise UsageError(
                 f'{out_dir!r} exists and holds files that are not an '
                 'inference run\'s: give an empty or new folder, or '
@@ -199,7 +208,7 @@ class Manifest:
         os.makedirs(out_dir, exist_ok=True)
         remove_stale_temporaries(out_dir)
         if force:
-            for name in (DONE, FAILURES, AREAS):
+            for name in (DONE, failures, AREAS):
                 if osp.exists(osp.join(out_dir, name)):
                     os.remove(osp.join(out_dir, name))
         write_atomic(path, json.dumps(description, indent=2).encode())
@@ -211,7 +220,7 @@ class Manifest:
                 f.write(item.key + '\n')
 
     def write_failures(self, failures: List[tuple]) -> Optional[str]:
-        path = osp.join(self.out_dir, FAILURES)
+        path = osp.join(self.out_dir, self.failures)
         if not failures:
             if osp.exists(path):
                 os.remove(path)

@@ -241,3 +241,34 @@ def test_sigkill_leaves_no_half_written_file(model, synthetic_root,
     leftovers = [f for _, _, fs in os.walk(out) for f in fs
                  if '.tmp-' in f]
     assert not leftovers, leftovers
+
+
+def test_two_shards_make_the_single_run(model, folder, tmp_path):
+    """--shard 1/2 and 2/2 into one folder, at the same time: together
+    the label maps of one run, byte for byte, each image done once."""
+    _, _, onnx = model
+    good = [str(folder / 'a.png'), str(folder / 'b.jpg'),
+            str(folder / 'sub' / 'c.png')]
+    single = infer(*good, '--model', onnx, '--out', str(tmp_path / 'one'),
+                   '--quiet', '--threads', '1')
+    assert single.returncode == 0, single.stderr[-2000:]
+    shared = str(tmp_path / 'shared')
+    procs = [subprocess.Popen(
+        [sys.executable, TOOL, *good, '--model', onnx, '--out', shared,
+         '--quiet', '--threads', '1', '--shard', f'{k}/2'], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for k in (1, 2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    counts = sorted(int(o.split(' done')[0].split()[-1]) for o, _ in outs)
+    assert counts == [1, 2]
+    done = open(osp.join(shared, 'done.txt')).read().split()
+    # two roots (street/ and street/sub/): a subfolder each
+    keys = ['street/a', 'street/b', 'sub/c']
+    assert sorted(done) == keys
+    for key in keys:
+        assert open(osp.join(shared, 'labels', f'{key}.png'), 'rb').read() \
+            == open(tmp_path / 'one' / 'labels' / f'{key}.png', 'rb').read()
+    line = one_error_line(infer(*good, '--model', onnx, '--out', shared,
+                                '--shard', '3/2'))
+    assert '--shard 3/2 is not K/N with 1 <= K <= N' in line
