@@ -39,14 +39,32 @@ def _module_name(path):
     return rel[:-len('.__init__')] if rel.endswith('.__init__') else rel
 
 
+def _resolve(package, relative):
+    """The absolute name of ``relative`` ('.build', '..engine.config')
+    imported from ``package``."""
+    level = len(relative) - len(relative.lstrip('.'))
+    base = package.split('.')
+    base = base[:len(base) - level + 1]
+    rest = relative.lstrip('.')
+    return '.'.join(base + ([rest] if rest else []))
+
+
 def imports(path):
     """(line, absolute module) of every import statement in the file at
-    ``path``, wherever it stands (module level or inside a function)."""
+    ``path``, wherever it stands (module level or inside a function), and
+    of every module a package face imports lazily (the ``_NAMES`` of
+    :func:`repseg._lazy.lazy_names`)."""
     module = _module_name(path)
     package = module if path.endswith('__init__.py') else \
         module.rpartition('.')[0]
     found = []
     for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Assign) and any(
+                getattr(t, 'id', '') == '_NAMES' for t in node.targets) \
+                and isinstance(node.value, ast.Call):
+            found += [(node.lineno, _resolve(package, k.value.value))
+                      for k in node.value.keywords
+                      if isinstance(k.value, ast.Constant)]
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -5,20 +5,24 @@ import argparse
 import os
 import sys
 
-from mmengine.config import DictAction
 
+def cfg_options_action():
+    """mmengine's ``--cfg-options KEY=VALUE ...`` action, with a usage
+    error instead of a traceback for an item without ``=`` (mmengine is
+    imported here: tools without --cfg-options run without it)."""
+    from mmengine.config import DictAction
 
-class CfgOptions(DictAction):
-    """mmengine's ``--cfg-options KEY=VALUE ...``, with a usage error
-    instead of a traceback for an item without ``=``."""
+    class CfgOptions(DictAction):
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        bad = [v for v in values or () if '=' not in v]
-        if bad:
-            raise argparse.ArgumentError(
-                self, f'{bad[0]!r} is not KEY=VALUE (e.g. '
-                'model.backbone.arch=B2 or train_cfg.max_iters=100)')
-        super().__call__(parser, namespace, values, option_string)
+        def __call__(self, parser, namespace, values, option_string=None):
+            bad = [v for v in values or () if '=' not in v]
+            if bad:
+                raise argparse.ArgumentError(
+                    self, f'{bad[0]!r} is not KEY=VALUE (e.g. '
+                    'model.backbone.arch=B2 or train_cfg.max_iters=100)')
+            super().__call__(parser, namespace, values, option_string)
+
+    return CfgOptions
 
 
 def make_parser(doc: str, prog=None) -> argparse.ArgumentParser:
@@ -36,7 +40,8 @@ def add_config(parser, what='the model and its data'):
 
 def add_cfg_options(parser):
     parser.add_argument(
-        '--cfg-options', nargs='+', action=CfgOptions, metavar='KEY=VALUE',
+        '--cfg-options', nargs='+', action=cfg_options_action(),
+        metavar='KEY=VALUE',
         help='Override settings of the config, e.g. '
         'model.backbone.arch=B2 train_cfg.max_iters=100 (a key that does not '
         'exist is refused with the nearest valid names).')

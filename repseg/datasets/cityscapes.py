@@ -9,7 +9,6 @@ from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
-from mmengine.utils import track_parallel_progress, track_progress
 
 from ..errors import DatasetError
 
@@ -67,6 +66,7 @@ def convert_label_ids(root: str, nproc: int = 1,
         ]
     if not files:
         return 0
+    from mmengine.utils import track_parallel_progress, track_progress
     if nproc > 1:
         track_parallel_progress(_convert_one, files, nproc)
     else:

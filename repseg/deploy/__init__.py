@@ -2,17 +2,17 @@
 """Deployment: the fused segmentor built from a config and a checkpoint,
 deploy checkpoints with a config that describes them exactly, the export
 to ONNX / OpenVINO IR, and the runtimes that run them
-(:mod:`.runtimes`)."""
-from .build import (SegForward, build_fused, build_segmentor, check_channels,
-                    check_model, check_shape)
-from .convert import convert_checkpoint, deploy_model_cfg
-from .onnx import export_model, export_onnx, to_onnx
-from .record import check_belongs, model_record, config_input_size
-from .runtimes import get_runtime, runtime_of_file
+(:mod:`.runtimes`). Names are imported when first used: the runtimes
+(numpy only) import without the training stack."""
+from .._lazy import lazy_names
 
-__all__ = [
-    'SegForward', 'build_fused', 'build_segmentor', 'check_channels',
-    'check_model', 'check_shape', 'convert_checkpoint', 'deploy_model_cfg',
-    'export_model', 'export_onnx', 'to_onnx', 'get_runtime',
-    'runtime_of_file', 'check_belongs', 'model_record', 'config_input_size'
-]
+_NAMES = dict(
+    SegForward='.build', build_fused='.build', build_segmentor='.build',
+    check_channels='.build', check_model='.build', check_shape='.build',
+    convert_checkpoint='.convert', deploy_model_cfg='.convert',
+    export_model='.onnx', export_onnx='.onnx', to_onnx='.onnx',
+    ExportSettings='.onnx', check_belongs='.record',
+    model_record='.record', config_input_size='.record',
+    get_runtime='.runtimes', runtime_of_file='.runtimes')
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
+__all__ = list(_NAMES)

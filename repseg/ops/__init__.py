@@ -5,15 +5,19 @@ and the CPU's vector ISA (:mod:`.cpu`).
 "fast" names only the paper's dilation layout (``dilation_mode='fast'``);
 the NNPACK path's former names ``use_fast_convs``, ``count_fast_convs`` and
 ``repseg.ops.fast_conv`` still work for one release, with a
-DeprecationWarning."""
+DeprecationWarning. The NNPACK names are imported when first used: the ISA
+label and the timing (:mod:`.cpu`, :mod:`.timing`) need no torch."""
 import functools
 import warnings
 
-from .nnpack_conv import (CONV_IMPLS, NNPACKConv2d, count_nnpack_convs,
-                          is_nnpack, is_nnpack_eligible,
-                          kernel_transform_bytes, nnpack_available,
-                          nnpack_conv3x3, nnpack_pays_off, resolve_conv_impl,
-                          transform_kernels, use_nnpack_convs)
+from .._lazy import lazy_names
+
+_NAMES = {name: '.nnpack_conv' for name in (
+    'CONV_IMPLS', 'NNPACKConv2d', 'count_nnpack_convs', 'is_nnpack',
+    'is_nnpack_eligible', 'kernel_transform_bytes', 'nnpack_available',
+    'nnpack_conv3x3', 'nnpack_pays_off', 'resolve_conv_impl',
+    'transform_kernels', 'use_nnpack_convs')}
+_getattr, __dir__ = lazy_names(__name__, _NAMES)
 
 
 def deprecated_alias(func, old: str):
@@ -32,8 +36,17 @@ def deprecated_alias(func, old: str):
     return alias
 
 
-use_fast_convs = deprecated_alias(use_nnpack_convs, 'use_fast_convs')
-count_fast_convs = deprecated_alias(count_nnpack_convs, 'count_fast_convs')
+_ALIASES = dict(use_fast_convs='use_nnpack_convs',
+                count_fast_convs='count_nnpack_convs')
+
+
+def __getattr__(name):
+    if name in _ALIASES:
+        value = deprecated_alias(_getattr(_ALIASES[name]), name)
+        globals()[name] = value
+        return value
+    return _getattr(name)
+
 
 __all__ = [
     'CONV_IMPLS', 'NNPACKConv2d', 'count_nnpack_convs', 'is_nnpack',

@@ -272,3 +272,41 @@ def test_two_shards_make_the_single_run(model, folder, tmp_path):
     line = one_error_line(infer(*good, '--model', onnx, '--out', shared,
                                 '--shard', '3/2'))
     assert '--shard 3/2 is not K/N with 1 <= K <= N' in line
+
+
+@pytest.mark.parametrize('suffix', ['.onnx', '.xml'])
+def test_deployed_files_run_without_the_training_stack(model, folder,
+                                                       tmp_path, suffix):
+    """Where torch, mmcv, mmengine and mmseg cannot be imported (the
+    deployment install), tools/infer.py runs a deployed file and writes
+    the same label maps, byte for byte, as the full install (the same
+    threads per request)."""
+    path, ckpt, onnx = model
+    model_file = onnx
+    if suffix == '.xml':
+        model_file = str(tmp_path / 'm.xml')
+        export_model(load_cfg(path), ckpt, model_file,
+                     ExportSettings(backend='openvino', verify=False))
+    args = [str(folder), '--recursive', '--model', model_file, '--quiet',
+            '--threads', '1', '--mode', 'latency']
+    full = infer(*args, '--out', str(tmp_path / 'full'))
+    bare = subprocess.run(
+        [sys.executable, osp.join(osp.dirname(__file__),
+                                  'without_training_stack.py'), TOOL, *args,
+         '--out', str(tmp_path / 'bare')], capture_output=True, text=True,
+        cwd=ROOT, timeout=600)
+    assert full.returncode == bare.returncode == 1   # the two bad files
+    assert '3 done' in bare.stdout, bare.stderr[-3000:]
+    for key in ('a', 'b', 'sub/c'):
+        assert open(tmp_path / 'bare' / 'labels' / f'{key}.png', 'rb').read(
+        ) == open(tmp_path / 'full' / 'labels' / f'{key}.png', 'rb').read()
+    # the package itself imports there, and says what needs the stack
+    probe = tmp_path / 'probe.py'
+    probe.write_text('import repseg\ntry:\n    repseg.RepVGG\n'
+                     'except ImportError as e:\n    print(e)\n')
+    out = subprocess.run(
+        [sys.executable, osp.join(osp.dirname(__file__),
+                                  'without_training_stack.py'), str(probe)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert 'repseg.RepVGG needs the training stack' in out.stdout, \
+        out.stderr[-2000:]
