@@ -16,9 +16,14 @@ def lazy_names(package: str, names: Dict[str, str]):
         if name not in names:
             raise AttributeError(f'module {package!r} has no attribute '
                                  f'{name!r}')
-        value = getattr(importlib.import_module(names[name], package), name)
-        globals_of(package)[name] = value
-        return value
+        module = importlib.import_module(names[name], package)
+        # every name of that module at once: importing a submodule sets the
+        # package's attribute of the same name (apis.test) to the module
+        space = globals_of(package)
+        for other, where in names.items():
+            if where == names[name]:
+                space[other] = getattr(module, other)
+        return space[name]
 
     def __dir__():
         return sorted(set(globals_of(package)) | set(names))
