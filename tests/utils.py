@@ -119,3 +119,37 @@ def shared_port() -> int:
                 continue
         return port
     raise RuntimeError('no free port below the ephemeral range')
+
+
+def one_error_line(proc) -> str:
+    """A tool (``subprocess.run`` result) failed with exactly one line, an
+    ``error:`` line, and no traceback; returns it."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith('error: '), proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    return lines[-1]
+
+
+def random_model(root, tmp, name, options=None, seed=0):
+    """(config file, random checkpoint with randomized BN, cfg) of the
+    shrunk demo model on the synthetic data under ``tmp``, the config
+    written as ``NAME.py`` and loaded as the tools load it."""
+    import torch
+
+    from repseg.deploy import build_segmentor
+    from repseg.testing import randomize_bn_
+    cfg = small_cfg(DEMO_CONFIG, root, tmp / f'w_{name}',
+                    cfg_options=options)
+    # mmseg's inference_model reads the top-level test_pipeline, the test
+    # loop (and repseg) the test dataloader's: the same in real configs
+    cfg.test_pipeline = cfg.test_dataloader.dataset.pipeline
+    path = str(tmp / f'{name}.py')
+    cfg.dump(path)
+    cfg = load_cfg(path)
+    torch.manual_seed(seed)
+    ckpt = str(tmp / f'{name}.pth')
+    torch.save(dict(state_dict=randomize_bn_(build_segmentor(cfg),
+                                             seed=seed + 2).state_dict()),
+               ckpt)
+    return path, ckpt, cfg

@@ -51,7 +51,7 @@ _EXPORT = 'model_fp32.onnx'
 
 
 @dataclasses.dataclass
-class QuantizeSettings(Settings):
+class QuantizeSettings(QuantOptions, Settings):
     """How to quantize (one field per option of tools/quantize.py).
 
     Args:
@@ -63,13 +63,11 @@ class QuantizeSettings(Settings):
         calib_pipeline (str): 'train' (the config's train pipeline: its
             random transforms, as the model saw in training) or 'test'.
         seed (int): the seed of the calibration images and transforms.
-        calib_method (str): the calibration statistic of the activation
-            ranges (see :class:`~repseg.deploy.runtimes.QuantOptions`).
-        reduce_range, preset, fast_bias_correction, ignored_types: the
-            runtimes' own settings
-            (:class:`~repseg.deploy.runtimes.QuantOptions`).
-        max_drop (float or None): accuracy control (mIoU points) on a
-            control set of ``control_images`` train images held out from
+        calib_method, reduce_range, preset, fast_bias_correction,
+        ignored_types, max_drop: the runtimes' settings, inherited from
+            :class:`~repseg.deploy.runtimes.QuantOptions` (defaults
+            included); accuracy control (``max_drop``, mIoU points) runs on
+            a control set of ``control_images`` train images held out from
             calibration (default: a quarter of the train split, at most
             50), never test images.
         equalize (str): the exact repair of the fused model before export
@@ -85,12 +83,6 @@ class QuantizeSettings(Settings):
     calib_images: int = 64
     calib_pipeline: str = 'train'
     seed: int = 0
-    calib_method: str = DEFAULT_CALIB_METHOD
-    reduce_range: bool = False
-    preset: str = 'performance'
-    fast_bias_correction: bool = True
-    ignored_types: Sequence[str] = ('MatMul', )
-    max_drop: Optional[float] = None
     control_images: Optional[int] = None
     equalize: str = 'activation'
     sensitivity_images: int = 1
@@ -100,11 +92,9 @@ class QuantizeSettings(Settings):
 
     @property
     def quant_options(self) -> QuantOptions:
-        return QuantOptions(
-            calib_method=self.calib_method, reduce_range=self.reduce_range,
-            preset=self.preset,
-            fast_bias_correction=self.fast_bias_correction,
-            ignored_types=tuple(self.ignored_types), max_drop=self.max_drop)
+        """The runtimes' part of the settings."""
+        return QuantOptions(**{f.name: getattr(self, f.name)
+                               for f in dataclasses.fields(QuantOptions)})
 
     def check(self) -> List[Runtime]:
         """Every option checked once, before any data is read; returns the

@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from repseg.apis import QuantizeSettings, init_model, load_cfg, quantize
-from repseg.deploy import build_segmentor, convert_checkpoint
+from repseg.deploy import convert_checkpoint
 from repseg.deploy.onnx import ExportSettings, export_model
 from repseg.errors import UsageError
-from repseg.testing import randomize_bn_
-from tests.utils import CONFIG_DIR, DEMO_CONFIG, ROOT, small_cfg
+from tests.utils import (CONFIG_DIR, DEMO_CONFIG, ROOT, one_error_line,
+                         random_model, small_cfg)
 
 pytestmark = pytest.mark.slow
 
@@ -24,33 +23,12 @@ def tool(name, *args):
                           timeout=600)
 
 
-def one_error_line(proc) -> str:
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith('error: '), proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    return lines[-1]
-
-
-def _model(root, tmp, name, options=None):
-    cfg = small_cfg(DEMO_CONFIG, root, tmp / f'w_{name}',
-                    cfg_options=options)
-    path = str(tmp / f'{name}.py')
-    cfg.dump(path)
-    cfg = load_cfg(path)
-    torch.manual_seed(0)
-    ckpt = str(tmp / f'{name}.pth')
-    torch.save(dict(state_dict=randomize_bn_(build_segmentor(cfg),
-                                             seed=2).state_dict()), ckpt)
-    return path, ckpt, cfg
-
-
 @pytest.fixture(scope='module')
 def int8(synthetic_root, tmp_path_factory):
     """(config, checkpoint, INT8 .xml, INT8 .onnx) of the demo model,
     quantized at 64x64 (the test loop runs 64x128)."""
     tmp = tmp_path_factory.mktemp('mistakes')
-    path, ckpt, cfg = _model(synthetic_root, tmp, 'demo')
+    path, ckpt, cfg = random_model(synthetic_root, tmp, 'demo')
     out = tmp / 'q'
     quantize(cfg, ckpt, str(out), QuantizeSettings(
         backends=('onnxruntime', 'openvino'), input_size=(64, 64),
@@ -115,7 +93,7 @@ def test_a_repvgg_checkpoint_exported_with_the_qarepvgg_config(
     works and records what the checkpoint is (RepVGG), not the config's
     block; a RepVGG TRAINING checkpoint does not fit the QARepVGG config
     and is refused."""
-    path, ckpt, cfg = _model(synthetic_root, tmp_path, 'rep')
+    path, ckpt, cfg = random_model(synthetic_root, tmp_path, 'rep')
     fused = str(tmp_path / 'rep_fused.pth')
     convert_checkpoint(cfg, ckpt, fused)
     qa = small_cfg(osp.join(CONFIG_DIR, 'pspnet_qarepvgg_a0_synthetic.py'),

@@ -12,14 +12,11 @@ import time
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from repseg.apis import load_cfg
-from repseg.deploy import build_segmentor
 from repseg.deploy.onnx import ExportSettings, export_model
 from repseg.infer import InferSettings, Segmenter
-from repseg.testing import randomize_bn_
-from tests.utils import DEMO_CONFIG, ROOT, small_cfg
+from tests.utils import ROOT, one_error_line, random_model
 
 pytestmark = pytest.mark.slow
 TOOL = osp.join(ROOT, 'tools', 'infer.py')
@@ -30,26 +27,11 @@ def infer(*args, timeout=600):
                           text=True, cwd=ROOT, timeout=timeout)
 
 
-def one_error_line(proc) -> str:
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith('error: '), proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    return lines[-1]
-
-
 @pytest.fixture(scope='module')
 def model(synthetic_root, tmp_path_factory):
     """(config path, checkpoint, ONNX file) of the demo model."""
     tmp = tmp_path_factory.mktemp('infer_tool')
-    cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp / 'w')
-    path = str(tmp / 'demo.py')
-    cfg.dump(path)
-    cfg = load_cfg(path)
-    torch.manual_seed(0)
-    ckpt = str(tmp / 'm.pth')
-    torch.save(dict(state_dict=randomize_bn_(build_segmentor(cfg),
-                                             seed=5).state_dict()), ckpt)
+    path, ckpt, cfg = random_model(synthetic_root, tmp, 'demo', seed=3)
     onnx = str(tmp / 'm.onnx')
     export_model(cfg, ckpt, onnx, ExportSettings(verify=False))
     return path, ckpt, onnx

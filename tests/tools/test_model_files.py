@@ -13,7 +13,8 @@ import torch
 from repseg.deploy import build_segmentor, config_input_size, export_model
 from repseg.errors import UsageError
 from repseg.testing import randomize_bn_
-from tests.utils import CONFIG_DIR, DEMO_CONFIG, ROOT, load_cfg, small_cfg
+from tests.utils import (CONFIG_DIR, DEMO_CONFIG, ROOT, load_cfg,
+                         one_error_line, small_cfg)
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +27,6 @@ DEMO_SIZE = (64, 128)
 def tool(name, *args):
     return subprocess.run([sys.executable, osp.join(TOOLS, name), *args],
                           capture_output=True, text=True, cwd=ROOT)
-
-
-def one_error_line(proc) -> str:
-    """The tool failed with exactly one line, an ``error:`` line."""
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith('error: '), proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    return lines[-1]
 
 
 def _config(root, tmp, name, num_classes=19, options=None):
