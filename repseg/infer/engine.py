@@ -318,101 +318,122 @@ def plan(inputs, settings: InferSettings) -> tuple:
     return sources, total
 
 
-def run(net: Network, sources: List[Source], total: int, out_dir: str,
-        settings: InferSettings, summary: Summary) -> Iterator[Result]:
-    """Segment every image of ``sources`` with ``net`` into ``out_dir``,
-    yielding one :class:`Result` per image in input order; ``summary`` is
-    filled as it goes (complete when the iterator is exhausted)."""
-    _quiet_opencv()
-    r = net.recipe
-    outputs = Outputs(out_dir, r.classes, r.palette, settings.overlay,
-                      settings.opacity, settings.label_ids, settings.areas)
-    shard = settings.shard_of
-    manifest = Manifest(out_dir, dict(model=net.identity,
-                                      options=settings.outputs()),
-                        settings.force, failures=f'failures.shard-{shard[0]}'
-                        f'-of-{shard[1]}.txt' if shard else 'failures.txt')
-    busy = _Busy()
-    calls = threading.BoundedSemaphore(max(1, net.info.requests))
+class _Job:
+    """One run's state: the network behind a request semaphore and a busy
+    clock, the outputs and the manifest, the counts and failures."""
 
-    def network(x):
-        with calls, busy:
-            return net.run(x)
+    def __init__(self, net: Network, out_dir: str, settings: InferSettings,
+                 summary: Summary):
+        r = net.recipe
+        self.net, self.settings, self.summary = net, settings, summary
+        self.outputs = Outputs(out_dir, r.classes, r.palette,
+                               settings.overlay, settings.opacity,
+                               settings.label_ids, settings.areas)
+        shard = settings.shard_of
+        self.manifest = Manifest(
+            out_dir, dict(model=net.identity, options=settings.outputs()),
+            settings.force, failures=f'failures.shard-{shard[0]}-of-'
+            f'{shard[1]}.txt' if shard else 'failures.txt')
+        self.busy = _Busy()
+        self.calls = threading.BoundedSemaphore(max(1, net.info.requests))
+        self.failures: List[tuple] = []
 
-    def work(item: Item, img: Optional[np.ndarray]) -> Result:
+    def network(self, x: np.ndarray) -> np.ndarray:
+        with self.calls, self.busy:
+            return self.net.run(x)
+
+    def work(self, item: Item, img: Optional[np.ndarray]) -> Result:
+        """Read (unless decoded already), segment and write one image."""
         try:
             if img is None:
                 img = read_image(item.source.path)
-            labels, _, fit = segment(img, network, r)
-            files = outputs.write(item, img, labels)
+            labels, _, fit = segment(img, self.network, self.net.recipe)
+            files = self.outputs.write(item, img, labels)
         except Exception as e:  # noqa: B902  (one image's failure)
             reason = (str(e).strip().splitlines() or [''])[0][:300]
             return Result(str(item), item.key, 'failed',
                           reason=f'{type(e).__name__}: {reason}')
-        manifest.finished(item)
+        self.manifest.finished(item)
         return Result(str(item), item.key, 'done', files=files,
-                      labels=labels if settings.keep_labels else None,
+                      labels=labels if self.settings.keep_labels else None,
                       fit=fit)
 
-    def jobs():
-        for s in sources:
-            if s.kind == 'image':
-                yield Item(s), None
-            else:
-                for f, img in _frames(s, settings.every):
-                    yield Item(s, f), img
+    def count(self, res: Result) -> Result:
+        s = self.summary
+        if res.status == 'failed':
+            s.failed += 1
+            self.failures.append((res.input, res.reason))
+            print(f'failed: {res.input}: {res.reason}', file=sys.stderr)
+        else:
+            s.done += 1
+            s.fits[res.fit] = s.fits.get(res.fit, 0) + 1
+        return res
 
+    def skip(self, item: Item) -> Optional[Result]:
+        """The result of an image an earlier run finished, else None."""
+        paths = self.outputs.paths(item)
+        if item.key in self.manifest.done and all(
+                osp.exists(p) for p in paths.values()):
+            self.summary.skipped += 1
+            return Result(str(item), item.key, 'skipped', files=paths)
+        return None
+
+
+def _jobs(sources: List[Source], every: int):
+    """(item, image or None: read by the worker) of every image."""
+    for s in sources:
+        if s.kind == 'image':
+            yield Item(s), None
+        else:
+            for f, img in _frames(s, every):
+                yield Item(s, f), img
+
+
+def run(net: Network, sources: List[Source], total: int, out_dir: str,
+        settings: InferSettings, summary: Summary) -> Iterator[Result]:
+    """Segment every image of ``sources`` with ``net`` into ``out_dir``,
+    yielding one :class:`Result` per image in input order (at most twice
+    the workers in flight); ``summary`` is filled as it goes (complete when
+    the iterator is exhausted)."""
+    _quiet_opencv()
+    job = _Job(net, out_dir, settings, summary)
     workers = max(1, net.info.requests) + 2 if settings.pipeline else 1
     progress = _Progress(total, settings.quiet)
-    failures, videos = [], collections.OrderedDict()
+    videos = collections.OrderedDict()
     start = time.perf_counter()
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix='repseg-infer'
-                                ) as pool:
+        with ThreadPoolExecutor(workers,
+                                thread_name_prefix='repseg-infer') as pool:
             window = collections.deque()
-
-            def finish(future):
-                res = future.result()
-                progress.advance()
-                if res.status == 'failed':
-                    summary.failed += 1
-                    failures.append((res.input, res.reason))
-                    print(f'failed: {res.input}: {res.reason}',
-                          file=sys.stderr)
-                else:
-                    summary.done += 1
-                    summary.fits[res.fit] = summary.fits.get(res.fit, 0) + 1
-                return res
-
-            for item, img in jobs():
+            for item, img in _jobs(sources, settings.every):
                 if item.source.kind == 'video' and settings.overlay:
                     videos.setdefault(item.source, []).append(
-                        outputs.paths(item)['overlay'])
-                if item.key in manifest.done and all(
-                        osp.exists(p) for p in outputs.paths(item).values()):
-                    summary.skipped += 1
+                        job.outputs.paths(item)['overlay'])
+                done = job.skip(item)
+                if done is not None:
                     progress.advance()
-                    yield Result(str(item), item.key, 'skipped',
-                                 files=outputs.paths(item))
+                    yield done
                     continue
-                window.append(pool.submit(work, item, img))
-                while len(window) > 2 * workers or (window and
-                                                    window[0].done()):
-                    yield finish(window.popleft())
+                window.append(pool.submit(job.work, item, img))
+                while window and (len(window) > 2 * workers
+                                  or window[0].done()):
+                    progress.advance()
+                    yield job.count(window.popleft().result())
             while window:
-                yield finish(window.popleft())
+                progress.advance()
+                yield job.count(window.popleft().result())
     finally:
         progress.close()
         summary.seconds = time.perf_counter() - start
-        summary.busy_seconds = busy.total
+        summary.busy_seconds = job.busy.total
     for source, frames in videos.items():
-        done = [f for f in frames if osp.exists(f)]
-        if done:
+        made = [f for f in frames if osp.exists(f)]
+        if made:
             cap, _, fps = open_video(source.path)
             cap.release()
-            summary.videos.append(outputs.video(
-                source.rel, done, fps / settings.every))
-    summary.failures_file = manifest.write_failures(failures)
+            summary.videos.append(job.outputs.video(
+                source.rel, made, fps / settings.every))
+    summary.failures_file = job.manifest.write_failures(job.failures)
 
 
 __all__ = ['InferSettings', 'Network', 'Result', 'Summary', 'plan', 'run',
