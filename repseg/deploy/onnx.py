@@ -181,6 +181,23 @@ def input_spec(cfg: Config, input_size: Sequence[int],
             'axis 1 is the label map', classes=classes))
 
 
+def _check_output(runtime, out: str, force: bool) -> str:
+    """Refuse an output ``runtime`` cannot write (another suffix, a folder,
+    files that exist without ``force``); returns its ``.json``'s path."""
+    runtime.require()
+    if not out.lower().endswith(runtime.suffix):
+        raise UsageError(
+            f'{runtime.label} models are {runtime.suffix} files: name the '
+            f'output NAME{runtime.suffix} (got {out!r}) or choose another '
+            f'{opt("backend", None)}')
+    if osp.isdir(out):
+        raise UsageError(f'the output {out!r} is a folder; give a file name '
+                         f'ending in {runtime.suffix}')
+    spec_path = osp.splitext(out)[0] + '.json'
+    refuse_overwrite(runtime.files(out) + [spec_path], force)
+    return spec_path
+
+
 @dataclasses.dataclass
 class ExportSettings(Settings):
     """How to export (one field per option of tools/export.py).
@@ -234,17 +251,7 @@ def export_model(cfg: Config,
     s = ExportSettings.from_keywords('export_model', settings, keywords,
                                      dict(shape='input_size'))
     runtime = get_runtime(s.backend)
-    runtime.require()
-    if not out.lower().endswith(runtime.suffix):
-        raise UsageError(
-            f'{runtime.label} models are {runtime.suffix} files: name the '
-            f'output NAME{runtime.suffix} (got {out!r}) or choose another '
-            f'{opt("backend", None)}')
-    if osp.isdir(out):
-        raise UsageError(f'the output {out!r} is a folder; give a file name '
-                         f'ending in {runtime.suffix}')
-    spec_path = osp.splitext(out)[0] + '.json'
-    refuse_overwrite(runtime.files(out) + [spec_path], s.force)
+    spec_path = _check_output(runtime, out, s.force)
     size = check_shape(s.input_size) if s.input_size is not None else None
     # checkpoint problems first, then the size from the data
     model = SegForward(model if model is not None else
