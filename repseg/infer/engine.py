@@ -8,6 +8,7 @@ folder's manifest. Torch-free: the network is any numpy callable with a
 :class:`~repseg.deploy.runtimes.RunInfo` (:class:`Network`)."""
 import collections
 import dataclasses
+import os
 import os.path as osp
 import sys
 import threading
@@ -103,6 +104,14 @@ class InferSettings(Settings):
         return dict(every=self.every, label_ids=self.label_ids,
                     overlay=self.overlay, opacity=self.opacity,
                     areas=self.areas)
+
+
+def file_identity(path: str, **extra) -> dict:
+    """What the manifest records of a model file: its path, size and
+    modification time (another file in its place is another model)."""
+    st = os.stat(path)
+    return dict(file=osp.abspath(path), bytes=st.st_size,
+                mtime=int(st.st_mtime), **extra)
 
 
 @dataclasses.dataclass
@@ -437,4 +446,4 @@ def run(net: Network, sources: List[Source], total: int, out_dir: str,
 
 
 __all__ = ['InferSettings', 'Network', 'Result', 'Summary', 'plan', 'run',
-           'read_image']
+           'file_identity', 'read_image']

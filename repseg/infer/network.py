@@ -5,22 +5,15 @@ its record carries (or a config's, for files exported before records had
 one), or a config with a training or fused checkpoint in PyTorch (the
 fused model). Deployed files need neither torch nor an OpenMMLab package;
 the PyTorch path and ``config`` import them when used."""
-import os
 import os.path as osp
 from typing import Optional
 
 from ..deploy.runtimes import RunInfo, default_threads, runtime_of_file
 from ..errors import UsageError, opt
-from .engine import InferSettings, Network
+from .engine import InferSettings, Network, file_identity
 from .recipe import Recipe
 
 CONFIG_SUFFIXES = ('.py', )
-
-
-def _identity(path: str, **extra) -> dict:
-    st = os.stat(path)
-    return dict(file=osp.abspath(path), bytes=st.st_size,
-                mtime=int(st.st_mtime), **extra)
 
 
 def _config_recipe(config: str, input_size) -> tuple:
@@ -82,7 +75,7 @@ def load_network(model: str, checkpoint: Optional[str] = None,
             f'exported from with {opt("config", "CONFIG")}, or export it '
             'again')
     return Network(run=loaded, info=info, recipe=recipe,
-                   identity=_identity(model, record=info.record))
+                   identity=file_identity(model, record=info.record))
 
 
 __all__ = ['load_network']

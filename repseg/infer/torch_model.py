@@ -15,8 +15,7 @@ def torch_network(config: str, checkpoint: str, settings):
     from ..deploy.runtimes import RunInfo
     from ..engine.config import load_cfg
     from ..ops.nnpack_conv import resolve_conv_impl, use_nnpack_convs
-    from .engine import Network
-    from .network import _identity
+    from .engine import Network, file_identity
     from .recipe import Recipe
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -37,7 +36,7 @@ def torch_network(config: str, checkpoint: str, settings):
                    threads=torch.get_num_threads())
     return Network(run=run, info=info,
                    recipe=Recipe.from_dict(recipe_of(cfg, None)),
-                   identity=_identity(checkpoint,
+                   identity=file_identity(checkpoint,
                                       config=os.path.abspath(config)))
 
 
