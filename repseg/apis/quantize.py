@@ -93,8 +93,10 @@ class QuantizeSettings(QuantOptions, Settings):
     @property
     def quant_options(self) -> QuantOptions:
         """The runtimes' part of the settings."""
-        return QuantOptions(**{f.name: getattr(self, f.name)
-                               for f in dataclasses.fields(QuantOptions)})
+        return QuantOptions(**{
+            f.name: tuple(v) if isinstance(v, list) else v
+            for f in dataclasses.fields(QuantOptions)
+            for v in [getattr(self, f.name)]})
 
     def check(self) -> List[Runtime]:
         """Every option checked once, before any data is read; returns the

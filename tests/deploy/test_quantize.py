@@ -186,3 +186,18 @@ def test_saturation_note_and_the_7_bit_row():
     del result['calibration']['reduce_range']    # a json of an older run
     assert '| ONNX Runtime INT8 (QDQ, per-channel, minmax) |' in \
         markdown(result)
+
+
+def test_a_tools_list_of_defaults_is_no_setting_of_another_runtime():
+    """tools/quantize.py hands nargs options over as lists: the default
+    ``--ignored-types MatMul`` with ONNX Runtime alone is not OpenVINO's
+    setting given by hand; a non-default one is refused before any data."""
+    from repseg.apis import QuantizeSettings
+    ok = QuantizeSettings.of(dict(backends=['onnxruntime'],
+                                  ignored_types=['MatMul']))
+    assert [r.name for r in ok.check()] == ['onnxruntime']
+    assert ok.quant_options.ignored_types == ('MatMul', )
+    with pytest.raises(UsageError, match='ignored_types.*is a setting of '
+                       'OpenVINO: add backend=.openvino.'):
+        QuantizeSettings.of(dict(backends=['onnxruntime'],
+                                 ignored_types=['Conv'])).check()

@@ -141,6 +141,8 @@ def select_runtimes(names: Sequence[str],
         cls = runtime_class(name)
         for field, default in cls.own_options.items():
             value = getattr(options, field)
+            if isinstance(value, list):   # a tool's nargs value
+                value = tuple(value)
             if cls not in chosen and value != default and not any(
                     field in c.own_options for c in chosen):
                 raise UsageError(
