@@ -58,8 +58,7 @@ def _grid(size: int, crop: int, stride: int):
 
 
 def _windows(x: np.ndarray, run: Run, crop: Tuple[int, int],
-             stride: Tuple[int, int], fixed, pad_val: float
-             ) -> Tuple[np.ndarray, str]:
+             stride: Tuple[int, int], fixed) -> Tuple[np.ndarray, str]:
     """mmseg's ``slide_inference``: the logits of every window (crop
     ``crop`` every ``stride``) added up and divided by their count."""
     h, w = x.shape[-2:]
@@ -67,7 +66,7 @@ def _windows(x: np.ndarray, run: Run, crop: Tuple[int, int],
     how = EXACT
     for y1, y2 in _grid(h, crop[0], stride[0]):
         for x1, x2 in _grid(w, crop[1], stride[1]):
-            out, k = forward(x[..., y1:y2, x1:x2], run, fixed, pad_val)
+            out, k = forward(x[..., y1:y2, x1:x2], run, fixed)
             how = k if k != EXACT else how
             if total is None:
                 total = np.zeros((out.shape[1], h, w), np.float32)
@@ -77,8 +76,8 @@ def _windows(x: np.ndarray, run: Run, crop: Tuple[int, int],
     return (total / count)[None], how
 
 
-def forward(x: np.ndarray, run: Run, fixed: Optional[Tuple[int, int]],
-            pad_val: float = 0.0) -> Tuple[np.ndarray, str]:
+def forward(x: np.ndarray, run: Run, fixed: Optional[Tuple[int, int]]
+            ) -> Tuple[np.ndarray, str]:
     """``run(x)`` for a model of any input size (``fixed`` None), or of the
     fixed size ``fixed`` (H, W): an input of that size runs as it is; one
     of another size is resized to it (bilinear) and its logits resized
@@ -111,9 +110,9 @@ def network_logits(x: np.ndarray, run: Run, recipe: Recipe
         x = _pad_to(x, -(-h // d) * d, -(-w // d) * d, recipe.pad_val)
     if recipe.mode == 'slide':
         out, how = _windows(x, run, recipe.crop_size, recipe.stride,
-                            recipe.input_size, recipe.pad_val)
+                            recipe.input_size)
     else:
-        out, how = forward(x, run, recipe.input_size, recipe.pad_val)
+        out, how = forward(x, run, recipe.input_size)
     return out[..., :h, :w], how
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import glob
 import os
 import os.path as osp
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from ..errors import UsageError
 
@@ -148,19 +148,5 @@ class _Rooted(Source):
         return osp.join(self.prefix, Source.rel.fget(self))
 
 
-def items(sources: Sequence[Source], every: int = 1,
-          frame_count=None) -> Iterator[Item]:
-    """Every image to segment: each image source once, each video's frames
-    0, N, 2N, ... (``every`` = N; ``frame_count(path)`` gives a video's
-    frame count, None: unknown until read)."""
-    for s in sources:
-        if s.kind == 'image':
-            yield Item(s)
-        else:
-            n = frame_count(s.path) if frame_count else None
-            for f in range(0, n or 0, every):
-                yield Item(s, f)
-
-
-__all__ = ['Source', 'Item', 'collect', 'with_root_names', 'items',
+__all__ = ['Source', 'Item', 'collect', 'with_root_names',
            'IMAGE_SUFFIXES', 'VIDEO_SUFFIXES']
