@@ -234,3 +234,24 @@ def test_no_public_function_takes_more_than_8_parameters():
                         long.append(f'{mod.__name__}.{f.__qualname__}: '
                                     f'{len(params)}')
     assert not long, long
+
+
+def test_entry_points_stay_functions_after_their_modules_are_imported():
+    """repseg.apis.test (the function) lives in repseg.apis.test (the
+    module): importing the module anywhere first must not hide the function
+    behind it (the import system binds submodules to their package)."""
+    import subprocess
+    import sys
+    code = (
+        'import importlib, repseg.apis as a\n'
+        'names = [n for n, w in a._NAMES.items() if w == "." + n]\n'
+        'assert len(names) >= 5, names\n'
+        'for n in names:\n'
+        '    importlib.import_module("repseg.apis." + n)\n'
+        'from repseg.apis import test, train, quantize, infer, benchmark\n'
+        'for f in (test, train, quantize, infer, benchmark):\n'
+        '    assert callable(f) and type(f).__name__ == "function", f\n'
+        'from repseg.apis.test import TestSettings\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]

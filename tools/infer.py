@@ -57,6 +57,9 @@ def build_parser():
                    'run starts faster).')
     p.add_argument('--device', default='cpu',
                    help='PyTorch models: the device (cpu, cuda:0, ...).')
+    p.add_argument('--batch-size', type=int, metavar='N',
+                   help='PyTorch models: images of one size run N at a time '
+                   '(default: 4 in throughput mode, 1 in latency mode).')
     p.add_argument('--no-pipeline', dest='pipeline', action='store_false',
                    help='Read, run and write one image after the other '
                    '(for comparison; the default overlaps them).')

@@ -45,6 +45,9 @@ class InferSettings(Settings):
             stream); None: every CPU this process may use.
         cache_dir (str or None): OpenVINO's cache of compiled models.
         device (str): PyTorch models: the device ('cpu', 'cuda:0').
+        batch_size (int or None): PyTorch models: images of one size run
+            this many at a time (:class:`~repseg.infer.batching.Batcher`);
+            None: 4 in throughput mode, 1 in latency mode.
         pipeline (bool): read, preprocess and write on worker threads
             while the network runs (False: one image after the other).
         quiet (bool): no progress bar.
@@ -66,6 +69,7 @@ class InferSettings(Settings):
     threads: Optional[int] = None
     cache_dir: Optional[str] = None
     device: str = 'cpu'
+    batch_size: Optional[int] = None
     pipeline: bool = True
     quiet: bool = False
     force: bool = False
@@ -98,6 +102,15 @@ class InferSettings(Settings):
         if self.threads is not None and self.threads < 1:
             raise UsageError(f'{opt("threads", self.threads)}: give 1 or '
                              'more')
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f'{opt("batch_size", self.batch_size)}: give 1 '
+                             'or more')
+
+    def run_mode(self, images: int) -> str:
+        """'latency' or 'throughput' for a run of ``images`` images."""
+        if self.mode != 'auto':
+            return self.mode
+        return 'throughput' if images > 1 else 'latency'
 
     def outputs(self) -> dict:
         """The options that decide what is written (the manifest's)."""
@@ -119,11 +132,14 @@ class Network:
     """A segmentation network ready for :func:`segment`: ``run`` maps a
     normalized ``(1, 3, H, W)`` array to logits, ``info`` says what runs,
     ``recipe`` how images go in and out, ``identity`` what the manifest
-    records of it."""
+    records of it; ``labels`` (optional) maps it to the class map
+    ``(1, H, W)`` computed by the runtime, used where the logits need no
+    further work (a whole image at the network's own size)."""
     run: Callable[[np.ndarray], np.ndarray]
     info: RunInfo
     recipe: Recipe
     identity: dict
+    labels: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
 
 @dataclasses.dataclass
@@ -351,12 +367,18 @@ class _Job:
         with self.calls, self.busy:
             return self.net.run(x)
 
+    def labels(self, x: np.ndarray) -> np.ndarray:
+        with self.calls, self.busy:
+            return self.net.labels(x)
+
     def work(self, item: Item, img: Optional[np.ndarray]) -> Result:
         """Read (unless decoded already), segment and write one image."""
         try:
             if img is None:
                 img = read_image(item.source.path)
-            labels, _, fit = segment(img, self.network, self.net.recipe)
+            labels, _, fit = segment(
+                img, self.network, self.net.recipe,
+                self.labels if self.net.labels is not None else None)
             files = self.outputs.write(item, img, labels)
         except Exception as e:  # noqa: B902  (one image's failure)
             reason = (str(e).strip().splitlines() or [''])[0][:300]

@@ -44,7 +44,7 @@ def load_network(model: str, checkpoint: Optional[str] = None,
                              f'{opt("checkpoint", "CKPT")} (a training or '
                              'fused checkpoint)')
         from .torch_model import torch_network
-        return torch_network(model, checkpoint, s)
+        return torch_network(model, checkpoint, s, s.run_mode(images))
     runtime = runtime_of_file(model)
     if runtime is None:
         raise UsageError(
@@ -54,10 +54,12 @@ def load_network(model: str, checkpoint: Optional[str] = None,
     if checkpoint:
         raise UsageError(f'{model!r} is a deployed file and holds its '
                          f'weights: drop {opt("checkpoint", None)}')
-    mode = s.mode if s.mode != 'auto' else (
-        'throughput' if images > 1 else 'latency')
+    mode = s.run_mode(images)
+    # the class map computed in the graph where the runtime can (numpy's
+    # argmax over the logits costs as much as a small network)
+    extra = dict(labels=True) if runtime.argmax_in_graph else {}
     loaded = runtime.load(model, None, s.threads or default_threads(), mode,
-                          cache_dir=s.cache_dir)
+                          cache_dir=s.cache_dir, **extra)
     info: RunInfo = loaded.info
     record = info.record or {}
     if config:
@@ -75,7 +77,8 @@ def load_network(model: str, checkpoint: Optional[str] = None,
             f'exported from with {opt("config", "CONFIG")}, or export it '
             'again')
     return Network(run=loaded, info=info, recipe=recipe,
-                   identity=file_identity(model, record=info.record))
+                   identity=file_identity(model, record=info.record),
+                   labels=loaded.argmax if loaded.has_labels else None)
 
 
 __all__ = ['load_network']

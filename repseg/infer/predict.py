@@ -143,13 +143,32 @@ def resize_logits(logits: np.ndarray, size: Tuple[int, int],
     return np.concatenate(parts, axis=-1).transpose(2, 0, 1)
 
 
-def segment(img: np.ndarray, run: Run, recipe: Recipe
-            ) -> Tuple[np.ndarray, np.ndarray, str]:
+def _whole_at_own_size(x: np.ndarray, img: np.ndarray,
+                       recipe: Recipe) -> bool:
+    """Whether the network's logits of ``x`` are the image's, as they are:
+    a whole-image config, no test resize or padding, a model that takes
+    that size."""
+    h, w = x.shape[-2:]
+    d = recipe.size_divisor
+    return (recipe.mode != 'slide' and (h, w) == img.shape[:2]
+            and (not d or (h % d == 0 and w % d == 0))
+            and (recipe.input_size is None
+                 or tuple(recipe.input_size) == (h, w)))
+
+
+def segment(img: np.ndarray, run: Run, recipe: Recipe,
+            labels: Optional[Run] = None
+            ) -> Tuple[np.ndarray, Optional[np.ndarray], str]:
     """The label map (H x W, the image's own size, uint8 or uint16), the
     logits at that size ``(C, H, W)`` and how the input met the model
-    (:data:`EXACT` / :data:`RESIZED`) of one BGR
-    image."""
+    (:data:`EXACT` / :data:`RESIZED`) of one BGR image. ``labels``: the
+    network's own class map ``(1, H, W)`` (a runtime's argmax), used where
+    the logits need no further work; the logits are then None."""
     x = prepare(img, recipe)
+    if labels is not None and _whole_at_own_size(x, img, recipe):
+        lab = labels(x)[0]
+        n = len(recipe.classes) or int(lab.max(initial=0)) + 1
+        return lab.astype(np.uint8 if n <= 256 else np.uint16), None, EXACT
     logits, how = network_logits(x, run, recipe)
     logits = resize_logits(logits[0], img.shape[:2], recipe.align_corners)
     labels = logits.argmax(0)

@@ -1,12 +1,14 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """A config and a checkpoint as the network of an inference run: the
 fused segmentor in PyTorch (3x3 convs on NNPACK where it pays on the CPU,
-as the fused-eval hook runs them), one call at a time (torch's own threads
-share the cores)."""
+as the fused-eval hook runs them); in throughput mode the workers' images
+of one size run in batches (:class:`~.batching.Batcher`), torch's own
+threads sharing the cores."""
 import os
 
 
-def torch_network(config: str, checkpoint: str, settings):
+def torch_network(config: str, checkpoint: str, settings,
+                  mode: str = 'latency'):
     import torch
 
     from ..deploy.build import SegForward, build_fused
@@ -15,6 +17,7 @@ def torch_network(config: str, checkpoint: str, settings):
     from ..deploy.runtimes import RunInfo
     from ..engine.config import load_cfg
     from ..ops.nnpack_conv import resolve_conv_impl, use_nnpack_convs
+    from .batching import Batcher
     from .engine import Network, file_identity
     from .recipe import Recipe
     if settings.threads:
@@ -31,9 +34,13 @@ def torch_network(config: str, checkpoint: str, settings):
             return forward(torch.from_numpy(x).to(device)).float().cpu(
             ).numpy()
 
+    batch = settings.batch_size or (4 if mode == 'throughput' else 1)
+    if batch > 1:   # the workers' images of one size run together
+        run = Batcher(run, batch)
     info = RunInfo(runtime=PYTORCH, file=checkpoint, precision='fp32',
                    kernels=f'PyTorch ({impl} 3x3 convs) on {device}',
-                   threads=torch.get_num_threads())
+                   threads=torch.get_num_threads(), mode=mode,
+                   requests=batch)
     return Network(run=run, info=info,
                    recipe=Recipe.from_dict(recipe_of(cfg, None)),
                    identity=file_identity(checkpoint,

@@ -39,6 +39,11 @@ ARCH_SETTINGS = {
                  group_layers=alternate_groups(2)),
     'B3g4': dict(**_B, width_factor=(3, 3, 3, 5),
                  group_layers=alternate_groups(4)),
+    # the official code's create_RepVGG_D2se: B2's widths, deeper stages,
+    # squeeze-and-excitation (out_channels // 16) in every block, the stem
+    # included
+    'D2se': dict(num_blocks=(8, 14, 24, 1), width_factor=(2.5, 2.5, 2.5, 5),
+                 se_cfg=dict(ratio=16, divisor=1)),
 }
 
 DILATION_PRESETS = {
@@ -50,12 +55,14 @@ DILATION_PRESETS = {
 NUM_STAGES = 5
 
 
-Signature = Tuple[tuple, tuple, dict]
+Signature = Tuple[tuple, tuple, dict, bool]
 
 
-def signature(arch: dict) -> Signature:
-    """(num_blocks, widths of the 5 stages, groupwise layers that exist) of
-    an arch setting: what a checkpoint must match."""
+def signature(arch: dict, se: Optional[bool] = None) -> Signature:
+    """(num_blocks, widths of the 5 stages, groupwise layers that exist,
+    whether the blocks have squeeze-and-excitation) of an arch setting
+    (``se``: the backbone's own choice, else the arch's ``se_cfg``): what a
+    checkpoint must match."""
     num_blocks = tuple(arch['num_blocks'])
     a = arch['width_factor']
     widths = (min(64, int(64 * a[0])), int(64 * a[0]), int(128 * a[1]),
@@ -66,7 +73,9 @@ def signature(arch: dict) -> Signature:
         for k, g in (arch.get('group_layers') or {}).items()
         if k <= total and g > 1
     }
-    return num_blocks, widths, groups
+    if se is None:
+        se = bool(arch.get('se_cfg'))
+    return num_blocks, widths, groups, bool(se)
 
 
 def arch_name(sig: Signature) -> Optional[str]:

@@ -7,8 +7,13 @@ their key layout and converted to repseg's names:
   deploy files (``stage0.rbr_reparam.*``);
 - timm (``stem.conv_kxk.conv.*``, ``stages.0.1.identity.*``, ``head.fc.*``;
   deploy ``reparam_conv``), torch or safetensors files;
-- mmpretrain (``backbone.stem.branch_3x3.conv.*``, ``head.fc.*``; deploy
-  ``branch_reparam``) inside mmengine's ``state_dict``/``meta`` wrapper;
+- mmpretrain (``backbone.stem.branch_3x3.conv.*``, ``branch_3x3.norm.*``,
+  ``head.fc.*``; deploy ``branch_reparam``) inside mmengine's
+  ``state_dict``/``meta`` wrapper;
+- squeeze-and-excitation (RepVGG-D2se) in each source's names: the
+  official ``se.down`` / ``se.up``, timm's ``attn.fc1`` / ``attn.fc2``,
+  mmpretrain's ``se_layer.conv1.conv`` / ``se_layer.conv2.conv`` (repseg's
+  own); in the fused files of all three the SE stays beside the fused conv;
 - repseg itself (with or without a ``backbone.`` prefix);
 - QARepVGG blocks in the layout of the QARepVGG authors' public code
   (YOLOv6's ``QARepVGGBlock``: ``rbr_dense.conv/bn``, a plain
@@ -36,12 +41,21 @@ from .arch import arch_name, checkpoint_kind
 
 Tensor = torch.Tensor
 
+# each source's module names -> repseg's (squeeze-and-excitation: the
+# official SEBlock's down/up, timm's SEModule fc1/fc2, mmpretrain's SELayer
+# conv1/conv2 as repseg; mmpretrain's conv-BN pairs name their BN 'norm')
 _BRANCH = {
     'official': {'rbr_dense': 'branch_3x3', 'rbr_1x1': 'branch_1x1',
                  'rbr_identity': 'branch_norm',
-                 'rbr_reparam': 'branch_reparam'},
+                 'rbr_reparam': 'branch_reparam',
+                 'se.down': 'se_layer.conv1.conv',
+                 'se.up': 'se_layer.conv2.conv'},
     'timm': {'conv_kxk': 'branch_3x3', 'conv_1x1': 'branch_1x1',
-             'identity': 'branch_norm', 'reparam_conv': 'branch_reparam'},
+             'identity': 'branch_norm', 'reparam_conv': 'branch_reparam',
+             'attn.fc1': 'se_layer.conv1.conv',
+             'attn.fc2': 'se_layer.conv2.conv'},
+    'mmpretrain': {'branch_3x3.norm': 'branch_3x3.bn',
+                   'branch_1x1.norm': 'branch_1x1.bn'},
 }
 _CLASSIFIER = re.compile(r'^(linear|head|fc|classifier)\.')
 
@@ -116,9 +130,11 @@ def block_type_of(state_dict: Dict[str, Tensor]) -> str:
         else 'repvgg'
 
 
-def describe(state_dict: Dict[str, Tensor]) -> Tuple[tuple, tuple, dict]:
-    """(num_blocks of stages 1..4, widths of the 5 stages, group_layers) of
-    a repseg-layout state dict, read from the 3x3 kernels."""
+def describe(state_dict: Dict[str, Tensor]
+             ) -> Tuple[tuple, tuple, dict, bool]:
+    """(num_blocks of stages 1..4, widths of the 5 stages, group_layers,
+    squeeze-and-excitation or not) of a repseg-layout state dict, read from
+    the 3x3 kernels and the SE keys."""
     kernels = {}
     for key, value in state_dict.items():
         m = re.match(
@@ -145,18 +161,26 @@ def describe(state_dict: Dict[str, Tensor]) -> Tuple[tuple, tuple, dict]:
             if g > 1:
                 groups[layer] = g
             in_ch = shape[0]
-    return num_blocks, widths, groups
+    se = any('.se_layer.' in k for k in state_dict)
+    return num_blocks, widths, groups, se
 
 
 def arch_name_of(state_dict: Dict[str, Tensor]) -> str:
     """The RepVGG arch name a repseg-layout state dict matches, or a
     description of it."""
-    num_blocks, widths, groups = describe(state_dict)
-    name = arch_name((num_blocks, widths, groups))
+    num_blocks, widths, groups, se = describe(state_dict)
+    name = arch_name((num_blocks, widths, groups, se))
     if name is not None:
         return name
     return (f'an unknown RepVGG (blocks {num_blocks}, widths {widths}, '
-            f'groups {groups or "none"})')
+            f'groups {groups or "none"}, '
+            f'{"with" if se else "without"} squeeze-and-excitation)')
+
+
+def _fused_blocks(sd: Dict[str, Tensor]) -> list:
+    """The names of the fused blocks of a fused state dict."""
+    return sorted({k.rsplit('.branch_reparam.', 1)[0] for k in sd
+                   if '.branch_reparam.' in k})
 
 
 def _neutral_training_branches(model_sd, sd, prefix_of_block, eps):
@@ -201,7 +225,7 @@ def _qarepvgg_from_fused(backbone, fused_sd: Dict[str, Tensor]
     model_sd = backbone.state_dict()
     eps = next(m.eps for m in backbone.modules() if is_batchnorm(m))
     out = {}
-    for p in sorted({k.rsplit('.branch_reparam.', 1)[0] for k in fused_sd}):
+    for p in _fused_blocks(fused_sd):
         kernel = fused_sd[f'{p}.branch_reparam.weight'].double()
         bias = fused_sd[f'{p}.branch_reparam.bias']
         c = kernel.shape[0]
@@ -261,13 +285,15 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
         # a training backbone of the file's own block type, fused
         tmp = type(backbone)(backbone.arch if backbone.arch['name'] ==
                              'custom' else backbone.arch['name'],
-                             block_type=file_block, deploy=False)
+                             block_type=file_block, deploy=False,
+                             se_cfg=backbone.se_cfg)
         load_state_dict(tmp, sd, strict=True, logger=logger)
         tmp.switch_to_deploy()
         sd, fused_file = tmp.state_dict(), True
         how.append(f'training-time {file_block} blocks fused on load')
+    se_keys = {k: v for k, v in sd.items() if '.se_layer.' in k}
     if fused_file and not backbone.deploy and own_block == 'qarepvgg':
-        sd = _qarepvgg_from_fused(backbone, sd)
+        sd = dict(_qarepvgg_from_fused(backbone, sd), **se_keys)
         how.append('each fused block placed in the QARepVGG 3x3 branch '
                    '(minus the identity), 1x1 branch zero, BNs neutral: '
                    'the same function in eval mode')
@@ -276,10 +302,10 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
         # a neutral BN has running_var = 1 - eps with the model's own eps
         eps = next(m.eps for m in backbone.modules() if is_batchnorm(m))
         converted = {}
-        for p in sorted({k.rsplit('.branch_reparam.', 1)[0] for k in sd}):
+        for p in _fused_blocks(sd):
             converted.update(
                 _neutral_training_branches(model_sd, sd, p, eps))
-        sd = converted
+        sd = dict(converted, **se_keys)
         how.append('fused weights placed in the 3x3 branches (neutral '
                    'others)')
     how = '; '.join(how) or 'loaded as is'

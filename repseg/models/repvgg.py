@@ -20,6 +20,7 @@ from ..reparam.fusion import fuse_branches
 from .arch import (ARCH_SETTINGS, DILATION_PRESETS, NUM_STAGES, Signature,
                    signature)
 from .pretrained import load_pretrained
+from .se import SELayer
 
 #: RepVGG's block types by ``block_type`` name: a new block is a class with
 #: ``switch_to_deploy()`` (and a one-line ``description``) registered here,
@@ -34,7 +35,10 @@ class RepVGGBlock(BaseModule):
     Training-time form: ``act(BN(conv3x3(x)) + BN(conv1x1(x)) + BN(x))``; the
     identity branch exists only when ``in_channels == out_channels`` and
     ``stride == 1``. Inference-time form (``deploy=True`` or after
-    :meth:`switch_to_deploy`): ``act(conv3x3(x) + bias)``.
+    :meth:`switch_to_deploy`): ``act(conv3x3(x) + bias)``. With ``se_cfg``
+    a squeeze-and-excitation (:class:`~repseg.models.se.SELayer`) sits
+    after the sum of the branches, before ``act``, in both forms (fusion
+    folds the branches and leaves it as it is).
 
     Args:
         in_channels (int): Input channels C_in.
@@ -52,6 +56,9 @@ class RepVGGBlock(BaseModule):
         with_cp (bool): Use activation checkpointing for the branches while
             training (saves memory at the cost of a second forward).
             Default: False.
+        se_cfg (dict, optional): Squeeze-and-excitation after the branches
+            (the arguments of :class:`~repseg.models.se.SELayer`, e.g.
+            ``dict(ratio=16, divisor=1)``); None: none. Default: None.
         init_cfg (dict | list[dict], optional): Initialization config.
 
     Shape:
@@ -73,6 +80,7 @@ class RepVGGBlock(BaseModule):
                  act_cfg: dict = dict(type='ReLU'),
                  deploy: bool = False,
                  with_cp: bool = False,
+                 se_cfg: Optional[dict] = None,
                  init_cfg=None):
         super().__init__(init_cfg)
         self.in_channels = in_channels
@@ -88,6 +96,8 @@ class RepVGGBlock(BaseModule):
             self.branch_reparam = self._build_reparam_conv()
         else:
             self._build_training_branches(norm_cfg)
+        self.se_cfg = se_cfg
+        self.se_layer = SELayer(out_channels, **se_cfg) if se_cfg else None
         self.act = build_activation_layer(act_cfg)
 
     def _conv_bn(self, size: int, norm_cfg: dict) -> ConvModule:
@@ -147,6 +157,8 @@ class RepVGGBlock(BaseModule):
             out = cp.checkpoint(self._branches, x, use_reentrant=False)
         else:
             out = self._branches(x)
+        if self.se_layer is not None:
+            out = self.se_layer(out)
         return self.act(out)
 
     @torch.no_grad()
@@ -226,10 +238,13 @@ class RepVGG(BaseModule):
     Args:
         arch (str | dict): One of ``RepVGG.arch_settings`` ('A0', 'A1', 'A2',
             'B0', 'B1', 'B1g2', 'B1g4', 'B2', 'B2g2', 'B2g4', 'B3', 'B3g2',
-            'B3g4'), or a dict with ``num_blocks`` (4 ints: layers of stages
-            1..4), ``width_factor`` (4 floats: a, a, a, b of the paper) and
-            optional ``group_layers`` (dict mapping a 1-based layer index,
-            the stem being layer 1, to its number of groups).
+            'B3g4', 'D2se'), or a dict with ``num_blocks`` (4 ints: layers of
+            stages 1..4), ``width_factor`` (4 floats: a, a, a, b of the
+            paper), optional ``group_layers`` (dict mapping a 1-based layer
+            index, the stem being layer 1, to its number of groups) and
+            optional ``se_cfg``. 'D2se' (the official RepVGG-D2se: layers
+            1, 8, 14, 24, 1, B2's widths) has squeeze-and-excitation in every
+            block, the stem included.
         in_channels (int): Input image channels. Default: 3.
         dilation_mode (str): Output-stride preset.
             'none': strides (2, 2, 2, 2, 2), no dilation (output stride 32).
@@ -264,6 +279,12 @@ class RepVGG(BaseModule):
         deploy (bool): Build every block in its fused single-conv form, so a
             checkpoint converted by :func:`repseg.reparameterize_model` loads
             with ``strict=True``. Default: False.
+        se_cfg (dict, optional): Squeeze-and-excitation in every block, the
+            stem included, after the sum of the branches and before the
+            ReLU (mmpretrain's convention: ``dict(ratio=16, divisor=1)``,
+            the arguments of :class:`~repseg.models.se.SELayer`); pooled over
+            the whole map for any H x W. Default: None, the arch's own
+            (set by 'D2se', none for the others).
         block_type (str): 'repvgg' (the paper's block,
             :class:`RepVGGBlock`) or 'qarepvgg' (the quantization-friendly
             :class:`QARepVGGBlock`, for INT8 deployment). Both fuse into the
@@ -311,6 +332,7 @@ class RepVGG(BaseModule):
                  with_cp: bool = False,
                  deploy: bool = False,
                  block_type: str = 'repvgg',
+                 se_cfg: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  init_cfg=None,
                  **kwargs):
@@ -346,6 +368,11 @@ class RepVGG(BaseModule):
                     for b in blocks) + ').')
         self.block_type = block_type
         self.arch = self._parse_arch(arch)
+        if se_cfg is not None and not isinstance(se_cfg, dict):
+            raise TypeError(f'se_cfg must be a dict (e.g. dict(ratio=16, '
+                            f'divisor=1)) or None, got {se_cfg!r}')
+        self.se_cfg = dict(se_cfg if se_cfg is not None else
+                           self.arch.get('se_cfg') or {}) or None
         if dilation_mode not in self.dilation_presets:
             raise ValueError(
                 f'Unknown dilation_mode {dilation_mode!r}; valid modes are '
@@ -378,7 +405,7 @@ class RepVGG(BaseModule):
         self.deploy = deploy
 
         num_blocks = (1, ) + tuple(self.arch['num_blocks'])
-        _, widths, _ = signature(self.arch)
+        widths = signature(self.arch)[1]
         self.out_channels = widths
         # One entry per layer: (stage, stride, dilation, groups).
         self.layer_layout = self._layer_layout(num_blocks)
@@ -388,7 +415,7 @@ class RepVGG(BaseModule):
         self._make_stages(
             num_blocks, in_channels,
             dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                 deploy=deploy, with_cp=with_cp))
+                 deploy=deploy, with_cp=with_cp, se_cfg=self.se_cfg))
         self._freeze_stages()
 
     def _layer_layout(self, num_blocks: Tuple[int, ...]) -> list:
@@ -455,7 +482,7 @@ class RepVGG(BaseModule):
         return dict(type='Pretrained', checkpoint=pretrained)
 
     def _layout_signature(self) -> Signature:
-        return signature(self.arch)
+        return signature(self.arch, se=self.se_cfg is not None)
 
     def init_weights(self) -> None:
         """With ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` load
@@ -475,19 +502,20 @@ class RepVGG(BaseModule):
             if arch not in self.arch_settings:
                 raise ValueError(
                     f'Unknown RepVGG arch {arch!r}; valid archs are '
-                    f'{list(self.arch_settings)}, or a dict with num_blocks, '
-                    'width_factor and optional group_layers.')
+                    f'{list(self.arch_settings)}, or a dict with '
+                    'num_blocks, width_factor and optional group_layers and '
+                    'se_cfg.')
             return dict(self.arch_settings[arch], name=arch)
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
         missing = {'num_blocks', 'width_factor'} - set(arch)
         unknown = set(arch) - {'num_blocks', 'width_factor', 'group_layers',
-                               'name'}
+                               'se_cfg', 'name'}
         if missing or unknown:
             raise ValueError(
-                f'A custom arch dict needs num_blocks and width_factor (and '
-                f'optionally group_layers); missing {sorted(missing)}, '
-                f'unknown {sorted(unknown)}.')
+                'A custom arch dict needs num_blocks and width_factor (and '
+                'optionally group_layers and se_cfg); missing '
+                f'{sorted(missing)}, unknown {sorted(unknown)}.')
         for key in ('num_blocks', 'width_factor'):
             if len(arch[key]) != 4:
                 raise ValueError(

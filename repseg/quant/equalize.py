@@ -111,7 +111,8 @@ def equalize_(model: nn.Module, inputs: Sequence[np.ndarray],
     (1, 3, H, W) arrays); ``outlier_factor=None`` rescales every channel
     (activation-aware method).
 
-    Returns the report: ``method``, ``pairs``, ``rescaled`` (channels
+    Returns the report: ``method``, ``pairs``, ``through_se`` (pairs
+    with a squeeze-and-excitation between), ``rescaled`` (channels
     whose scale is not 1), ``cleared`` (channels that never fire on the
     calibration set: their taps in the second conv cleared),
     ``outlier_ratio_before`` / ``_after`` (the largest per-channel
@@ -124,11 +125,13 @@ def equalize_(model: nn.Module, inputs: Sequence[np.ndarray],
     # channels, as the next pair does, leaves its ratios as they are)
     ratios = {id(p[3]): float(outlier_ratio(p[3]).max()) for p in pairs}
     report = dict(method=method, pairs=len(pairs), rescaled=0, cleared=0,
+                  through_se=sum(1 for p in pairs if p.through),
                   outlier_ratio_before=max(ratios.values(), default=None))
     if pairs:
         ranges = activation_ranges(model, {p[0]: p[1] for p in pairs},
                                    inputs)
-        for name1, conv1, _, conv2 in pairs:
+        for pair in pairs:
+            name1, conv1, _, conv2 = pair
             a = ranges.get(name1)
             if a is None:          # not on the inference path (aux head)
                 continue
@@ -148,7 +151,7 @@ def equalize_(model: nn.Module, inputs: Sequence[np.ndarray],
             if not rescaled and not cleared:
                 continue
             clear_input_channels_(conv2, dead.nonzero().flatten().tolist())
-            rescale_pair_(conv1, conv2, scale)
+            rescale_pair_(conv1, conv2, scale, pair.through)
             ratios[id(conv2)] = float(outlier_ratio(conv2).max())
             report['rescaled'] += rescaled
             report['cleared'] += cleared
@@ -164,8 +167,11 @@ def equalization_lines(report: dict) -> List[str]:
         report['outlier_ratio_after']
     ratio = (f'; largest per-channel max|w| / median|w| of the second convs '
              f'{before:.0f} before, {after:.0f} after') if before else ''
+    se = report.get('through_se')
+    se = (f" ({se} of them with a squeeze-and-excitation between, its "
+          'squeeze conv rescaled with the second conv: exact)') if se else ''
     return [f"Equalization ({report['method']}): {report['pairs']} "
-            f"conv -> ReLU -> conv pairs, {report['rescaled']} channels "
+            f"conv -> ReLU -> conv pairs{se}, {report['rescaled']} channels "
             f"rescaled, {report['cleared']} channels that never fire on the "
             f'calibration set cleared{ratio}.']
 

@@ -15,18 +15,37 @@ Clearing conv2's taps on an input channel is exact only where that channel
 is zero for every input, so the caller decides where it is allowed (from
 calibration statistics: :mod:`repseg.deploy.equalize`).
 
+A squeeze-and-excitation between conv1 and the ReLU
+(``ReLU(z * g(mean(z)))``, RepVGG-D2se) keeps the pair exact when the
+squeeze conv that reads ``mean(z)`` has its input channel ``c`` scaled by
+``s_c`` too: the gate ``g`` sees the same numbers, and ``z * g`` scales
+with ``z`` (:attr:`Pair.through`).
+
 All arithmetic is float64, cast back to the weights' dtype (as in
 :mod:`.fusion`). Pairs are found from the traced data flow
 (:func:`relu_pairs`), so any traceable module works: RepVGG stages, across
 stage boundaries, ResNet bottlenecks whose BN was folded.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
+
+import operator
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-Pair = Tuple[str, nn.Conv2d, str, nn.Conv2d]
+
+class Pair(tuple):
+    """``(name1, conv1, name2, conv2)`` of a ``conv1 -> ReLU -> conv2``
+    pair; ``through``: the convs that read conv1's output on the way (a
+    squeeze-and-excitation's squeeze conv, reading its global mean), whose
+    input channels are scaled with conv2's."""
+
+    def __new__(cls, name1: str, conv1: nn.Conv2d, name2: str,
+                conv2: nn.Conv2d, through: Sequence[nn.Conv2d] = ()):
+        pair = super().__new__(cls, (name1, conv1, name2, conv2))
+        pair.through = tuple(through)
+        return pair
 
 # modules that pass a tensor through unchanged (folded BNs leave these)
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
@@ -71,11 +90,13 @@ def outlier_ratio(conv: nn.Conv2d) -> Tensor:
 
 
 @torch.no_grad()
-def rescale_pair_(conv1: nn.Conv2d, conv2: nn.Conv2d, scale: Tensor) -> None:
+def rescale_pair_(conv1: nn.Conv2d, conv2: nn.Conv2d, scale: Tensor,
+                  through: Sequence[nn.Conv2d] = ()) -> None:
     """Scale output channel ``c`` of ``conv1`` by ``1 / scale[c]`` and the
-    weights of ``conv2`` that read input channel ``c`` by ``scale[c]``, in
-    place. Exact through a ReLU (or any positively homogeneous activation)
-    between them for ``scale > 0``."""
+    weights of ``conv2`` (and of the ``through`` convs, e.g. an SE's
+    squeeze) that read input channel ``c`` by ``scale[c]``, in place. Exact
+    through a ReLU (or any positively homogeneous activation) between them
+    for ``scale > 0``."""
     scale = scale.detach().double()
     if scale.numel() != conv1.out_channels or \
             conv1.out_channels != conv2.in_channels:
@@ -92,8 +113,9 @@ def rescale_pair_(conv1: nn.Conv2d, conv2: nn.Conv2d, scale: Tensor) -> None:
     if conv1.bias is not None:
         conv1.bias.copy_((conv1.bias.detach().double() / scale).to(
             conv1.bias.dtype))
-    w2 = _scale_inputs(conv2.weight.detach().double(), conv2.groups, scale)
-    conv2.weight.copy_(w2.to(conv2.weight.dtype))
+    for conv in (conv2, ) + tuple(through):
+        w2 = _scale_inputs(conv.weight.detach().double(), conv.groups, scale)
+        conv.weight.copy_(w2.to(conv.weight.dtype))
 
 
 @torch.no_grad()
@@ -137,6 +159,29 @@ def _skip_pass_through(graph_module, node):
     return node
 
 
+def _is_mul(node) -> bool:
+    return node.op in ('call_function', 'call_method') and node.target in (
+        operator.mul, torch.mul, 'mul')
+
+
+def _through_se(gm, node, calls):
+    """For a conv output read by a squeeze-and-excitation (its global
+    average pool and the product ``x * gate``): (the product node, the
+    squeeze conv), else None."""
+    users = list(node.users)
+    if len(users) != 2:
+        return None
+    pools = [u for u in users if _is(gm, u, (nn.AdaptiveAvgPool2d, ))
+             and gm.get_submodule(u.target).output_size in (1, (1, 1))]
+    muls = [u for u in users if _is_mul(u) and node in u.args]
+    if len(pools) != 1 or len(muls) != 1 or len(pools[0].users) != 1:
+        return None
+    squeeze = next(iter(pools[0].users))
+    if not _is(gm, squeeze, (nn.Conv2d, )) or calls[squeeze.target] != 1:
+        return None
+    return muls[0], squeeze
+
+
 def relu_pairs(module: nn.Module, prefix: str = '') -> List[Pair]:
     """Every ``conv1 -> ReLU -> conv2`` of ``module`` whose tensors are read
     by nothing else (so rescaling the pair is exact), from the data flow
@@ -162,10 +207,18 @@ def relu_pairs(module: nn.Module, prefix: str = '') -> List[Pair]:
             calls[node.target] = calls.get(node.target, 0) + 1
     pairs = []
     for node in gm.graph.nodes:
-        if not _is(gm, node, (nn.Conv2d, )) or calls[node.target] != 1 \
-                or len(node.users) != 1:
+        if not _is(gm, node, (nn.Conv2d, )) or calls[node.target] != 1:
             continue
-        act = _skip_pass_through(gm, next(iter(node.users)))
+        through = []
+        if len(node.users) == 1:
+            after = next(iter(node.users))
+        else:
+            se = _through_se(gm, node, calls)
+            if se is None or len(se[0].users) != 1:
+                continue
+            after = next(iter(se[0].users))
+            through = [module.get_submodule(se[1].target)]
+        act = _skip_pass_through(gm, after)
         if not _is_relu(gm, act) or len(act.users) != 1:
             continue
         nxt = _skip_pass_through(gm, next(iter(act.users)))
@@ -175,12 +228,15 @@ def relu_pairs(module: nn.Module, prefix: str = '') -> List[Pair]:
             nxt.target)
         if conv1.out_channels != conv2.in_channels:
             continue
-        pairs.append((prefix + node.target, module.get_submodule(node.target),
-                      prefix + nxt.target, module.get_submodule(nxt.target)))
+        pairs.append(Pair(prefix + node.target,
+                          module.get_submodule(node.target),
+                          prefix + nxt.target,
+                          module.get_submodule(nxt.target), through))
     return pairs
 
 
 __all__ = [
-    'relu_pairs', 'rescale_pair_', 'clear_input_channels_', 'cle_scales',
-    'input_channel_ranges', 'output_channel_ranges', 'outlier_ratio'
+    'Pair', 'relu_pairs', 'rescale_pair_', 'clear_input_channels_',
+    'cle_scales', 'input_channel_ranges', 'output_channel_ranges',
+    'outlier_ratio'
 ]

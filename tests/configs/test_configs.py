@@ -23,11 +23,16 @@ TABLE8 = {
     'pspnet_repvgg_b1g2.py': ('B1g2', 'full', 2048, 512),
     'pspnet_repvgg_b1g2_fast.py': ('B1g2', 'fast', 2048, 512),
 }
+# the family's strongest backbone, with the B2 configs' recipe
+D2SE = {
+    'pspnet_repvgg_d2se.py': ('D2se', 'full', 2560, 640),
+    'pspnet_repvgg_d2se_fast.py': ('D2se', 'fast', 2560, 640),
+}
 
 
 def test_the_lineup_is_shipped():
-    for name in list(TABLE8) + ['pspnet_r50-d8.py', 'pspnet_r101-d8.py',
-                                'pspnet_repvgg_a0.py']:
+    for name in list(TABLE8) + list(D2SE) + [
+            'pspnet_r50-d8.py', 'pspnet_r101-d8.py', 'pspnet_repvgg_a0.py']:
         assert name in CONFIGS
 
 
@@ -53,7 +58,8 @@ def test_config_recipe(name):
         cfg.custom_hooks
     assert 'repseg' in cfg.custom_imports.imports
     assert cfg.val_evaluator.type == 'IoUMetric'
-    if name in TABLE8 or name in ('pspnet_r50-d8.py', 'pspnet_r101-d8.py') \
+    if name in TABLE8 or name in D2SE or name in (
+            'pspnet_r50-d8.py', 'pspnet_r101-d8.py') \
             or not name.startswith('pspnet'):
         # the paper's Cityscapes recipe
         assert cfg.optim_wrapper.optimizer.lr == 0.01
@@ -66,8 +72,8 @@ def test_config_recipe(name):
                 if t.type == 'RandomCrop'][0]
         assert tuple(crop.crop_size) == (713, 713)
         assert cfg.train_dataloader.dataset.type == 'CityscapesDataset'
-    if name in TABLE8:
-        arch, mode, c5, c4 = TABLE8[name]
+    if name in TABLE8 or name in D2SE:
+        arch, mode, c5, c4 = {**TABLE8, **D2SE}[name]
         assert m.backbone.type == 'RepVGG'
         assert (m.backbone.arch, m.backbone.dilation_mode) == (arch, mode)
         assert m.backbone.init_cfg.type == 'Pretrained'
@@ -85,9 +91,9 @@ def test_config_builds_model(name):
                    for m in model.modules())
     assert model.decode_head.ignore_index == 255
     assert model.auxiliary_head.ignore_index == 255
-    if name in TABLE8:
+    if name in TABLE8 or name in D2SE:
         assert model.backbone.output_stride == 8
-        assert model.backbone.dilation_mode == TABLE8[name][1]
+        assert model.backbone.dilation_mode == {**TABLE8, **D2SE}[name][1]
 
 
 def test_syncbn_replaced_in_one_place():

@@ -36,6 +36,22 @@ def session(path: str, threads: Optional[int] = None):
                                 providers=['CPUExecutionProvider'])
 
 
+def with_argmax(path: str) -> bytes:
+    """The ONNX model at ``path`` (serialized) with a second output, the
+    class map: ArgMax over the classes, keepdims, the first maximum on ties
+    (as numpy's), int64 ``(N, 1, H, W)``."""
+    import onnx
+    from onnx import helper
+    model = onnx.load(path)
+    logits = model.graph.output[0].name
+    model.graph.node.append(helper.make_node(
+        'ArgMax', [logits], ['repseg_labels'], axis=1, keepdims=1,
+        select_last_index=0, name='repseg_argmax'))
+    model.graph.output.append(helper.make_tensor_value_info(
+        'repseg_labels', onnx.TensorProto.INT64, None))
+    return model.SerializeToString()
+
+
 def float_layers(path: str) -> List[str]:
     """Names of the convolutions and matrix products of an ONNX model that
     run in float: in a QDQ model, those whose data input is not
@@ -69,6 +85,7 @@ class OnnxRuntime(Runtime):
         entropy='the range that keeps the most information',
         percentile='a high percentile of the values')
     own_options = dict(reduce_range=False)
+    argmax_in_graph = True
 
     def quant_label(self, options: QuantOptions) -> str:
         return 'QDQ, per-channel' + (', 7-bit weights' if
@@ -147,10 +164,13 @@ class OnnxRuntime(Runtime):
 
     def load(self, path: str, precision: Optional[str] = None,
              threads: Optional[int] = None, mode: str = 'latency',
-             cache_dir: Optional[str] = None) -> RuntimeModel:
+             cache_dir: Optional[str] = None,
+             labels: bool = False) -> RuntimeModel:
         """One session with every thread (latency), or
         :func:`throughput_streams` sessions side by side sharing the
-        threads (throughput; ``submit`` runs one per free session)."""
+        threads (throughput; ``submit`` runs one per free session);
+        ``labels``: the graph gets an ArgMax output beside the logits
+        (:func:`with_argmax`)."""
         self._check_load(precision, mode)
         if not osp.isfile(path):
             raise BackendError(f'ONNX model {path!r} does not exist')
@@ -158,8 +178,9 @@ class OnnxRuntime(Runtime):
         streams = throughput_streams(threads) if mode == 'throughput' \
             else 1
         per_stream = max(1, threads // streams)
-        sessions = [session(path, per_stream) for _ in range(streams)]
         import onnx
+        source = with_argmax(path) if labels else path
+        sessions = [session(source, per_stream) for _ in range(streams)]
         ops = {n.op_type for n in onnx.load(
             path, load_external_data=False).graph.node}
         ran = 'int8' if ops & _QUANT_OPS else 'fp32'
@@ -179,24 +200,30 @@ class OnnxRuntime(Runtime):
             record=read_record(meta.get(RECORD_KEY)),
             input_size=static_size(s.get_inputs()[0].shape))
         name = s.get_inputs()[0].name
+        outs = [o.name for o in s.get_outputs()]
+        argmax = (lambda x: run_any(x, outs[1])[:, 0]) if labels else None
         if streams == 1:
-            return RuntimeModel(lambda x: s.run(None, {name: x})[0], info)
+            def run_any(x, output=outs[0]):
+                return s.run([output], {name: x})[0]
+
+            return RuntimeModel(run_any, info, labels=argmax)
         free = concurrent.futures.ThreadPoolExecutor(
             streams, thread_name_prefix='repseg-ort')
         idle = queue.SimpleQueue()   # the sessions not running now
         for sess in sessions:
             idle.put(sess)
 
-        def run_any(x):
+        def run_any(x, output=outs[0]):
             sess = idle.get()
             try:
-                return sess.run(None, {name: x})[0]
+                return sess.run([output], {name: x})[0]
             finally:
                 idle.put(sess)
 
         return RuntimeModel(run_any, info,
                             submit=lambda x: free.submit(run_any, x),
-                            close=lambda: free.shutdown(wait=True))
+                            close=lambda: free.shutdown(wait=True),
+                            labels=argmax)
 
     def missing(self, precision: str) -> str:
         if precision == 'bf16':

@@ -96,6 +96,7 @@ class OpenVINO(Runtime):
     supported_precisions = ('fp32', 'bf16', 'int8')
     own_options = dict(preset='performance', fast_bias_correction=True,
                        ignored_types=('MatMul', ))
+    argmax_in_graph = True
 
     def __init__(self):
         self._core = None
@@ -157,6 +158,22 @@ class OpenVINO(Runtime):
                 '.xml and the .bin of the same name; copy both)')
         return self.core.read_model(path)
 
+    def with_argmax(self, model):
+        """``model`` with a second output: the class map (TopK k=1 over
+        the classes, the first maximum on ties as numpy's argmax; int32
+        ``(N, 1, H, W)``), so that a caller that wants labels neither
+        copies the logits out nor runs numpy's argmax over them."""
+        ov = self.require()
+        try:
+            from openvino import opset13 as ops
+        except ImportError:   # older releases
+            from openvino.runtime import opset13 as ops
+        result = model.get_results()[0]
+        top = ops.topk(result.input_value(0), np.int64(1), 1, 'max', 'value',
+                       index_element_type='i32', stable=True)
+        return ov.Model([result, ops.result(top.output(1))],
+                        model.get_parameters(), model.get_friendly_name())
+
     def compile(self, model, precision: str = 'fp32',
                 threads: Optional[int] = None, mode: str = 'latency',
                 cache_dir: Optional[str] = None):
@@ -194,7 +211,9 @@ class OpenVINO(Runtime):
         reused (latency), or OpenVINO's optimal number of requests, each
         call on a free one and :meth:`~RuntimeModel.submit` through an
         ``AsyncInferQueue`` (throughput); ``model``: the
-        ``openvino.Model`` it was compiled from (for its record)."""
+        ``openvino.Model`` it was compiled from (for its record). A second
+        output (:meth:`with_argmax`) is the class map of
+        :meth:`RuntimeModel.argmax`."""
         layers = runtime_layers(compiled)
         ran = ran_precision(layers)
         streams = requests = 1
@@ -222,23 +241,25 @@ class OpenVINO(Runtime):
             info.input_size = static_size(
                 [d.get_length() if d.is_static else -1
                  for d in model.input(0).get_partial_shape()])
+        with_labels = len(compiled.outputs) > 1
         if requests == 1:
             request = compiled.create_infer_request()
 
-            def run(x: np.ndarray) -> np.ndarray:
+            def run(x: np.ndarray, output: int = 0) -> np.ndarray:
                 request.infer({0: x})
-                return request.get_output_tensor(0).data
+                return request.get_output_tensor(output).data
 
-            return RuntimeModel(run, info)
+            return RuntimeModel(run, info, labels=(
+                lambda x: run(x, 1)[:, 0]) if with_labels else None)
         idle = queue.SimpleQueue()   # the requests not running now
         for _ in range(requests):
             idle.put(compiled.create_infer_request())
 
-        def run_any(x: np.ndarray) -> np.ndarray:
+        def run_any(x: np.ndarray, output: int = 0) -> np.ndarray:
             req = idle.get()
             try:
                 req.infer({0: x})
-                return req.get_output_tensor(0).data.copy()
+                return req.get_output_tensor(output).data.copy()
             finally:
                 idle.put(req)
 
@@ -260,13 +281,17 @@ class OpenVINO(Runtime):
             return future
 
         return RuntimeModel(run_any, info, submit=submit,
-                            close=jobs.wait_all)
+                            close=jobs.wait_all, labels=(
+                                lambda x: run_any(x, 1)[:, 0])
+                            if with_labels else None)
 
     def load(self, path: str, precision: Optional[str] = None,
              threads: Optional[int] = None, mode: str = 'latency',
-             cache_dir: Optional[str] = None) -> RuntimeModel:
+             cache_dir: Optional[str] = None,
+             labels: bool = False) -> RuntimeModel:
         ir = self.read(path)
-        compiled = self.compile(ir, precision or 'fp32', threads, mode,
+        compiled = self.compile(self.with_argmax(ir) if labels else ir,
+                                precision or 'fp32', threads, mode,
                                 cache_dir)
         ran = str(compiled.get_property('PERFORMANCE_HINT')).lower()
         model = self.wrap(compiled, path, ir, precision,
