@@ -98,7 +98,8 @@ def table(rows: Sequence[Row], isa: str, images: int, rounds: int) -> str:
              'interleaved rounds', '',
              '| model | threads | mode (streams x requests) | model-only '
              'img/s | end to end, pipelined | end to end, one after the '
-             'other | pipelined / model-only |', '|---|---|---|---|---|---|---|']
+             'other | pipelined / model-only |',
+             '|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f'| {r.model} | {r.threads} | {r.mode} ({r.streams} x '
                      f'{r.requests}) | {r.model_only:.1f} | '
