@@ -35,7 +35,8 @@ setup(
     ],
     extras_require={
         'tests': ['pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'onnx',
-                  'onnxruntime', 'openvino', 'nncf'],
+                  'onnxruntime', 'openvino', 'nncf', 'ray[data]', 'psutil'],
+        'ray': ['ray[data]'],
         'onnx': ['onnx', 'onnxruntime'],
         'openvino': ['onnx', 'openvino', 'nncf'],
     },

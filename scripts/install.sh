@@ -49,12 +49,13 @@ else
 fi
 
 # 3. mmengine, mmsegmentation and repseg itself (editable), with test extras
-#    (onnx/onnxruntime, openvino and nncf: the deployment runtimes).
+#    (onnx/onnxruntime, openvino and nncf: the deployment runtimes; ray[data]:
+#    inference on a Ray cluster).
 REPO=$(pwd)
 # run from / so that the check sees the installed repseg, not this folder
 if (cd / && $PY - <<PYEOF 2>/dev/null
 import os, sys
-import mmengine, mmseg, pytest, xdist, hypothesis, onnx, onnxruntime, openvino, nncf, safetensors, repseg
+import mmengine, mmseg, pytest, xdist, hypothesis, onnx, onnxruntime, openvino, nncf, safetensors, ray.data, psutil, repseg
 ok = (mmengine.__version__ == '$MMENGINE_VERSION'
       and mmseg.__version__ == '$MMSEG_VERSION'
       and os.path.dirname(os.path.dirname(os.path.abspath(repseg.__file__)))

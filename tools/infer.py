@@ -9,6 +9,8 @@ DIR/overlays/; a rerun into the same DIR resumes.
   python tools/infer.py a.jpg b.png --model CONFIG --checkpoint CKPT --out out
   python tools/infer.py drive.mp4 --model m.onnx --out out --every 5 --overlay
   python tools/infer.py photos/ --model OLD.onnx --config CONFIG --out out
+  python tools/infer.py /shared/archive --recursive --model m.xml \
+      --out /shared/out --ray --ray-address HEAD:6379 --threads 4
 """
 from _cli import add_force, make_parser, run
 
@@ -67,6 +69,13 @@ def build_parser():
                    help='Take the K-th of every N inputs (stable sorted '
                    'order): N processes or machines split one job into one '
                    'DIR.')
+    p.add_argument('--ray', action='store_true',
+                   help='Run on Ray (a local cluster, or --ray-address): '
+                   'actors of --threads CPUs each (default 2) hold the model; '
+                   'DIR must be on a filesystem every worker shares.')
+    p.add_argument('--ray-address', metavar='ADDR',
+                   help='The Ray cluster to join (HOST:PORT or auto); '
+                   'implies --ray.')
     p.add_argument('--quiet', action='store_true',
                    help='No progress bar.')
     add_force(p, 'the outputs of another run in DIR (everything is redone)')

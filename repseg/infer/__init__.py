@@ -65,10 +65,15 @@ class Segmenter:
         input order; :attr:`summary` is complete when the iterator is."""
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         sources, total = plan(inputs, self.settings)
-        net = self.load(total)
         self.summary = Summary()
-        return run(net, sources, total, out_dir, self.settings,
-                   self.summary)
+        s = self.settings
+        if s.ray or s.ray_address:
+            from .distributed import run_on_ray
+            return run_on_ray(self.model, sources, total, out_dir,
+                              self.checkpoint, self.config, s, self.summary,
+                              s.ray_address)
+        net = self.load(total)
+        return run(net, sources, total, out_dir, s, self.summary)
 
 
 __all__ = ['Segmenter', 'InferSettings', 'Result', 'Summary', 'Recipe',

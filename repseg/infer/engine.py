@@ -58,6 +58,10 @@ class InferSettings(Settings):
             inputs in a stable sorted order (N processes, e.g. a Slurm job
             array or N machines on a shared filesystem, split one job into
             one output folder; each resumes through its manifest).
+        ray (bool): run on a Ray cluster (:mod:`repseg.infer.distributed`;
+            ``threads`` is then each actor's CPUs).
+        ray_address (str or None): the cluster to join ('HOST:PORT', or
+            'auto'); None with ``ray``: a local cluster.
     """
     recursive: bool = False
     every: int = 1
@@ -75,6 +79,8 @@ class InferSettings(Settings):
     force: bool = False
     keep_labels: bool = False
     shard: Optional[str] = None
+    ray: bool = False
+    ray_address: Optional[str] = None
 
     @property
     def shard_of(self) -> Optional[tuple]:
@@ -348,17 +354,21 @@ class _Job:
     clock, the outputs and the manifest, the counts and failures."""
 
     def __init__(self, net: Network, out_dir: str, settings: InferSettings,
-                 summary: Summary):
+                 summary: Summary, manifest: bool = True):
         r = net.recipe
         self.net, self.settings, self.summary = net, settings, summary
+        shard = settings.shard_of
+        # one writer per file: a shard has its own failures and areas
+        tag = f'.shard-{shard[0]}-of-{shard[1]}' if shard else ''
         self.outputs = Outputs(out_dir, r.classes, r.palette,
                                settings.overlay, settings.opacity,
-                               settings.label_ids, settings.areas)
-        shard = settings.shard_of
+                               settings.label_ids, settings.areas,
+                               areas_file=f'areas{tag}.csv')
+        # a Ray worker writes images only: the driver keeps the manifest
         self.manifest = Manifest(
             out_dir, dict(model=net.identity, options=settings.outputs()),
-            settings.force, failures=f'failures.shard-{shard[0]}-of-'
-            f'{shard[1]}.txt' if shard else 'failures.txt')
+            settings.force, failures=f'failures{tag}.txt',
+            areas=f'areas{tag}.csv') if manifest else None
         self.busy = _Busy()
         self.calls = threading.BoundedSemaphore(max(1, net.info.requests))
         self.failures: List[tuple] = []
@@ -384,7 +394,8 @@ class _Job:
             reason = (str(e).strip().splitlines() or [''])[0][:300]
             return Result(str(item), item.key, 'failed',
                           reason=f'{type(e).__name__}: {reason}')
-        self.manifest.finished(item)
+        if self.manifest is not None:
+            self.manifest.finished(item)
         return Result(str(item), item.key, 'done', files=files,
                       labels=labels if self.settings.keep_labels else None,
                       fit=fit)

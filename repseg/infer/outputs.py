@@ -68,17 +68,19 @@ class Outputs:
         label_ids (bool): label maps in Cityscapes label ids (for its
             evaluation server) instead of train ids.
         areas (bool): a row of class pixel shares per image in
-            ``areas.csv``.
+            ``areas_file``.
+        areas_file (str): the CSV's name (one writer each: a shard writes
+            its own; on Ray the driver writes the rows the workers return).
     """
 
     def __init__(self, out_dir: str, classes: Sequence[str],
                  palette: Sequence, overlay: bool = False,
                  opacity: float = 0.5, label_ids: bool = False,
-                 areas: bool = False):
+                 areas: bool = False, areas_file: str = AREAS):
         self.out_dir = out_dir
         self.classes, self.palette = list(classes), list(palette)
         self.overlay, self.opacity = overlay, opacity
-        self.areas = areas
+        self.areas, self.areas_file = areas, areas_file
         self._lock = threading.Lock()
         self._id_table = None
         if label_ids:
@@ -115,18 +117,24 @@ class Outputs:
             write_atomic(paths['overlay'], encode_png(
                 overlay(img, labels, self.palette, self.opacity)))
         if self.areas:
-            counts = np.bincount(labels.ravel(),
-                                 minlength=len(self.classes))
-            share = counts[:len(self.classes)] / max(labels.size, 1)
-            with self._lock:
-                new = not osp.exists(osp.join(self.out_dir, AREAS))
-                with open(osp.join(self.out_dir, AREAS), 'a',
-                          newline='') as f:
-                    w = csv.writer(f)
-                    if new:
-                        w.writerow(['image'] + self.classes)
-                    w.writerow([item.key] + [f'{v:.6f}' for v in share])
+            self.add_areas(item.key, self.shares(labels))
         return paths
+
+    def shares(self, labels: np.ndarray) -> List[float]:
+        """The share of the image's pixels each class has."""
+        counts = np.bincount(labels.ravel(), minlength=len(self.classes))
+        return (counts[:len(self.classes)] / max(labels.size, 1)).tolist()
+
+    def add_areas(self, key: str, shares: Sequence[float]) -> None:
+        """One row of :attr:`areas_file` (its header first)."""
+        path = osp.join(self.out_dir, self.areas_file)
+        with self._lock:
+            new = not osp.exists(path)
+            with open(path, 'a', newline='') as f:
+                w = csv.writer(f)
+                if new:
+                    w.writerow(['image'] + self.classes)
+                w.writerow([key] + [f'{v:.6f}' for v in shares])
 
     def video(self, key: str, frames: List[str], fps: float) -> str:
         """The overlay video of a video's frames (their overlay PNGs in
@@ -180,7 +188,7 @@ class Manifest:
     files are in place) and ``failures.txt`` of an output folder."""
 
     def __init__(self, out_dir: str, description: dict, force: bool,
-                 failures: str = FAILURES):
+                 failures: str = FAILURES, areas: str = AREAS):
         self.out_dir = out_dir
         self.failures = failures
         path = osp.join(out_dir, MANIFEST)
@@ -208,7 +216,7 @@ class Manifest:
         os.makedirs(out_dir, exist_ok=True)
         remove_stale_temporaries(out_dir)
         if force:
-            for name in (DONE, failures, AREAS):
+            for name in (DONE, failures, areas):
                 if osp.exists(osp.join(out_dir, name)):
                     os.remove(osp.join(out_dir, name))
         write_atomic(path, json.dumps(description, indent=2).encode())

@@ -48,3 +48,40 @@ def test_numpy_in_numpy_out_and_requests_in_flight(onnx_file, tmp_path,
         assert i.streams >= 1 and i.requests >= 1
     assert i.threads >= 1
     model.close()
+
+
+@pytest.mark.parametrize('name', runtime_names())
+@pytest.mark.parametrize('mode', ['latency', 'throughput'])
+def test_the_class_map_computed_in_the_graph(onnx_file, tmp_path, name,
+                                             mode):
+    """``labels=True``: the runtime's own argmax over the classes (beside
+    the logits) is numpy's argmax of its logits, ties included (the first
+    maximum: the last two classes are made equal everywhere)."""
+    import copy
+    _, net = onnx_file
+    net = copy.deepcopy(net)
+    with torch.no_grad():   # classes 3 and 4 equal, and often the largest
+        last = net[2]
+        last.weight[4] = last.weight[3]
+        last.bias[3] = last.bias[4] = 2.0
+    path = str(tmp_path / 'tie.onnx')
+    to_onnx(net, torch.randn(1, 3, 32, 48), path)
+    rt = get_runtime(name)
+    assert rt.argmax_in_graph
+    model_file = rt.from_onnx(path, str(tmp_path / f'net{rt.suffix}'))
+    plain = rt.load(model_file, threads=2, mode=mode)
+    assert not plain.has_labels
+    model = rt.load(model_file, threads=2, mode=mode, labels=True)
+    assert model.has_labels
+    for i in range(3):
+        x = np.random.default_rng(i).standard_normal(
+            (1, 3, 32, 48)).astype(np.float32)
+        logits = model(x)
+        assert logits.shape == (1, 5, 32, 48)
+        labels = model.argmax(x)
+        assert labels.shape == (1, 32, 48)
+        np.testing.assert_array_equal(labels, logits.argmax(1))
+        np.testing.assert_array_equal(labels, plain.argmax(x))
+        assert (labels == 3).mean() > 0.1 and not (labels == 4).any()
+    model.close()
+    plain.close()
