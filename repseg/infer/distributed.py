@@ -118,6 +118,7 @@ def run_on_ray(model: str, sources: List[Source], total: int, out_dir: str,
                                config, s, out_dir, actors, per_actor)
     finally:
         summary.seconds = time.perf_counter() - start
+        summary.busy_seconds = None
         # a killed worker's temporary file (only a temporary: the output
         # is renamed into place whole) is removed here on this host
         remove_stale_temporaries(out_dir)

@@ -170,7 +170,8 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     seconds: float = 0.0
-    busy_seconds: float = 0.0
+    #: None where it is not measured (a Ray run: the workers compute)
+    busy_seconds: Optional[float] = 0.0
     fits: Dict[str, int] = dataclasses.field(default_factory=dict)
     failures_file: Optional[str] = None
     videos: List[str] = dataclasses.field(default_factory=list)
@@ -183,13 +184,14 @@ class Summary:
     def busy_share(self) -> float:
         """Share of the wall time the network was computing."""
         return min(1.0, self.busy_seconds / self.seconds) \
-            if self.seconds else 0.0
+            if self.seconds and self.busy_seconds else 0.0
 
     def lines(self) -> List[str]:
+        busy = (f', the network busy {100 * self.busy_share:.0f}% of the '
+                'time') if self.busy_seconds is not None else ''
         out = [f'{self.done} done, {self.skipped} skipped (done before), '
                f'{self.failed} failed in {self.seconds:.1f} s: '
-               f'{self.images_per_s:.2f} images/s end to end, the network '
-               f'busy {100 * self.busy_share:.0f}% of the time']
+               f'{self.images_per_s:.2f} images/s end to end{busy}']
         odd = sum(n for k, n in self.fits.items() if k != EXACT)
         if odd:
             out.append(

@@ -57,6 +57,14 @@ def log(message: str) -> None:
         print(message, file=sys.stderr)
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """Threads a runtime uses when none are given: ``OMP_NUM_THREADS``
     when set (as torch reads it, so PyTorch and the runtimes compare like
@@ -64,10 +72,7 @@ def default_threads() -> int:
     env = os.environ.get('OMP_NUM_THREADS', '')
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # not on Linux
-        return os.cpu_count() or 1
+    return available_cpus()
 
 
 @dataclasses.dataclass
@@ -405,4 +410,5 @@ def count_by(values: Sequence[str]) -> Dict[str, int]:
 
 __all__ = ['PRECISIONS', 'MODES', 'DEFAULT_CALIB_METHOD', 'QuantOptions',
            'ControlSet', 'RunInfo', 'RuntimeModel', 'Runtime', 'count_by',
-           'default_threads', 'log', 'read_record', 'static_size']
+           'available_cpus', 'default_threads', 'log', 'read_record',
+           'static_size']
