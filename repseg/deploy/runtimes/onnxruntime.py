@@ -13,8 +13,9 @@ import numpy as np
 
 from ...errors import BackendError, UsageError
 from ...ops.cpu import seen_isa
-from .base import (RECORD_KEY, ControlSet, QuantOptions, RunInfo, Runtime,
-                   RuntimeModel, default_threads, read_record, static_size)
+from .base import (RECORD_KEY, SE_NODES, ControlSet, QuantOptions, RunInfo,
+                   Runtime, RuntimeModel, default_threads, read_record,
+                   static_size)
 
 #: calibration methods -> onnxruntime's CalibrationMethod names
 _CALIBRATION = dict(minmax='MinMax', entropy='Entropy',
@@ -150,9 +151,14 @@ class OnnxRuntime(Runtime):
 
         prepared = out + '.pre.onnx'
         quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
+        import onnx
+        # the squeeze-and-excitations stay in float (SE_NODES)
+        se = [n.name for n in onnx.load(prepared).graph.node
+              if SE_NODES in n.name]
         try:
             quantize_static(
                 prepared, out, Reader(), quant_format=QuantFormat.QDQ,
+                nodes_to_exclude=se,
                 per_channel=True, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, reduce_range=o.reduce_range,
                 calibrate_method=getattr(CalibrationMethod,

@@ -23,8 +23,8 @@ import numpy as np
 
 from ...errors import BackendError, UsageError
 from .base import (RECORD_KEY, ControlSet, QuantOptions, RunInfo, Runtime,
-                   RuntimeModel, available_cpus, count_by, default_threads,
-                   log, read_record, static_size)
+                   SE_NODES, RuntimeModel, available_cpus, count_by,
+                   default_threads, log, read_record, static_size)
 
 #: runtime-graph layer types that are convolutions or matrix products
 _LAYERS = {'Convolution', 'GroupConvolution', 'Deconvolution', 'MatMul',
@@ -360,9 +360,10 @@ class OpenVINO(Runtime):
             preset=getattr(nncf.QuantizationPreset, o.preset.upper()),
             subset_size=len(inputs),
             fast_bias_correction=o.fast_bias_correction,
-            ignored_scope=nncf.IgnoredScope(types=list(o.ignored_types),
-                                            validate=False)
-            if o.ignored_types else None)
+            # the squeeze-and-excitations stay in float (SE_NODES)
+            ignored_scope=nncf.IgnoredScope(
+                types=list(o.ignored_types), patterns=[f'.*{SE_NODES}.*'],
+                validate=False))
         advanced = AdvancedQuantizationParameters(
             activations_range_estimator_params=ranges)
         calib = nncf.Dataset(list(inputs))
