@@ -72,7 +72,7 @@ def test_every_command_names_tools_configs_and_flags_that_exist(doc, block,
         return
     tool = next((w for w in words if w.startswith('tools/')), None)
     if tool is None:
-        assert words[0] in ('python', 'bash', 'pip'), line
+        assert words[0] in ('python', 'bash', 'pip', 'ray'), line  # ray start
         return
     path = osp.join(ROOT, tool)
     assert osp.isfile(path), f'{doc}: {tool} does not exist'

@@ -22,8 +22,11 @@ def build_parser():
                    'recursively).')
     p.add_argument('--models', nargs='+', required=True,
                    help='Deployed model files (.onnx, .xml).')
-    p.add_argument('--threads', type=int, nargs='+', default=[1, 2])
-    p.add_argument('--rounds', type=int, default=3)
+    p.add_argument('--threads', type=int, nargs='+', default=[1, 2],
+                   help='Thread counts to measure (default: 1 2).')
+    p.add_argument('--rounds', type=int, default=3,
+                   help='Interleaved rounds; medians are reported '
+                   '(default 3).')
     return p
 
 

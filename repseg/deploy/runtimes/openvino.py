@@ -247,7 +247,7 @@ class OpenVINO(Runtime):
             info.input_size = static_size(
                 [d.get_length() if d.is_static else -1
                  for d in model.input(0).get_partial_shape()])
-        with_labels = len(compiled.outputs) > 1
+        with_labels = len(getattr(compiled, 'outputs', ())) > 1
         if requests == 1:
             request = compiled.create_infer_request()
 
