@@ -153,3 +153,13 @@ def random_model(root, tmp, name, options=None, seed=0):
                                              seed=seed + 2).state_dict()),
                ckpt)
     return path, ckpt, cfg
+
+
+def random_onnx(root, tmp, name='demo', seed=3):
+    """(config file, checkpoint, ONNX file ``m.onnx``) of
+    :func:`random_model`, exported without verification."""
+    from repseg.deploy.onnx import ExportSettings, export_model
+    path, ckpt, cfg = random_model(root, tmp, name, seed=seed)
+    onnx = str(tmp / 'm.onnx')
+    export_model(cfg, ckpt, onnx, ExportSettings(verify=False))
+    return path, ckpt, onnx

@@ -67,7 +67,7 @@ class _Worker:
                            for r in results])
 
 
-def _connect(ray, address: Optional[str], threads: Optional[int]) -> None:
+def _connect(ray, address: Optional[str]) -> None:
     """Join the cluster at ``address`` or start a local one (127.0.0.1)."""
     if ray.is_initialized():
         return
@@ -93,7 +93,7 @@ def run_on_ray(model: str, sources: List[Source], total: int, out_dir: str,
                          f'without {opt("ray")} (one process reads a video '
                          'from its start)')
     ray = _ray()
-    _connect(ray, address, settings.threads)
+    _connect(ray, address)
     cpus = int(ray.cluster_resources().get('CPU', 1))
     per_actor = max(1, min(settings.threads or 2, cpus))
     actors = max(1, cpus // per_actor)

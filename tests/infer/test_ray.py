@@ -15,9 +15,8 @@ import cv2
 import pytest
 
 import ray
-from repseg.deploy.onnx import ExportSettings, export_model
 from repseg.infer import InferSettings, Segmenter
-from tests.utils import random_model
+from tests.utils import random_onnx
 
 pytestmark = pytest.mark.slow
 N = 200
@@ -35,9 +34,7 @@ def cluster():
 def job(synthetic_root, tmp_path_factory):
     """An ONNX file of the demo model and a folder of N images."""
     tmp = tmp_path_factory.mktemp('ray')
-    _, ckpt, cfg = random_model(synthetic_root, tmp, 'demo', seed=3)
-    onnx = str(tmp / 'm.onnx')
-    export_model(cfg, ckpt, onnx, ExportSettings(verify=False))
+    _, _, onnx = random_onnx(synthetic_root, tmp)
     src = sorted(osp.join(d, f) for d, _, fs in os.walk(
         osp.join(synthetic_root, 'leftImg8bit')) for f in fs)
     folder = tmp / 'images'

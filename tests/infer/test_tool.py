@@ -16,7 +16,7 @@ import pytest
 from repseg.apis import load_cfg
 from repseg.deploy.onnx import ExportSettings, export_model
 from repseg.infer import InferSettings, Segmenter
-from tests.utils import ROOT, one_error_line, random_model
+from tests.utils import ROOT, one_error_line, random_onnx
 
 pytestmark = pytest.mark.slow
 TOOL = osp.join(ROOT, 'tools', 'infer.py')
@@ -30,11 +30,7 @@ def infer(*args, timeout=600):
 @pytest.fixture(scope='module')
 def model(synthetic_root, tmp_path_factory):
     """(config path, checkpoint, ONNX file) of the demo model."""
-    tmp = tmp_path_factory.mktemp('infer_tool')
-    path, ckpt, cfg = random_model(synthetic_root, tmp, 'demo', seed=3)
-    onnx = str(tmp / 'm.onnx')
-    export_model(cfg, ckpt, onnx, ExportSettings(verify=False))
-    return path, ckpt, onnx
+    return random_onnx(synthetic_root, tmp_path_factory.mktemp('infer_tool'))
 
 
 @pytest.fixture
