@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Speed test of fused segmentors, side by side: by default the RepVGG
 paper's Table 8 line-up (PSPNets at 713x713 with their ResNet baselines),
-or any one config (at its test size); in PyTorch and, with --backend, in
+or the configs given (at their test size); in PyTorch and, with --backend, in
 ONNX Runtime and OpenVINO (fp32, --bf16, --int8).
 
   python tools/benchmark.py                       # the Table 8 line-up
   python tools/benchmark.py --fast                # the -fast rows + ResNets
   python tools/benchmark.py CONFIG [CHECKPOINT]   # one model
+  python tools/benchmark.py CONFIG [CKPT] CONFIG [CKPT] ...   # side by side
   python tools/benchmark.py CONFIG --backend openvino onnxruntime --int8
 """
 from _cli import add_backend, add_cfg_options, add_shape, make_parser, run
@@ -14,12 +15,13 @@ from _cli import add_backend, add_cfg_options, add_shape, make_parser, run
 
 def build_parser():
     p = make_parser(__doc__)
-    p.add_argument('config', nargs='?',
-                   help='The config of one model to time (default: the '
-                   'Table 8 line-up).')
-    p.add_argument('checkpoint', nargs='?',
-                   help='Its checkpoint, training or fused (default: random '
-                   'weights; speed does not depend on them).')
+    p.add_argument('models', nargs='*', metavar='CONFIG [CHECKPOINT]',
+                   help='The configs of the models to time, each followed '
+                   'by its checkpoint, training or fused, if it has one '
+                   '(default: random weights; speed does not depend on '
+                   'them). Several configs are timed side by side, '
+                   'compared with the one ResNet among them if there is '
+                   'one. Default: the Table 8 line-up.')
     p.add_argument('--fast', action='store_true',
                    help="Switch RepVGG backbones to 'fast' dilation; with no "
                    'config: the -fast rows and their ResNet baselines.')
@@ -100,7 +102,7 @@ def main(argv=None):
     def benchmark(args):
         from repseg.apis import BenchmarkSettings, benchmark
         settings = BenchmarkSettings.of(vars(args), flops=not args.no_flops)
-        result = benchmark(args.config, args.checkpoint, settings, args.out,
+        result = benchmark(args.models or None, None, settings, args.out,
                            args.cfg_options)
         for table in result['tables']:
             print()

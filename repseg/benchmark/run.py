@@ -23,7 +23,7 @@ import tempfile
 import time
 import warnings
 from contextlib import nullcontext
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -312,17 +312,66 @@ def default_input_size(entries: List[dict]) -> tuple:
     return next(iter(sizes))
 
 
+def pair_models(paths: Sequence[str]) -> List[Tuple[str, Optional[str]]]:
+    """``[CONFIG [CHECKPOINT]] ...`` as the benchmark tool takes them: a
+    ``.py`` file starts a model, anything after it until the next ``.py``
+    is its checkpoint (at most one)."""
+    pairs: List[list] = []
+    for path in paths:
+        if path.endswith('.py'):
+            pairs.append([path, None])
+        elif not pairs:
+            raise UsageError(f'{path!r} comes before any config: give '
+                             'CONFIG [CHECKPOINT] ... (a config is a .py '
+                             'file, its checkpoint follows it)')
+        elif pairs[-1][1] is not None:
+            raise UsageError(
+                f'{pairs[-1][0]!r} has two checkpoints ({pairs[-1][1]!r} '
+                f'and {path!r}): give at most one after each config')
+        else:
+            pairs[-1][1] = path
+    return [tuple(p) for p in pairs]
+
+
+def _is_resnet(config: str, cfg_options: Optional[dict]) -> bool:
+    cfg = load_cfg(config, cfg_options=cfg_options)
+    return 'ResNet' in str(cfg.model.get('backbone', {}).get('type', ''))
+
+
 def lineup(fast: bool = False,
-           config: Optional[str] = None,
+           config: Union[str, Sequence[str], None] = None,
            checkpoint: Optional[str] = None,
            cfg_options: Optional[dict] = None) -> List[dict]:
     """The paper's Table 8 rows (only the '-fast' ones and their ResNet
-    baselines with ``fast``), or the one row of ``config`` (named after the
-    file, ``-fast`` appended with ``fast``) when given."""
+    baselines with ``fast``), or the rows of ``config``: one config (with
+    ``checkpoint``), or several as the tool takes them (``[CONFIG
+    [CHECKPOINT]] ...``, see :func:`pair_models`), each named after its
+    file (``-fast`` appended with ``fast``). When exactly one of several
+    configs has a ResNet backbone, the others' speed is compared with it
+    (the 'vs ResNet' column)."""
     if config:
-        name = osp.splitext(osp.basename(config))[0]
-        return [dict(name=name + ('-fast' if fast else ''), config=config,
-                     checkpoint=checkpoint, cfg_options=cfg_options)]
+        if isinstance(config, str):
+            models = [(config, checkpoint)]
+        elif checkpoint is not None:
+            raise UsageError('with several configs, give each checkpoint '
+                             'after its config, not as checkpoint=')
+        else:
+            models = pair_models(config)
+        rows = [dict(name=osp.splitext(osp.basename(c))[0] +
+                     ('-fast' if fast else ''), config=c, checkpoint=k,
+                     cfg_options=cfg_options) for c, k in models]
+        names = [r['name'] for r in rows]
+        if len(set(names)) < len(names):
+            raise UsageError(f'a config is given twice ({", ".join(names)})'
+                             ': give each model once')
+        if len(rows) > 1:
+            resnets = [r['name'] for r in rows
+                       if _is_resnet(r['config'], cfg_options)]
+            if len(resnets) == 1:
+                for r in rows:
+                    if r['name'] != resnets[0]:
+                        r['baseline'] = resnets[0]
+        return rows
     rows = [
         dict(name=n, config=osp.join(CONFIG_DIR, c), baseline=b,
              paper_miou=m, paper_speed=s) for n, c, b, m, s in LINEUP
@@ -586,6 +635,6 @@ def run_benchmark(entries: List[dict],
 
 
 __all__ = [
-    'LINEUP', 'lineup', 'BenchmarkSettings', 'build_for_benchmark',
-    'run_benchmark'
+    'LINEUP', 'lineup', 'pair_models', 'BenchmarkSettings',
+    'build_for_benchmark', 'run_benchmark'
 ]

@@ -156,6 +156,54 @@ def test_lineup():
                         checkpoint='a.pth', cfg_options={'k': 1})]
 
 
+def test_several_configs_pair_with_their_checkpoints():
+    """CONFIG [CHECKPOINT] ...: each .py starts a model, what follows is its
+    checkpoint; the one ResNet among several is every other row's
+    baseline."""
+    from repseg.benchmark.run import pair_models
+    d2se, b2, r101 = (osp.join(CONFIG_DIR, f'pspnet_{n}.py')
+                      for n in ('repvgg_d2se', 'repvgg_b2', 'r101-d8'))
+    assert pair_models([d2se, 'a.pth', b2, r101, 'c.pth']) == [
+        (d2se, 'a.pth'), (b2, None), (r101, 'c.pth')]
+    rows = lineup(False, [d2se, 'a.pth', b2, r101])
+    assert [(r['name'], r['checkpoint'], r.get('baseline'))
+            for r in rows] == [
+        ('pspnet_repvgg_d2se', 'a.pth', 'pspnet_r101-d8'),
+        ('pspnet_repvgg_b2', None, 'pspnet_r101-d8'),
+        ('pspnet_r101-d8', None, None)]
+    # two ResNets: no single baseline, no ratio
+    rows = lineup(False, [b2, r101, osp.join(CONFIG_DIR, 'pspnet_r50-d8.py')])
+    assert all('baseline' not in r for r in rows)
+    with pytest.raises(UsageError, match="comes before any config"):
+        pair_models(['a.pth', b2])
+    with pytest.raises(UsageError, match='has two checkpoints'):
+        pair_models([b2, 'a.pth', 'b.pth'])
+    with pytest.raises(UsageError, match='given twice'):
+        lineup(False, [b2, b2])
+
+
+def test_several_configs_through_the_tool(tmp_path):
+    """Two configs, one run: both rows timed in the same interleaved rounds,
+    the RepVGG row compared with the ResNet one."""
+    out = tmp_path / 'bench'
+    r50 = osp.join(CONFIG_DIR, 'pspnet_r50-d8.py')
+    proc = subprocess.run(
+        [sys.executable, TOOL, DEMO_CONFIG, r50, '--shape', '64',
+         '--warmup', '0', '--iters', '1', '--repeat', '1', '--no-flops',
+         '--out', str(out)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / 'benchmark.json').read_text())['rows']
+    assert [r['name'] for r in rows] == ['pspnet_repvgg_a0_synthetic',
+                                         'pspnet_r50-d8']
+    a0, r50 = rows
+    assert a0['baseline'] == 'pspnet_r50-d8' and r50['baseline'] is None
+    assert a0['speed_vs_baseline'] == pytest.approx(
+        r50['runs']['fused']['latency_ms'] / a0['runs']['fused']['latency_ms'],
+        rel=1e-6)
+    assert 'x pspnet_r50-d8 |' in proc.stdout
+
+
 @pytest.mark.parametrize('shape', [(16, 16), (713, 8), (1, 2, 3)])
 def test_unsupported_shapes(shape):
     with pytest.raises(UsageError, match='not supported'):
