@@ -11,12 +11,12 @@ def infer(inputs: Sequence[str], model: str, out_dir: str,
           on_result=None) -> Segmenter:
     """Segment ``inputs`` with ``model`` into ``out_dir`` (see
     :class:`repseg.infer.Segmenter`); ``on_result(result)`` is called for
-    each image as it finishes. Returns the segmenter (its ``summary``
-    holds the counts and speed)."""
-    seg = Segmenter(model, checkpoint, config, settings)
-    for result in seg(inputs, out_dir):
-        if on_result is not None:
-            on_result(result)
+    each image as it finishes. Returns the segmenter, closed (its
+    ``summary`` holds the counts and speed)."""
+    with Segmenter(model, checkpoint, config, settings) as seg:
+        for result in seg(inputs, out_dir):
+            if on_result is not None:
+                on_result(result)
     return seg
 
 

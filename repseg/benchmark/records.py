@@ -112,6 +112,8 @@ class ModelResult:
     paper_miou: Optional[float] = None
     paper_speed: Optional[float] = None
     dilation_mode: Optional[str] = None
+    #: the backbone's class (RepVGG, ResNetV1c, ...)
+    backbone: Optional[str] = None
     decoder: Optional[str] = None
     params_m: Optional[float] = None
     gflops: Optional[float] = None
@@ -130,6 +132,11 @@ class ModelResult:
 
     def run(self, label: str) -> Optional[Run]:
         return self.runs.get(label)
+
+    @property
+    def is_resnet(self) -> bool:
+        """A ResNet baseline (by its backbone, else by its name)."""
+        return 'ResNet' in (self.backbone or self.name)
 
     def runtime_runs(self) -> Dict[str, Run]:
         """The runs of the exported model in ONNX Runtime / OpenVINO."""

@@ -266,16 +266,16 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     axes = list(axes) if known else [axes]
     names = [r.name for r in rows]
     speeds = [r.fused.img_per_s for r in rows]
-    colors = ['tab:orange' if r.name.startswith('ResNet') else 'tab:blue'
-              for r in rows]
+    colors = ['tab:orange' if r.is_resnet else 'tab:blue' for r in rows]
     unfused = [r.run(UNFUSED) and r.run(UNFUSED).img_per_s for r in rows]
     extra = _extra_runs(rows)
     ax = axes[0]
     h = 0.8 / (1 + len(extra))   # one bar per run of a model, grouped
     ys = [i - 0.4 + h / 2 for i in range(len(rows))]
     ax.barh(ys, speeds, height=h, color=colors)
-    handles = [Patch(color='tab:blue', label='RepVGG (fused)')]
-    if any(n.startswith('ResNet') for n in names):
+    handles = [Patch(color='tab:blue', label='RepVGG (fused)')] if any(
+        not r.is_resnet for r in rows) else []
+    if any(r.is_resnet for r in rows):
         handles.append(Patch(color='tab:orange',
                              label='ResNet (conv-BN folded)'))
     if any(u is not None for u in unfused):
@@ -315,7 +315,7 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
     if known:
         ax = axes[1]
         for r in known:
-            c = 'tab:orange' if r.name.startswith('ResNet') else 'tab:blue'
+            c = 'tab:orange' if r.is_resnet else 'tab:blue'
             ax.scatter(r.fused.img_per_s, r.paper_miou, color=c)
             ax.annotate(r.name, (r.fused.img_per_s, r.paper_miou),
                         textcoords='offset points', xytext=(4, 4),

@@ -408,6 +408,7 @@ def _build_entry(entry: dict, s: BenchmarkSettings, x: torch.Tensor,
         paper_miou=entry.get('paper_miou'),
         paper_speed=entry.get('paper_speed'),
         dilation_mode=getattr(backbone, 'dilation_mode', None),
+        backbone=type(backbone).__name__ if backbone is not None else None,
         decoder=type(getattr(fused, 'decode_head', fused)).__name__,
         params_m=sum(p.numel() for p in fused.parameters()) / 1e6)
     if s.flops:

@@ -58,6 +58,19 @@ class Segmenter:
                                         self.config, self.settings, images)
         return self.network
 
+    def close(self) -> None:
+        """Release the loaded network (its threads); a later call loads it
+        again. ``with Segmenter(...) as seg:`` closes on leaving."""
+        if self.network is not None:
+            self.network.close()
+            self.network = None
+
+    def __enter__(self) -> 'Segmenter':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __call__(self, inputs: Union[str, Sequence[str]],
                  out_dir: str) -> Iterator[Result]:
         """Segment every image of ``inputs`` (files, folders, globs, .txt

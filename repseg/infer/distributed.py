@@ -106,33 +106,37 @@ def run_on_ray(model: str, sources: List[Source], total: int, out_dir: str,
     items = [Item(src) for src in sources]
     todo = []
     start = time.perf_counter()
-    for i, item in enumerate(items):
-        done = job.skip(item)
-        if done is not None:
-            yield done
-        else:
-            todo.append(i)
     try:
+        for i, item in enumerate(items):
+            done = job.skip(item)
+            if done is not None:
+                yield done
+            else:
+                todo.append(i)
         if todo:
-            yield from _stream(ray, job, items, todo, model, checkpoint,
-                               config, s, out_dir, actors, per_actor)
+            worker = dict(model=model, checkpoint=checkpoint, config=config,
+                          settings=s, items=items, out_dir=out_dir)
+            yield from _stream(ray, job, items, todo, worker, actors,
+                               per_actor)
     finally:
         summary.seconds = time.perf_counter() - start
         summary.busy_seconds = None
+        net.close()
         # a killed worker's temporary file (only a temporary: the output
         # is renamed into place whole) is removed here on this host
         remove_stale_temporaries(out_dir)
     summary.failures_file = job.manifest.write_failures(job.failures)
 
 
-def _stream(ray, job, items, todo, model, checkpoint, config, s, out_dir,
-            actors, per_actor) -> Iterator[Result]:
+def _stream(ray, job, items, todo, worker: dict, actors: int,
+            per_actor: int) -> Iterator[Result]:
+    """The results of the ``todo`` items as ``actors`` Ray actors of
+    ``per_actor`` CPUs each (:class:`_Worker` built with ``worker``) finish
+    them, recorded by the driver's ``job``."""
     ds = ray.data.from_items([{'i': i} for i in todo])
     ds = ds.map_batches(
         _Worker, batch_size=BATCH, concurrency=actors, num_cpus=per_actor,
-        fn_constructor_kwargs=dict(model=model, checkpoint=checkpoint,
-                                   config=config, settings=s, items=items,
-                                   out_dir=out_dir),
+        fn_constructor_kwargs=worker,
         # a lost actor is restarted and its batch runs again
         max_restarts=-1, max_task_retries=-1)
     progress = _Progress(len(todo), job.settings.quiet)

@@ -147,6 +147,14 @@ class Network:
     identity: dict
     labels: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
+    def close(self) -> None:
+        """Release what the calls hold (e.g. the batching threads of the
+        PyTorch path); the network is not used afterwards."""
+        for call in (self.run, self.labels):
+            close = getattr(call, 'close', None)
+            if close is not None:
+                close()
+
 
 @dataclasses.dataclass
 class Result:

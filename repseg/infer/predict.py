@@ -150,11 +150,12 @@ def resize_logits(logits: np.ndarray, size: Tuple[int, int],
     return np.concatenate(parts, axis=-1).transpose(2, 0, 1)
 
 
-def _whole_at_own_size(x: np.ndarray, img: np.ndarray,
-                       recipe: Recipe) -> bool:
-    """Whether the network's logits of ``x`` are the image's, as they are:
-    a whole-image config, no test resize or padding, a model that takes
-    that size."""
+def logits_are_final(x: np.ndarray, img: np.ndarray,
+                     recipe: Recipe) -> bool:
+    """Whether the network's logits of ``x`` (the prepared ``img``) are the
+    image's, as they are: a whole-image config, no test resize or padding,
+    a model that takes that size (then the runtime's own class map is the
+    label map)."""
     h, w = x.shape[-2:]
     d = recipe.size_divisor
     return (recipe.mode != 'slide' and (h, w) == img.shape[:2]
@@ -172,7 +173,7 @@ def segment(img: np.ndarray, run: Run, recipe: Recipe,
     network's own class map ``(1, H, W)`` (a runtime's argmax), used where
     the logits need no further work; the logits are then None."""
     x = prepare(img, recipe)
-    if labels is not None and _whole_at_own_size(x, img, recipe):
+    if labels is not None and logits_are_final(x, img, recipe):
         lab = labels(x)[0]
         n = len(recipe.classes) or int(lab.max(initial=0)) + 1
         return lab.astype(np.uint8 if n <= 256 else np.uint16), None, EXACT
@@ -184,4 +185,4 @@ def segment(img: np.ndarray, run: Run, recipe: Recipe,
 
 
 __all__ = ['prepare', 'forward', 'network_logits', 'resize_logits',
-           'segment', 'EXACT', 'RESIZED']
+           'logits_are_final', 'segment', 'EXACT', 'RESIZED']

@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence
 
 from .engine import InferSettings, Summary, plan, read_image, run
 from .network import load_network
-from .predict import _whole_at_own_size, prepare
+from .predict import logits_are_final, prepare
 
 
 @dataclasses.dataclass
@@ -41,7 +41,7 @@ def _model_only(net, inputs, images) -> float:
     in flight as the run makes (its requests), each the call the run makes
     (the runtime's class map where the image takes that path)."""
     calls = [net.labels if net.labels is not None and
-             _whole_at_own_size(x, img, net.recipe) else net.run
+             logits_are_final(x, img, net.recipe) else net.run
              for x, img in zip(inputs, images)]
     start = time.perf_counter()
     with ThreadPoolExecutor(max(1, net.info.requests)) as pool:

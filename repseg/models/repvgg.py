@@ -2,6 +2,7 @@
 """RepVGG backbone (Ding et al., "RepVGG: Making VGG-style ConvNets Great
 Again", CVPR 2021) for mmsegmentation, with output-stride control for dense
 prediction."""
+import inspect
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -26,6 +27,12 @@ from .se import SELayer
 #: ``switch_to_deploy()`` (and a one-line ``description``) registered here,
 #: e.g. ``@REPVGG_BLOCKS.register_module(name='myblock')``
 REPVGG_BLOCKS = Registry('RepVGG block')
+
+
+def _se_blocks() -> list:
+    """The registered blocks that take ``se_cfg``."""
+    return sorted(n for n, b in REPVGG_BLOCKS.module_dict.items()
+                  if 'se_cfg' in inspect.signature(b).parameters)
 
 
 @REPVGG_BLOCKS.register_module(name='repvgg')
@@ -338,7 +345,6 @@ class RepVGG(BaseModule):
                  **kwargs):
         if kwargs:
             import difflib
-            import inspect
             own = [p for p in inspect.signature(RepVGG.__init__).parameters
                    if p not in ('self', 'kwargs')]
             close = {k: difflib.get_close_matches(k, own, 1, 0.75)
@@ -412,10 +418,18 @@ class RepVGG(BaseModule):
         self.stage_names = ['stem'] + [
             f'stage_{i}' for i in range(1, self.num_stages)
         ]
-        self._make_stages(
-            num_blocks, in_channels,
-            dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                 deploy=deploy, with_cp=with_cp, se_cfg=self.se_cfg))
+        common = dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                      deploy=deploy, with_cp=with_cp)
+        if self.se_cfg:   # a registered block without SE is built without
+            block = REPVGG_BLOCKS.get(block_type)
+            if 'se_cfg' not in inspect.signature(block).parameters:
+                raise ValueError(
+                    f'block_type {block_type!r} ({block.__name__}) takes no '
+                    'se_cfg: use a block with squeeze-and-excitation '
+                    f"({', '.join(repr(b) for b in _se_blocks())}) or "
+                    'give the block an se_cfg argument')
+            common['se_cfg'] = self.se_cfg
+        self._make_stages(num_blocks, in_channels, common)
         self._freeze_stages()
 
     def _layer_layout(self, num_blocks: Tuple[int, ...]) -> list:

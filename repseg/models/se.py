@@ -20,7 +20,7 @@ from torch import Tensor
 
 
 def se_channels(channels: int, ratio: int = 16, divisor: int = 1,
-                     min_ratio: float = 0.9) -> int:
+                min_ratio: float = 0.9) -> int:
     """mmpretrain's ``make_divisible(channels // ratio, divisor)``: the
     nearest multiple of ``divisor`` (at least ``divisor``, and not more than
     10% below the value)."""

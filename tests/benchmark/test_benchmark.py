@@ -198,6 +198,7 @@ def test_several_configs_through_the_tool(tmp_path):
                                          'pspnet_r50-d8']
     a0, r50 = rows
     assert a0['baseline'] == 'pspnet_r50-d8' and r50['baseline'] is None
+    assert (a0['backbone'], r50['backbone']) == ('RepVGG', 'ResNetV1c')
     assert a0['speed_vs_baseline'] == pytest.approx(
         r50['runs']['fused']['latency_ms'] / a0['runs']['fused']['latency_ms'],
         rel=1e-6)

@@ -161,11 +161,21 @@ def test_label_ids_for_the_cityscapes_server(model, folder, tmp_path):
 
 
 def test_python_api_yields_a_result_per_image(model, folder, tmp_path):
+    """... and, leaving ``with``, closes the PyTorch path's batching
+    threads (batches of 2 here)."""
+    import threading
     path, ckpt, _ = model
-    seg = Segmenter(path, ckpt, settings=InferSettings(keep_labels=True,
-                                                       quiet=True))
-    results = list(seg([str(folder / 'a.png'), str(folder / 'corrupt.png')],
-                       str(tmp_path / 'o')))
+    before = set(threading.enumerate())
+    with Segmenter(path, ckpt, settings=InferSettings(
+            keep_labels=True, quiet=True, batch_size=2)) as seg:
+        results = list(seg([str(folder / 'a.png'),
+                            str(folder / 'corrupt.png')],
+                           str(tmp_path / 'o')))
+        batchers = [t for t in threading.enumerate()
+                    if t.name == 'repseg-batcher' and t not in before]
+        assert len(batchers) == 2   # the logits' and the class map's
+    assert not any(t.is_alive() for t in batchers)
+    assert seg.network is None
     assert [r.status for r in results] == ['done', 'failed']
     assert results[0].labels.shape == cv2.imread(
         str(folder / 'a.png')).shape[:2]

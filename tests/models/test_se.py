@@ -76,6 +76,34 @@ def test_se_cfg_on_any_arch_and_its_errors():
         RepVGG('A0', se_cfg=True)
 
 
+def test_a_registered_block_without_se_cfg():
+    """A block registered through REPVGG_BLOCKS without an se_cfg argument
+    builds without SE, and with se_cfg is refused with one line naming the
+    blocks that take it."""
+    from repseg.models.repvgg import REPVGG_BLOCKS
+
+    class PlainBlock(RepVGGBlock):
+        def __init__(self, in_channels, out_channels, stride=1, dilation=1,
+                     groups=1, conv_cfg=None, norm_cfg=dict(type='BN'),
+                     act_cfg=dict(type='ReLU'), deploy=False,
+                     with_cp=False):
+            super().__init__(in_channels, out_channels, stride=stride,
+                             dilation=dilation, groups=groups,
+                             conv_cfg=conv_cfg, norm_cfg=norm_cfg,
+                             act_cfg=act_cfg, deploy=deploy, with_cp=with_cp)
+
+    REPVGG_BLOCKS.register_module(name='plain_test', module=PlainBlock)
+    try:
+        m = RepVGG('A0', block_type='plain_test')
+        assert isinstance(m.stem, PlainBlock) and m.stem.se_layer is None
+        with pytest.raises(ValueError, match=r"'plain_test' \(PlainBlock\) "
+                           r"takes no se_cfg.*'qarepvgg', 'repvgg'"):
+            RepVGG('A0', block_type='plain_test',
+                   se_cfg=dict(ratio=16, divisor=1))
+    finally:
+        REPVGG_BLOCKS.module_dict.pop('plain_test')
+
+
 def test_se_is_after_the_sum_and_pools_the_whole_map():
     """At 96x160 (not square) the block's output is
     ReLU(s * sigmoid(W2 ReLU(W1 mean_HW(s) + b1) + b2)), s the sum of the
