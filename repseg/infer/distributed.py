@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional
 from ..errors import UsageError, opt
 from .engine import (InferSettings, Result, Summary, _Job, _Progress,
                      _quiet_opencv)
-from .network import load_network
+from .network import describe_network, load_network
 from .outputs import remove_stale_temporaries
 from .sources import Item, Source
 
@@ -99,9 +99,9 @@ def run_on_ray(model: str, sources: List[Source], total: int, out_dir: str,
     actors = max(1, cpus // per_actor)
     s = dataclasses.replace(settings, threads=per_actor, mode='throughput',
                             quiet=True)
-    # the driver: the manifest (the model and the options), what is done
-    net = load_network(model, checkpoint, config,
-                       dataclasses.replace(s, threads=1, mode='latency'))
+    # the driver: the manifest (the model and the options), what is done;
+    # it reads the model's record and recipe, the actors compile it
+    net = describe_network(model, checkpoint, config)
     job = _Job(net, out_dir, settings, summary)
     items = [Item(src) for src in sources]
     todo = []
@@ -121,7 +121,6 @@ def run_on_ray(model: str, sources: List[Source], total: int, out_dir: str,
     finally:
         summary.seconds = time.perf_counter() - start
         summary.busy_seconds = None
-        net.close()
         # a killed worker's temporary file (only a temporary: the output
         # is renamed into place whole) is removed here on this host
         remove_stale_temporaries(out_dir)

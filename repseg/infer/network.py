@@ -25,15 +25,9 @@ def _config_recipe(config: str, input_size) -> tuple:
     return Recipe.from_dict(recipe_of(cfg, input_size)), cfg
 
 
-def load_network(model: str, checkpoint: Optional[str] = None,
-                 config: Optional[str] = None,
-                 settings: Optional[InferSettings] = None,
-                 images: int = 1) -> Network:
-    """The :class:`~.engine.Network` of ``model``: a deployed file alone
-    (``config`` for a file without a recipe in its record), or a config
-    (.py) with ``checkpoint``. ``images``: how many the run will segment
-    (``settings.mode`` 'auto' runs more than one in throughput mode)."""
-    s = settings or InferSettings()
+def _kind(model: str, checkpoint: Optional[str]):
+    """The runtime of a deployed file, or None for a config (with its
+    checkpoint); what the user named checked on the way."""
     if not osp.exists(model):
         raise UsageError(f'model {model!r} does not exist: give a deployed '
                          'file (.onnx, .xml) or a config (.py) with '
@@ -43,8 +37,7 @@ def load_network(model: str, checkpoint: Optional[str] = None,
             raise UsageError(f'{model!r} is a config: give its weights with '
                              f'{opt("checkpoint", "CKPT")} (a training or '
                              'fused checkpoint)')
-        from .torch_model import torch_network
-        return torch_network(model, checkpoint, s, s.run_mode(images))
+        return None
     runtime = runtime_of_file(model)
     if runtime is None:
         raise UsageError(
@@ -54,31 +47,85 @@ def load_network(model: str, checkpoint: Optional[str] = None,
     if checkpoint:
         raise UsageError(f'{model!r} is a deployed file and holds its '
                          f'weights: drop {opt("checkpoint", None)}')
-    mode = s.run_mode(images)
-    # the class map computed in the graph where the runtime can (numpy's
-    # argmax over the logits costs as much as a small network)
-    extra = dict(labels=True) if runtime.argmax_in_graph else {}
-    loaded = runtime.load(model, None, s.threads or default_threads(), mode,
-                          cache_dir=s.cache_dir, **extra)
-    info: RunInfo = loaded.info
+    return runtime
+
+
+def _file_recipe(model: str, info: RunInfo,
+                 config: Optional[str]) -> Recipe:
+    """The recipe of a deployed file: its record's, or ``config``'s (which
+    must be the file's config when the file has a record)."""
     record = info.record or {}
     if config:
         recipe, cfg = _config_recipe(config, info.input_size)
         if info.record:   # the file must be this config's model
             from ..deploy.record import check_belongs
             check_belongs(model, info, cfg, info.input_size)
-    elif record.get('recipe'):
-        recipe = Recipe.from_dict({**record['recipe'],
-                                   'input_size': info.input_size})
-    else:
-        raise UsageError(
-            f'{model!r} carries no inference recipe (it was exported before '
-            'repseg wrote one into its files): give the config it was '
-            f'exported from with {opt("config", "CONFIG")}, or export it '
-            'again')
+        return recipe
+    if record.get('recipe'):
+        return Recipe.from_dict({**record['recipe'],
+                                 'input_size': info.input_size})
+    raise UsageError(
+        f'{model!r} carries no inference recipe (it was exported before '
+        'repseg wrote one into its files): give the config it was '
+        f'exported from with {opt("config", "CONFIG")}, or export it '
+        'again')
+
+
+def load_network(model: str, checkpoint: Optional[str] = None,
+                 config: Optional[str] = None,
+                 settings: Optional[InferSettings] = None,
+                 images: int = 1) -> Network:
+    """The :class:`~.engine.Network` of ``model``: a deployed file alone
+    (``config`` for a file without a recipe in its record), or a config
+    (.py) with ``checkpoint``. ``images``: how many the run will segment
+    (``settings.mode`` 'auto' runs more than one in throughput mode)."""
+    s = settings or InferSettings()
+    runtime = _kind(model, checkpoint)
+    if runtime is None:
+        from .torch_model import torch_network
+        return torch_network(model, checkpoint, s, s.run_mode(images))
+    # the class map computed in the graph where the runtime can (numpy's
+    # argmax over the logits costs as much as a small network)
+    extra = dict(labels=True) if runtime.argmax_in_graph else {}
+    loaded = runtime.load(model, None, s.threads or default_threads(),
+                          s.run_mode(images), cache_dir=s.cache_dir, **extra)
+    info: RunInfo = loaded.info
+    try:
+        recipe = _file_recipe(model, info, config)
+    except Exception:
+        loaded.close()
+        raise
     return Network(run=loaded, info=info, recipe=recipe,
                    identity=file_identity(model, record=info.record),
                    labels=loaded.argmax if loaded.has_labels else None)
 
 
-__all__ = ['load_network']
+def _not_loaded(x):
+    raise RuntimeError('this network was only described (describe_network):'
+                       ' load_network() runs it')
+
+
+def describe_network(model: str, checkpoint: Optional[str] = None,
+                     config: Optional[str] = None) -> Network:
+    """What :func:`load_network` would return of ``model`` but the running:
+    ``info`` (runtime, file, precision, record, input size), ``recipe`` and
+    ``identity`` (the manifest's), read from the files without compiling or
+    building the model; ``run`` raises. For a process that records a run
+    while others segment (the Ray driver)."""
+    runtime = _kind(model, checkpoint)
+    if runtime is None:
+        if not osp.isfile(checkpoint):
+            raise UsageError(f'checkpoint {checkpoint!r} does not exist')
+        from ..deploy.runs import PYTORCH
+        recipe, _ = _config_recipe(model, None)
+        return Network(run=_not_loaded, recipe=recipe,
+                       info=RunInfo(runtime=PYTORCH, file=checkpoint),
+                       identity=file_identity(
+                           checkpoint, config=osp.abspath(model)))
+    info = runtime.read_info(model)
+    return Network(run=_not_loaded, info=info,
+                   recipe=_file_recipe(model, info, config),
+                   identity=file_identity(model, record=info.record))
+
+
+__all__ = ['load_network', 'describe_network']

@@ -112,3 +112,34 @@ def test_a_repvgg_checkpoint_exported_with_the_qarepvgg_config(
     with pytest.raises(CheckpointError):
         export_model(qa, ckpt, str(tmp_path / 't.onnx'),
                      ExportSettings(verify=False))
+
+
+def test_describing_a_model_reads_what_loading_it_reads(int8):
+    """describe_network (the Ray driver's view: no compile, no build) gives
+    the identity, recipe, record, input size and precision that
+    load_network gives, for INT8 and fp32 files of both runtimes and for a
+    config with its checkpoint; its network does not run."""
+    from repseg.infer.network import describe_network, load_network
+    path, ckpt, xml, onnx, out = int8
+    cases = [(xml, None), (onnx, None), (str(out / 'model_fp32.xml'), None),
+             (str(out / 'model_fp32.onnx'), None), (path, ckpt)]
+    for model, checkpoint in cases:
+        loaded = load_network(model, checkpoint)
+        try:
+            seen = describe_network(model, checkpoint)
+            assert seen.identity == loaded.identity, model
+            assert seen.recipe == loaded.recipe, model
+            if checkpoint is None:
+                a, b = seen.info, loaded.info
+                assert (a.runtime, a.file, a.precision, a.record,
+                        a.input_size) == (b.runtime, b.file, b.precision,
+                                          b.record, b.input_size), model
+                assert a.record and a.input_size == [64, 64]
+        finally:
+            loaded.close()
+        with pytest.raises(RuntimeError, match='only described'):
+            seen.run(None)
+    assert {describe_network(m).info.precision for m in (xml, onnx)} == {
+        'int8'}
+    with pytest.raises(UsageError, match='does not exist'):
+        describe_network(path, str(out / 'none.pth'))

@@ -369,6 +369,21 @@ class Runtime:
         computed in the graph (:meth:`RuntimeModel.argmax`)."""
         raise NotImplementedError
 
+    def read_info(self, path: str) -> RunInfo:
+        """What the model file says of itself, read without compiling it:
+        ``runtime``, ``file``, ``precision`` (as written), ``record`` and
+        ``input_size`` (for a caller that needs the model's identity and
+        recipe but does not run it, e.g. a Ray driver). The default loads
+        the model; runtimes override it with a cheaper read."""
+        model = self.load(path)
+        try:
+            info = model.info
+            return RunInfo(runtime=self.name, file=path,
+                           precision=info.precision, record=info.record,
+                           input_size=info.input_size)
+        finally:
+            model.close()
+
     def files(self, path: str) -> List[str]:
         """Every file a model at ``path`` consists of."""
         return [path]

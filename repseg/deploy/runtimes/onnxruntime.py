@@ -168,6 +168,27 @@ class OnnxRuntime(Runtime):
                 os.remove(prepared)
         return dict(file=out)
 
+    def read_info(self, path: str) -> RunInfo:
+        """The file's record, input size and precision (QDQ nodes: INT8),
+        read with ``onnx`` (the graph, not its external weights) without
+        making a session."""
+        if not osp.isfile(path):
+            raise BackendError(f'ONNX model {path!r} does not exist')
+        import onnx
+        try:
+            m = onnx.load(path, load_external_data=False)
+        except Exception as e:  # noqa: B902  (onnx's parse errors vary)
+            raise BackendError(f'{path!r} is not a readable ONNX model: '
+                               f'{str(e)[:200]}') from None
+        meta = {p.key: p.value for p in m.metadata_props}
+        dims = [d.dim_value if d.HasField('dim_value') else -1
+                for d in m.graph.input[0].type.tensor_type.shape.dim]
+        ops = {n.op_type for n in m.graph.node}
+        return RunInfo(runtime=self.name, file=path,
+                       precision='int8' if ops & _QUANT_OPS else 'fp32',
+                       record=read_record(meta.get(RECORD_KEY)),
+                       input_size=static_size(dims))
+
     def load(self, path: str, precision: Optional[str] = None,
              threads: Optional[int] = None, mode: str = 'latency',
              cache_dir: Optional[str] = None,

@@ -158,6 +158,17 @@ class OpenVINO(Runtime):
                 '.xml and the .bin of the same name; copy both)')
         return self.core.read_model(path)
 
+    def read_info(self, path: str) -> RunInfo:
+        """The IR's record, input size and precision (any FakeQuantize:
+        INT8), read without compiling it."""
+        model = self.read(path)
+        record, size = _record_and_size(model)
+        int8 = any(op.get_type_name() == 'FakeQuantize'
+                   for op in model.get_ops())
+        return RunInfo(runtime=self.name, file=path,
+                       precision='int8' if int8 else 'fp32', record=record,
+                       input_size=size)
+
     def with_argmax(self, model):
         """``model`` with a second output: the class map (TopK k=1 over
         the classes, the first maximum on ties as numpy's argmax; int32
@@ -241,12 +252,7 @@ class OpenVINO(Runtime):
                           if la['precision'] != 'int8'] if ran == 'int8'
             else [])
         if model is not None:   # the IR: its record and input size
-            key = [RECORD_KEY, 'record']
-            info.record = read_record(model.get_rt_info(key).astype(str)
-                                      if model.has_rt_info(key) else None)
-            info.input_size = static_size(
-                [d.get_length() if d.is_static else -1
-                 for d in model.input(0).get_partial_shape()])
+            info.record, info.input_size = _record_and_size(model)
         with_labels = len(getattr(compiled, 'outputs', ())) > 1
         if requests == 1:
             request = compiled.create_infer_request()
@@ -389,5 +395,16 @@ class OpenVINO(Runtime):
         self._save(q, out)
         return result
 
+
+
+def _record_and_size(model) -> tuple:
+    """The record (:mod:`repseg.deploy.record`) and the fixed input size
+    [H, W] (None if dynamic) of an ``openvino.Model``."""
+    key = [RECORD_KEY, 'record']
+    record = read_record(model.get_rt_info(key).astype(str)
+                         if model.has_rt_info(key) else None)
+    size = static_size([d.get_length() if d.is_static else -1
+                        for d in model.input(0).get_partial_shape()])
+    return record, size
 
 __all__ = ['OpenVINO', 'runtime_layers', 'ran_precision', 'PRESETS']
