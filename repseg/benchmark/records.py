@@ -121,7 +121,7 @@ class ModelResult:
     convs: int = 0
     runs: Dict[str, Run] = dataclasses.field(default_factory=dict)
     #: what the repair of the ``_eq`` INT8 runs changed (the report of
-    #: :func:`repseg.deploy.equalize.equalize_`), else None
+    #: :func:`repseg.quant.equalize.equalize_`), else None
     equalization: Optional[dict] = None
     #: fused speed over the baseline model's (Table 8's comparison)
     speed_vs_baseline: Optional[float] = None

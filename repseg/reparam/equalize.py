@@ -13,7 +13,7 @@ a nearly dead channel) makes every other weight of its output channel
 round to zero; shrinking the input channel that tap reads removes it.
 Clearing conv2's taps on an input channel is exact only where that channel
 is zero for every input, so the caller decides where it is allowed (from
-calibration statistics: :mod:`repseg.deploy.equalize`).
+calibration statistics: :mod:`repseg.quant.equalize`).
 
 A squeeze-and-excitation between conv1 and the ReLU
 (``ReLU(z * g(mean(z)))``, RepVGG-D2se) keeps the pair exact when the
