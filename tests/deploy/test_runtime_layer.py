@@ -46,7 +46,8 @@ def test_numpy_in_numpy_out_and_requests_in_flight(onnx_file, tmp_path,
         assert (i.streams, i.requests) == (1, 1)
     else:
         assert i.streams >= 1 and i.requests >= 1
-    assert i.threads >= 1
+    # threads in all, whatever the streams: both runtimes say the same
+    assert i.threads == 2
     model.close()
 
 

@@ -146,7 +146,8 @@ class RunInfo:
         precision_asked (str or None): what the caller asked for (None:
             the file as written).
         kernels (str): a short description of what executes them.
-        threads (int): threads per request (stream).
+        threads (int): threads in all (streams x threads per stream),
+            as the runtime was set up.
         streams (int): parallel execution streams.
         requests (int): requests that can be in flight at once
             (:meth:`RuntimeModel.submit`).

@@ -221,7 +221,8 @@ class OnnxRuntime(Runtime):
             runtime=self.name, file=path, precision=ran,
             precision_asked=precision,
             kernels='MLAS, CPU execution provider',
-            threads=s.get_session_options().intra_op_num_threads,
+            threads=s.get_session_options().intra_op_num_threads *
+            streams,
             streams=streams, requests=streams, mode=mode,
             float_layers=float_layers(path) if ran == 'int8' else [],
             record=read_record(meta.get(RECORD_KEY)),
