@@ -510,6 +510,10 @@ class RepVGG(BaseModule):
             self._is_init = True
             return
         super().init_weights()
+        # the stages are nn.Sequential, which mmengine's init does not enter
+        for m in self.modules():
+            if isinstance(m, SELayer):
+                m.reset_gate()
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):

@@ -11,8 +11,10 @@ with ``avg_pool2d(kernel_size=W)`` (right only for square maps), the
 squeeze is the mean over the whole ``H x W`` map, whatever its shape: a
 segmentation crop or a 1024x2048 Cityscapes frame.
 """
+import math
 from typing import Optional, Sequence
 
+import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
@@ -47,6 +49,13 @@ class SELayer(BaseModule):
             ``ratio`` and ``divisor``.
         act_cfg (Sequence[dict]): The activations after ``conv1`` and
             ``conv2``. Default: ReLU, Sigmoid.
+        init_gate (float, optional): Start as a constant gate of this
+            value in (0, 1) for every channel and image (``conv2``'s
+            weights zero, its bias the logit): near the identity with e.g.
+            0.98, to add SE to a trained network without SE and fine-tune
+            (``se_cfg=dict(ratio=16, divisor=1, init_gate=0.98)`` with
+            ``load_from`` its checkpoint). Default: None (``conv2``
+            initialized as any conv).
         init_cfg (dict, optional): Initialization config.
 
     Shape:
@@ -60,8 +69,13 @@ class SELayer(BaseModule):
                  squeeze_channels: Optional[int] = None,
                  act_cfg: Sequence[dict] = (dict(type='ReLU'),
                                             dict(type='Sigmoid')),
+                 init_gate: Optional[float] = None,
                  init_cfg=None):
         super().__init__(init_cfg)
+        if init_gate is not None and not 0 < init_gate < 1:
+            raise ValueError(f'se_cfg init_gate must be in (0, 1) (e.g. 0.98:'
+                             f' near the identity), got {init_gate!r}')
+        self.init_gate = init_gate
         if squeeze_channels is None:
             if not (isinstance(ratio, int) and ratio >= 1 and
                     isinstance(divisor, int) and divisor >= 1):
@@ -80,6 +94,19 @@ class SELayer(BaseModule):
                                 act_cfg=act_cfg[0])
         self.conv2 = ConvModule(squeeze_channels, channels, 1, bias=True,
                                 act_cfg=act_cfg[1])
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        self.reset_gate()
+
+    def reset_gate(self) -> None:
+        """With ``init_gate``: make every gate that constant (``conv2``'s
+        weights zero, its bias the logit); without it, nothing."""
+        if self.init_gate is not None:
+            with torch.no_grad():
+                self.conv2.conv.weight.zero_()
+                self.conv2.conv.bias.fill_(
+                    math.log(self.init_gate / (1 - self.init_gate)))
 
     def gate(self, x: Tensor) -> Tensor:
         """The per-image, per-channel factors ``(N, C, 1, 1)``."""

@@ -104,6 +104,39 @@ def test_a_registered_block_without_se_cfg():
         REPVGG_BLOCKS.module_dict.pop('plain_test')
 
 
+def test_init_gate_adds_se_near_the_identity():
+    """se_cfg init_gate=g: after init_weights every gate is g, so a block
+    with SE computes ReLU(g * s) = g * (the block without SE) with the same
+    branches, whatever the input; a plain checkpoint then loads into the
+    SE network with only the SE keys missing."""
+    torch.manual_seed(0)
+    plain = RepVGGBlock(16, 16).eval()
+    se = RepVGGBlock(16, 16, se_cfg=dict(ratio=4, divisor=1,
+                                         init_gate=0.98))
+    se.init_weights()
+    se.eval()
+    missing, unexpected = se.load_state_dict(plain.state_dict(),
+                                             strict=False)
+    assert not unexpected and missing and all(
+        k.startswith('se_layer.conv2') or k.startswith('se_layer.conv1')
+        for k in missing)
+    x = torch.randn(2, 16, 12, 20)
+    gate = se.se_layer.gate(x)
+    assert torch.allclose(gate, torch.full_like(gate, 0.98), atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(se(x), 0.98 * plain(x), rtol=1e-5, atol=1e-6)
+    # through the backbone's init: every SE, in the stem and in the stages
+    net = RepVGG('A0', se_cfg=dict(ratio=16, divisor=1, init_gate=0.98))
+    net.init_weights()
+    gates = [m.gate(torch.randn(1, m.channels, 5, 7)) for m in net.modules()
+             if isinstance(m, SELayer)]
+    assert len(gates) == 22
+    assert all(torch.allclose(g, torch.full_like(g, 0.98), atol=1e-6)
+               for g in gates)
+    with pytest.raises(ValueError, match='init_gate must be in'):
+        RepVGG('A0', se_cfg=dict(ratio=16, init_gate=1.0))
+
+
 def test_se_is_after_the_sum_and_pools_the_whole_map():
     """At 96x160 (not square) the block's output is
     ReLU(s * sigmoid(W2 ReLU(W1 mean_HW(s) + b1) + b2)), s the sum of the
