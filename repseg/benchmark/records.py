@@ -103,6 +103,11 @@ class Run:
         self.argmax_agreement = check['argmax_agreement']
 
 
+def is_resnet(name: str) -> bool:
+    """Whether a backbone type (or a row's name) is a ResNet baseline's."""
+    return 'ResNet' in name
+
+
 @dataclasses.dataclass
 class ModelResult:
     """One model of the benchmark and its runs (``runs[label]``)."""
@@ -136,7 +141,7 @@ class ModelResult:
     @property
     def is_resnet(self) -> bool:
         """A ResNet baseline (by its backbone, else by its name)."""
-        return 'ResNet' in (self.backbone or self.name)
+        return is_resnet(self.backbone or self.name)
 
     def runtime_runs(self) -> Dict[str, Run]:
         """The runs of the exported model in ONNX Runtime / OpenVINO."""

@@ -47,7 +47,8 @@ from ..ops.timing import contention_note, time_interleaved
 from ..quant.equalize import equalization_lines, equalize_
 from .measure import count_gflops, environment, peak_forward_memory, sync
 from .profile import profile_layers
-from .records import BF16, FUSED, NATIVE, PYTORCH, UNFUSED, ModelResult, Run
+from .records import (BF16, FUSED, NATIVE, PYTORCH, UNFUSED, ModelResult,
+                      Run, is_resnet)
 
 CONFIG_DIR = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
@@ -335,7 +336,7 @@ def pair_models(paths: Sequence[str]) -> List[Tuple[str, Optional[str]]]:
 
 def _is_resnet(config: str, cfg_options: Optional[dict]) -> bool:
     cfg = load_cfg(config, cfg_options=cfg_options)
-    return 'ResNet' in str(cfg.model.get('backbone', {}).get('type', ''))
+    return is_resnet(str(cfg.model.get('backbone', {}).get('type', '')))
 
 
 def lineup(fast: bool = False,

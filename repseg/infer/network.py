@@ -11,18 +11,9 @@ from typing import Optional
 from ..deploy.runtimes import RunInfo, default_threads, runtime_of_file
 from ..errors import UsageError, opt
 from .engine import InferSettings, Network, file_identity
-from .recipe import Recipe
+from .recipe import Recipe, config_recipe
 
 CONFIG_SUFFIXES = ('.py', )
-
-
-def _config_recipe(config: str, input_size) -> tuple:
-    """The recipe of a config (the training stack is needed here) and the
-    config."""
-    from ..deploy.record import recipe_of
-    from ..engine.config import load_cfg
-    cfg = load_cfg(config)
-    return Recipe.from_dict(recipe_of(cfg, input_size)), cfg
 
 
 def _kind(model: str, checkpoint: Optional[str]):
@@ -56,7 +47,7 @@ def _file_recipe(model: str, info: RunInfo,
     must be the file's config when the file has a record)."""
     record = info.record or {}
     if config:
-        recipe, cfg = _config_recipe(config, info.input_size)
+        recipe, cfg = config_recipe(config, info.input_size)
         if info.record:   # the file must be this config's model
             from ..deploy.record import check_belongs
             check_belongs(model, info, cfg, info.input_size)
@@ -117,11 +108,11 @@ def describe_network(model: str, checkpoint: Optional[str] = None,
         if not osp.isfile(checkpoint):
             raise UsageError(f'checkpoint {checkpoint!r} does not exist')
         from ..deploy.runs import PYTORCH
-        recipe, _ = _config_recipe(model, None)
+        from .torch_model import torch_identity
+        recipe, _ = config_recipe(model, None)
         return Network(run=_not_loaded, recipe=recipe,
                        info=RunInfo(runtime=PYTORCH, file=checkpoint),
-                       identity=file_identity(
-                           checkpoint, config=osp.abspath(model)))
+                       identity=torch_identity(model, checkpoint))
     info = runtime.read_info(model)
     return Network(run=_not_loaded, info=info,
                    recipe=_file_recipe(model, info, config),

@@ -5,7 +5,8 @@ order, whole-image or sliding-window inference, the classes and their
 palette, and the size a model file takes. Exported files carry it in their
 record (``record['recipe']``, written at export:
 :func:`repseg.deploy.record.recipe_of`); files exported before it run with
-a config. Plain Python: no torch, no OpenMMLab package."""
+a config. Plain Python: no torch, no OpenMMLab package (:func:`config_recipe`
+imports the training stack when called)."""
 import dataclasses
 from typing import List, Optional, Sequence, Tuple
 
@@ -83,4 +84,13 @@ def rescale_size(w: int, h: int, scale: Tuple[int, int],
     return int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)
 
 
-__all__ = ['Recipe', 'rescale_size']
+def config_recipe(config: str, input_size) -> tuple:
+    """The recipe of a config (the training stack is needed here: imported
+    on use) and the loaded config."""
+    from ..deploy.record import recipe_of
+    from ..engine.config import load_cfg
+    cfg = load_cfg(config)
+    return Recipe.from_dict(recipe_of(cfg, input_size)), cfg
+
+
+__all__ = ['Recipe', 'rescale_size', 'config_recipe']

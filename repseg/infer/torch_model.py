@@ -7,23 +7,27 @@ threads sharing the cores."""
 import os
 
 
+def torch_identity(config: str, checkpoint: str) -> dict:
+    """What the manifest records of a config and checkpoint."""
+    from .engine import file_identity
+    return file_identity(checkpoint, config=os.path.abspath(config))
+
+
 def torch_network(config: str, checkpoint: str, settings,
                   mode: str = 'latency'):
     import torch
 
     from ..deploy.build import SegForward, build_fused
-    from ..deploy.record import recipe_of
     from ..deploy.runs import PYTORCH
     from ..deploy.runtimes import RunInfo
-    from ..engine.config import load_cfg
     from ..ops.nnpack_conv import resolve_conv_impl, use_nnpack_convs
     from .batching import Batcher
-    from .engine import Network, file_identity
-    from .recipe import Recipe
+    from .engine import Network
+    from .recipe import config_recipe
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
-    cfg = load_cfg(config)
+    recipe, cfg = config_recipe(config, None)
     model = build_fused(cfg, checkpoint).to(device).eval()
     impl = resolve_conv_impl('auto', device, torch.float32)
     model = use_nnpack_convs(model, impl, inplace=True)
@@ -46,10 +50,8 @@ def torch_network(config: str, checkpoint: str, settings,
                    kernels=f'PyTorch ({impl} 3x3 convs) on {device}',
                    threads=torch.get_num_threads(), mode=mode,
                    requests=batch)
-    return Network(run=run, info=info, labels=labels,
-                   recipe=Recipe.from_dict(recipe_of(cfg, None)),
-                   identity=file_identity(checkpoint,
-                                      config=os.path.abspath(config)))
+    return Network(run=run, info=info, labels=labels, recipe=recipe,
+                   identity=torch_identity(config, checkpoint))
 
 
-__all__ = ['torch_network']
+__all__ = ['torch_network', 'torch_identity']

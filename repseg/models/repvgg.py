@@ -29,10 +29,15 @@ from .se import SELayer
 REPVGG_BLOCKS = Registry('RepVGG block')
 
 
+def _takes_se(block: type) -> bool:
+    """Whether a registered block class takes ``se_cfg``."""
+    return 'se_cfg' in inspect.signature(block).parameters
+
+
 def _se_blocks() -> list:
     """The registered blocks that take ``se_cfg``."""
     return sorted(n for n, b in REPVGG_BLOCKS.module_dict.items()
-                  if 'se_cfg' in inspect.signature(b).parameters)
+                  if _takes_se(b))
 
 
 @REPVGG_BLOCKS.register_module(name='repvgg')
@@ -422,7 +427,7 @@ class RepVGG(BaseModule):
                       deploy=deploy, with_cp=with_cp)
         if self.se_cfg:   # a registered block without SE is built without
             block = REPVGG_BLOCKS.get(block_type)
-            if 'se_cfg' not in inspect.signature(block).parameters:
+            if not _takes_se(block):
                 raise ValueError(
                     f'block_type {block_type!r} ({block.__name__}) takes no '
                     'se_cfg: use a block with squeeze-and-excitation '

@@ -4,6 +4,7 @@ exported ONNX file as written; INT8 by ``onnxruntime.quantization``'s
 static quantization (QDQ, per-channel symmetric INT8 weights, UINT8
 activations). Its CPU provider has no bf16."""
 import concurrent.futures
+import dataclasses
 import os
 import os.path as osp
 import queue
@@ -199,34 +200,25 @@ class OnnxRuntime(Runtime):
         ``labels``: the graph gets an ArgMax output beside the logits
         (:func:`with_argmax`)."""
         self._check_load(precision, mode)
-        if not osp.isfile(path):
-            raise BackendError(f'ONNX model {path!r} does not exist')
-        threads = threads or default_threads()
-        streams = throughput_streams(threads) if mode == 'throughput' \
-            else 1
-        per_stream = max(1, threads // streams)
-        import onnx
-        source = with_argmax(path) if labels else path
-        sessions = [session(source, per_stream) for _ in range(streams)]
-        ops = {n.op_type for n in onnx.load(
-            path, load_external_data=False).graph.node}
-        ran = 'int8' if ops & _QUANT_OPS else 'fp32'
+        info = self.read_info(path)   # as written: precision, record, size
+        ran = info.precision
         if precision and precision != ran:
             raise UsageError(
                 f'{path!r} is an {ran} model; {self.label} runs it as '
                 f'written (asked for {precision})')
+        threads = threads or default_threads()
+        streams = throughput_streams(threads) if mode == 'throughput' \
+            else 1
+        per_stream = max(1, threads // streams)
+        source = with_argmax(path) if labels else path
+        sessions = [session(source, per_stream) for _ in range(streams)]
         s = sessions[0]
-        meta = s.get_modelmeta().custom_metadata_map
-        info = RunInfo(
-            runtime=self.name, file=path, precision=ran,
-            precision_asked=precision,
+        info = dataclasses.replace(
+            info, precision_asked=precision,
             kernels='MLAS, CPU execution provider',
-            threads=s.get_session_options().intra_op_num_threads *
-            streams,
+            threads=s.get_session_options().intra_op_num_threads * streams,
             streams=streams, requests=streams, mode=mode,
-            float_layers=float_layers(path) if ran == 'int8' else [],
-            record=read_record(meta.get(RECORD_KEY)),
-            input_size=static_size(s.get_inputs()[0].shape))
+            float_layers=float_layers(path) if ran == 'int8' else [])
         name = s.get_inputs()[0].name
         outs = [o.name for o in s.get_outputs()]
         argmax = (lambda x: run_any(x, outs[1])[:, 0]) if labels else None

@@ -396,7 +396,6 @@ class OpenVINO(Runtime):
         return result
 
 
-
 def _record_and_size(model) -> tuple:
     """The record (:mod:`repseg.deploy.record`) and the fixed input size
     [H, W] (None if dynamic) of an ``openvino.Model``."""
@@ -406,5 +405,6 @@ def _record_and_size(model) -> tuple:
     size = static_size([d.get_length() if d.is_static else -1
                         for d in model.input(0).get_partial_shape()])
     return record, size
+
 
 __all__ = ['OpenVINO', 'runtime_layers', 'ran_precision', 'PRESETS']
