@@ -121,7 +121,16 @@ class BackendError(RepsegError):
     """A compute backend (NNPACK, onnxruntime) cannot run here."""
 
 
+class StalledError(RepsegError):
+    """Work that made no progress within its time limit and was given up
+    (e.g. an image the runtime never finished). Threads may still be stuck
+    in it: a tool exits at once after the error line (``abandons_threads``)
+    instead of waiting for them."""
+    abandons_threads = True
+
+
 __all__ = [
     'RepsegError', 'UsageError', 'CheckpointError', 'DatasetError',
-    'NotFusedError', 'BackendError', 'opt', 'render', 'flags_of'
+    'NotFusedError', 'BackendError', 'StalledError', 'opt', 'render',
+    'flags_of'
 ]

@@ -163,3 +163,16 @@ def random_onnx(root, tmp, name='demo', seed=3):
     onnx = str(tmp / 'm.onnx')
     export_model(cfg, ckpt, onnx, ExportSettings(verify=False))
     return path, ckpt, onnx
+
+
+def label_agreement(ref, labels, tie):
+    """(share of ``labels`` equal to the reference's, the share among the
+    pixels whose two best logits differ by more than ``tie`` times the
+    largest |logit|) of ``ref`` = (reference labels, logits ``(C, H, W)``)."""
+    import numpy as np
+    want, logits = ref
+    assert labels.shape == want.shape
+    top2 = np.sort(logits, axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > tie * np.abs(logits).max()
+    same = labels == want
+    return float(same.mean()), float(same[clear].mean())

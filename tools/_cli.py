@@ -95,6 +95,11 @@ def run(parser, main, argv=None):
     try:
         return main(args)
     except RepsegError as e:
+        if getattr(e, 'abandons_threads', False):
+            # threads stuck in native code would be joined at exit forever
+            print(f'error: {e.render(parser)}', file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(1)
         sys.exit(f'error: {e.render(parser)}')
 
 

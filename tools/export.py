@@ -4,6 +4,7 @@ ONNX (ONNX Runtime) or OpenVINO IR (.xml + .bin).
 
   python tools/export.py CONFIG CHECKPOINT OUT.onnx [--shape H W]
   python tools/export.py CONFIG CHECKPOINT OUT.xml --backend openvino
+  python tools/export.py CONFIG CHECKPOINT OUT.onnx --dynamic-shape
 
 The file records what it is (config, backbone, decoder, classes, input
 size; tools/test.py refuses it for another config or size); next to it,
@@ -25,7 +26,10 @@ def build_parser(prog=None):
     add_shape(p, 'the exported model (fixed unless --dynamic-shape)')
     p.add_argument('--dynamic-shape', action='store_true',
                    help='Make H and W dynamic too (the batch axis always '
-                   'is); refused for adaptive pooling pyramids (PSPNet).')
+                   'is): one file that runs any input size exactly as the '
+                   "config does (PSPNet's pooling bins are computed from "
+                   'the input in the graph); verified at the export size '
+                   'and at another.')
     p.add_argument('--opset', type=int, default=17,
                    help='The ONNX opset to export with (default 17).')
     add_force(p, 'OUT and its companion files (.bin, .json)')

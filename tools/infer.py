@@ -76,9 +76,17 @@ def build_parser():
     p.add_argument('--ray-address', metavar='ADDR',
                    help='The Ray cluster to join (HOST:PORT or auto); '
                    'implies --ray.')
+    p.add_argument('--stall-timeout', type=float, default=120,
+                   metavar='SECONDS',
+                   help='End the run with one error line when an image has '
+                   'not finished in SECONDS (default 120; 20x the slowest '
+                   'image so far when that is longer). Finished images stay '
+                   'finished; a rerun resumes.')
     p.add_argument('--quiet', action='store_true',
                    help='No progress bar.')
-    add_force(p, 'the outputs of another run in DIR (everything is redone)')
+    add_force(p, 'the outputs of another run in DIR: they are deleted first '
+              'and everything is redone (files no run wrote are never '
+              'deleted; not with --shard)')
     return p
 
 
@@ -87,6 +95,12 @@ def main(argv=None):
         import sys
 
         from repseg.apis import InferSettings, infer
+        from repseg.infer.sources import unsearched_subfolders
+        if not args.recursive:
+            for folder, n in unsearched_subfolders(args.inputs).items():
+                print(f'note: {n} subfolder(s) of {folder!r} hold images or '
+                      'videos and are not searched: add --recursive to '
+                      'segment them too', file=sys.stderr)
         seg = infer(args.inputs, args.model, args.out, args.checkpoint,
                     args.config, InferSettings.of(vars(args)))
         print('\n'.join(seg.summary.lines()))

@@ -6,6 +6,7 @@ the report (quantize.json, quantize.md, per_class_iou.png).
 
   python tools/quantize.py CONFIG CHECKPOINT OUT
   python tools/quantize.py CONFIG CHECKPOINT OUT --backend openvino
+  python tools/quantize.py CONFIG CHECKPOINT OUT --dynamic-shape
   python tools/quantize.py CONFIG CHECKPOINT OUT \\
       --backend onnxruntime openvino --max-drop 0.2
 """
@@ -26,7 +27,13 @@ def build_parser():
                    'give OUT after CHECKPOINT as in convert and export).')
     add_backend(p, 'The runtimes to quantize for, side by side (default: '
                 'onnxruntime)', nargs='+')
-    add_shape(p, 'the INT8 files')
+    add_shape(p, 'the INT8 files (with --dynamic-shape: of the '
+              'calibration inputs)')
+    p.add_argument('--dynamic-shape', action='store_true',
+                   help='Files that take inputs of any H and W, exactly as '
+                   'the config computes them (as tools/export.py '
+                   '--dynamic-shape); calibration runs at the --shape '
+                   'size.')
     p.add_argument('--calib-images', type=int, default=64,
                    help='How many train images to calibrate on (default 64).')
     p.add_argument('--calib-pipeline', default='train',

@@ -28,10 +28,17 @@ def export_summary(r: dict) -> List[str]:
     """What tools/export.py prints about :func:`export`'s result."""
     lines = [f"wrote {' + '.join(r['files'])} ({r['bytes'] / 2**20:.1f} "
              f"MiB); its input and output are described in {r['spec']}"]
+    if r.get('dynamic_shape'):
+        lines.append('dynamic H and W: the file takes inputs of any size '
+                     '(traced at {}x{})'.format(*r['input_size']))
     if 'runtime' in r:
-        i, (h, w) = r['runtime'], r['input_size']
+        i = r['runtime']
+        sizes = [f'{h}x{w}' for h, w in r.get('verify_sizes',
+                                               [r['input_size']])]
+        on = (f'a {sizes[0]} input' if len(sizes) == 1 else
+              f"{' and '.join(sizes)} inputs")
         lines.append(f'{i.runtime} ({i.precision}, {i.threads} threads) vs '
-                     f'PyTorch on a {h}x{w} input: ' + describe(r))
+                     f'PyTorch on {on}: ' + describe(r))
     return lines
 
 

@@ -27,7 +27,7 @@ from ..deploy.build import (SegForward, build_fused, check_shape,
                             refuse_overwrite)
 from ..deploy.evaluate import agreement, evaluate, miou
 from ..deploy.forward import ResizedForward, TorchForward, with_forward
-from ..deploy.onnx import export_model
+from ..deploy.onnx import ExportSettings, export_model
 from ..deploy.record import config_input_size
 from ..deploy.runs import Int8Request, RuntimeRun, make_runs
 from ..deploy.runtimes import (DEFAULT_CALIB_METHOD, DEFAULT_RUNTIME,
@@ -58,7 +58,10 @@ class QuantizeSettings(QuantOptions, Settings):
         backends (sequence of str): the runtimes to quantize for, side by
             side (:func:`repseg.deploy.runtimes.runtime_names`).
         input_size (sequence of int or None): (H, W), or one side, of the
-            INT8 files; default: the size the config's test loop runs.
+            INT8 files (with ``dynamic_shape``: of the calibration inputs);
+            default: the size the config's test loop runs.
+        dynamic_shape (bool): the files take any H and W (the export's
+            ``dynamic_shape``); calibration still runs at ``input_size``.
         calib_images (int): train images to calibrate on.
         calib_pipeline (str): 'train' (the config's train pipeline: its
             random transforms, as the model saw in training) or 'test'.
@@ -80,6 +83,7 @@ class QuantizeSettings(QuantOptions, Settings):
     """
     backends: Sequence[str] = (DEFAULT_RUNTIME, )
     input_size: Optional[Sequence[int]] = None
+    dynamic_shape: bool = False
     calib_images: int = 64
     calib_pipeline: str = 'train'
     seed: int = 0
@@ -138,6 +142,7 @@ class _Prepared:
     equalization: dict
     sensitivity: list
     control: Optional[ControlSet]
+    dynamic: bool = False            # the files take any input size
 
 
 def _files(out_dir: str, runtimes: Sequence[Runtime]) -> dict:
@@ -174,8 +179,9 @@ def _prepare(cfg: Config, checkpoint: str, out_dir: str,
     deployed = copy.deepcopy(model) if s.equalize != 'off' else model
     equalization = equalize_(deployed, inputs, s.equalize)
     print_log(' '.join(equalization_lines(equalization)), logger='current')
-    export_model(cfg, None, osp.join(out_dir, _EXPORT), size, force=True,
-                 verify=False, model=deployed)
+    export_model(cfg, None, osp.join(out_dir, _EXPORT), ExportSettings(
+        input_size=size, dynamic_shape=s.dynamic_shape, force=True,
+        verify=False), model=deployed)
     sensitivity = []
     if s.sensitivity_images:
         print_log(f'per-layer INT8 sensitivity on {s.sensitivity_images} '
@@ -189,9 +195,10 @@ def _prepare(cfg: Config, checkpoint: str, out_dir: str,
             name=f'{len(control_idx)} train images held out of calibration '
             '(test pipeline)',
             metric=lambda m, items: miou(with_forward(
-                model, ResizedForward(TorchForward(m), size)), cfg, items))
+                model, TorchForward(m) if s.dynamic_shape else
+                ResizedForward(TorchForward(m), size)), cfg, items))
     return _Prepared(model, size, tuple(test_size), inputs, calib_files,
-                     equalization, sensitivity, control)
+                     equalization, sensitivity, control, s.dynamic_shape)
 
 
 def _quantize_runtimes(out_dir: str, runtimes: Sequence[Runtime],
@@ -205,7 +212,11 @@ def _quantize_runtimes(out_dir: str, runtimes: Sequence[Runtime],
                           'model_{precision}', [r], r.supported_precisions,
                           Int8Request(p.inputs, s.quant_options, p.control),
                           log=log)
-    if tuple(p.size) != p.test_size:
+    if p.dynamic:
+        log(f'note: the files take inputs of any size (dynamic H/W; '
+            f'calibrated at {p.size[0]}x{p.size[1]}): every row runs each '
+            'test input at its own size')
+    elif tuple(p.size) != p.test_size:
         log(f'note: the files take {p.size[0]}x{p.size[1]} inputs and the '
             f'test loop runs {p.test_size[0]}x{p.test_size[1]} ones: the '
             "runtimes' rows are evaluated with each input resized to the "
@@ -312,6 +323,7 @@ def _report(cfg: Config, checkpoint: str, files: dict, p: _Prepared,
     JSON holds."""
     result = dict(
         config=cfg.filename, checkpoint=checkpoint, input_size=list(p.size),
+        dynamic_shape=p.dynamic,
         backends=list(dict.fromkeys(s.backends)),
         calibration=dict(images=s.calib_images, method=s.calib_method,
                          split='train', pipeline=s.calib_pipeline,

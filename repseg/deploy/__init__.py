@@ -12,7 +12,8 @@ _NAMES = dict(
     convert_checkpoint='.convert', deploy_model_cfg='.convert',
     export_model='.onnx', export_onnx='.onnx', to_onnx='.onnx',
     ExportSettings='.onnx', check_belongs='.record',
-    model_record='.record', config_input_size='.record',
+    model_record='.record', record_of='.record', recipe_of='.record',
+    config_input_size='.record', ModelRecord='.runtimes.record',
     get_runtime='.runtimes', runtime_of_file='.runtimes')
 __getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = list(_NAMES)

@@ -6,9 +6,11 @@ sliding-window inference and its post-processing) runs around it."""
 import copy
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .runtimes import RuntimeModel, get_runtime, runtime_of_file
+from .runtimes.resize import fixed_size_forward
 
 
 class TorchForward:
@@ -31,24 +33,28 @@ class TorchForward:
 
 class ResizedForward:
     """A forward of a fixed input size ``size`` (H, W) for inputs of any
-    size: each input resized to it (bilinear), its logits resized back
-    (the way repseg's inference runs images a fixed-size file cannot take:
-    :func:`repseg.infer.predict.forward`)."""
+    size: each input resized to it (bilinear), its logits resized back,
+    by :func:`~.runtimes.resize.fixed_size_forward` in numpy: the one
+    resize repseg's inference runs too (:func:`repseg.infer.predict.forward`),
+    the tensors converted on the way."""
 
     def __init__(self, forward, size):
-        self.forward, self.size = forward, tuple(size)
+        self.forward, self.size = forward, tuple(int(s) for s in size)
         self.info = getattr(forward, 'info', None)
 
     def __call__(self, inputs: torch.Tensor,
                  batch_img_metas=None) -> torch.Tensor:
-        import torch.nn.functional as F
         h, w = inputs.shape[-2:]
         if (h, w) == self.size:
             return self.forward(inputs, batch_img_metas)
-        x = F.interpolate(inputs, size=self.size, mode='bilinear',
-                          align_corners=False)
-        return F.interpolate(self.forward(x, batch_img_metas), size=(h, w),
-                             mode='bilinear', align_corners=False)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            out = self.forward(torch.from_numpy(x), batch_img_metas)
+            return out.detach().float().cpu().numpy()
+
+        out, _ = fixed_size_forward(
+            inputs.detach().float().cpu().numpy(), run, self.size)
+        return torch.from_numpy(np.ascontiguousarray(out)).to(inputs.device)
 
 
 def load_forward(path: str, precision: Optional[str] = None,

@@ -1,7 +1,7 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """Export of the fused segmentor: ONNX (:func:`to_onnx`, any fixed input
-size; PSPNet's adaptive pooling exactly), then the file of the runtime asked
-for (ONNX itself for ONNX Runtime, IR for OpenVINO, see
+size or a dynamic H/W; PSPNet's adaptive pooling exactly), then the file of
+the runtime asked for (ONNX itself for ONNX Runtime, IR for OpenVINO, see
 :mod:`repseg.deploy.runtimes`), verified against PyTorch in that runtime
 (:func:`export_model`)."""
 import copy
@@ -20,8 +20,8 @@ from mmengine.config import Config
 from ..errors import UsageError, opt
 from ..reparam import compare_outputs
 from ..settings import Settings
-from .build import (SegForward, build_fused, check_shape, dataset_meta,
-                    refuse_overwrite)
+from .build import (MIN_SIDE, SegForward, build_fused, check_shape,
+                    dataset_meta, refuse_overwrite)
 from .record import (RECORD_KEY, checkpoint_block_type,
                      config_input_size, model_record)
 from .runtimes import DEFAULT_RUNTIME, get_runtime
@@ -68,6 +68,47 @@ class FixedAdaptiveAvgPool2d(torch.nn.Module):
                             _pool_matrix(w, ow, x).t())
 
 
+def _bin_matrix(size, out: int, like: torch.Tensor) -> torch.Tensor:
+    """The (out, size) bin-averaging matrix of :func:`_pool_matrix` made of
+    tensor ops on ``size`` (an int, or the 0-dim tensor ``x.shape[i]`` is
+    while the exporter traces): the exported graph computes the bins from
+    the input's shape (Shape, Range, integer Div, comparisons), so one
+    file pools exactly at any input size. Row i averages
+    [floor(i * size / out), ceil((i + 1) * size / out))."""
+    i = torch.arange(out, dtype=torch.int64, device=like.device)
+    start = torch.div(i * size, out, rounding_mode='floor')
+    end = torch.div((i + 1) * size + (out - 1), out, rounding_mode='floor')
+    j = torch.arange(size, dtype=torch.int64, device=like.device)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+class DynamicAdaptiveAvgPool2d(torch.nn.Module):
+    """``nn.AdaptiveAvgPool2d`` computed as ``P_h @ x @ P_w^T`` with
+    bin-averaging matrices built from the input's actual shape by tensor
+    ops (:func:`_bin_matrix`): the same bins and values at every size, and
+    an ONNX export with a dynamic H and W computes them in the graph
+    (ONNX's pooling operators have one kernel size; adaptive bins of
+    unequal sizes have several). Unlike :class:`FixedAdaptiveAvgPool2d` it
+    never takes the plain-pooling path of equal bins (whether the bins are
+    equal depends on the size)."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # while tracing, x.shape[i] is a 0-dim tensor the graph computes
+        h, w = x.shape[-2], x.shape[-1]
+        oh, ow = ((self.output_size, ) * 2 if isinstance(
+            self.output_size, int) else tuple(self.output_size))
+        if oh is not None:   # None: that axis keeps its size
+            x = torch.matmul(_bin_matrix(h, oh, x), x)
+        if ow is not None:
+            x = torch.matmul(x, _bin_matrix(w, ow, x).t())
+        return x
+
+
 def _adaptive_pools(module: torch.nn.Module) -> list:
     """(parent, name, pool) of every adaptive average pooling whose output
     is larger than 1x1 (1x1 exports as GlobalAveragePool at any size)."""
@@ -82,15 +123,20 @@ def _adaptive_pools(module: torch.nn.Module) -> list:
     return found
 
 
-def exportable(module: torch.nn.Module) -> torch.nn.Module:
+def exportable(module: torch.nn.Module,
+               dynamic_shape: bool = False) -> torch.nn.Module:
     """A copy of ``module`` in which adaptive average pooling is replaced by
     :class:`FixedAdaptiveAvgPool2d` (same outputs), for a fixed-size ONNX
-    export; ``module`` itself when it has none."""
+    export, or with ``dynamic_shape`` by :class:`DynamicAdaptiveAvgPool2d`
+    (the bins computed from the input's shape in the graph); ``module``
+    itself when it has none."""
     if not _adaptive_pools(module):
         return module
+    pool_type = (DynamicAdaptiveAvgPool2d if dynamic_shape else
+                 FixedAdaptiveAvgPool2d)
     module = copy.deepcopy(module)
     for parent, name, pool in _adaptive_pools(module):
-        setattr(parent, name, FixedAdaptiveAvgPool2d(pool.output_size))
+        setattr(parent, name, pool_type(pool.output_size))
     return module
 
 
@@ -102,24 +148,15 @@ def to_onnx(module: torch.nn.Module, x: torch.Tensor, out: str,
     atomically to ``out``; ``record`` (:func:`~.record.model_record`) is
     stored in the file's metadata.
 
-    Adaptive average pooling (PSPNet's pyramid) is exported exactly for the
-    size of ``x`` (:func:`exportable`); with it, ``dynamic_shape`` is
-    refused before anything is exported. The exporter's messages go to
-    ``out + '.log'``, not to the screen.
+    Adaptive average pooling (PSPNet's pyramid) is exported exactly:
+    for the size of ``x``, or with ``dynamic_shape`` for every size, its
+    bins computed from the input's shape in the graph (:func:`exportable`).
+    The exporter's messages go to ``out + '.log'``, not to the screen.
     """
     axes = {0: 'batch'}
     if dynamic_shape:
-        pools = _adaptive_pools(module)
-        if pools:
-            raise UsageError(
-                'a dynamic H/W cannot be exported for this model: its '
-                f'adaptive average pooling to {pools[0][2].output_size} (and '
-                f'{len(pools) - 1} more) has bins whose size depends on the '
-                'input size, which ONNX pooling cannot express. Export one '
-                'file per input size instead (any size works without '
-                'dynamic H/W).')
         axes.update({2: 'height', 3: 'width'})
-    module = exportable(module)
+    module = exportable(module, dynamic_shape)
     os.makedirs(osp.dirname(osp.abspath(out)) or '.', exist_ok=True)
     tmp, log = out + '.tmp', out + '.log'
     try:
@@ -209,7 +246,10 @@ class ExportSettings(Settings):
             the size the config's test loop runs
             (:func:`~.record.config_input_size`).
         dynamic_shape (bool): H and W dynamic too (the batch axis always
-            is).
+            is): one file that computes what the config computes at any
+            input size (adaptive pooling bins computed from the input's
+            shape in the graph); verified at the export size and at
+            :func:`other_size`.
         opset (int): the ONNX opset.
         force (bool): overwrite the output and its companion files.
         verify (bool): run the file in its runtime (fp32) on a random input
@@ -260,8 +300,10 @@ def export_model(cfg: Config,
     record = checkpoint_block_type(
         model_record(cfg, None if s.dynamic_shape else size), checkpoint)
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    folder = osp.dirname(osp.abspath(out))
+    os.makedirs(folder, exist_ok=True)   # the temporary folder goes in it
     with tempfile.TemporaryDirectory(prefix='repseg_export_',
-                                     dir=osp.dirname(osp.abspath(out))) as t:
+                                     dir=folder) as t:
         onnx_path = osp.join(t, 'model.onnx')
         to_onnx(model, x, onnx_path, s.opset, s.dynamic_shape, record)
         runtime.from_onnx(onnx_path, out)
@@ -269,14 +311,30 @@ def export_model(cfg: Config,
         json.dump(input_spec(cfg, size, s.dynamic_shape), f, indent=2)
     result = dict(out=out, backend=runtime.name, files=runtime.files(out),
                   bytes=sum(osp.getsize(p) for p in runtime.files(out)),
-                  input_size=list(size), spec=spec_path)
+                  input_size=list(size), dynamic_shape=s.dynamic_shape,
+                  spec=spec_path)
     if s.verify:
+        inputs = [x]
+        if s.dynamic_shape:   # and at a size it was not traced at
+            inputs.append(torch.randn(
+                1, 3, *other_size(size),
+                generator=torch.Generator().manual_seed(1)))
         with torch.no_grad():
-            ref = model(x)
+            refs = [model(i) for i in inputs]
         loaded = runtime.load(out, 'fp32', threads=torch.get_num_threads())
-        result.update(compare_outputs(ref, torch.from_numpy(loaded(
-            x.numpy()))), runtime=loaded.info)
+        result.update(compare_outputs(refs, [
+            torch.from_numpy(loaded(i.numpy())) for i in inputs]),
+            runtime=loaded.info,
+            verify_sizes=[list(i.shape[-2:]) for i in inputs])
     return result
+
+
+def other_size(size: Sequence[int]) -> tuple:
+    """A size (H, W) unlike ``size``, at which a dynamic-shape export is
+    verified too: H about 3/4 and W about 5/4 of it, odd sides (adaptive
+    bins of unequal sizes, pooling and resizes at a ratio not traced)."""
+    h, w = (int(s) for s in size)
+    return max(MIN_SIDE + 1, h * 3 // 4) | 1, (w * 5 // 4 + 1) | 1
 
 
 def export_onnx(cfg: Config, checkpoint: Optional[str], out: str,

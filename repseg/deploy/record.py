@@ -1,6 +1,9 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """What an exported model file is: the config, model (backbone, arch,
-decoder, classes) and input size it was exported for. The record is
+decoder, classes), input size and inference recipe it was exported for,
+built from a config (:func:`record_of`, :func:`recipe_of`) as the typed
+:class:`~.runtimes.record.ModelRecord` (defined, versioned and read in the
+runtime layer: :mod:`repseg.deploy.runtimes.record`). The record is
 written into the file itself (ONNX ``metadata_props``, OpenVINO
 ``rt_info``; the runtimes carry it through quantization) and into its
 ``.json`` description, and read back when a file is evaluated with a
@@ -8,14 +11,17 @@ config: a file that does not belong to the config, or was exported at
 another size than the config's test loop runs, is refused with one line
 naming both."""
 import copy
+import dataclasses
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from mmengine.config import Config
 
 from ..errors import UsageError, opt
 from .build import dataset_meta
 from .runtimes.base import RECORD_KEY, RunInfo
+from .runtimes.record import SCHEMA, ModelRecord, Recipe
+
 #: the fields that say which model a file is (not how it was exported)
 IDENTITY = ('backbone', 'decode_head', 'num_classes')
 
@@ -39,9 +45,13 @@ def block_type(cfg: Config) -> Optional[str]:
         else None
 
 
-def checkpoint_block_type(record: dict, checkpoint: Optional[str]) -> dict:
-    """``record`` with the block type the fused ``checkpoint`` says it was
-    trained with (its ``meta.block_type``, written by tools/convert.py)
+def checkpoint_block_type(record: Union[dict, ModelRecord],
+                          checkpoint: Optional[str]
+                          ) -> Union[dict, ModelRecord]:
+    """``record`` (a :class:`ModelRecord` or its
+    :meth:`~ModelRecord.to_dict` form, returned as given) with the block
+    type the fused ``checkpoint`` says it was trained with (its
+    ``meta.block_type``, written by tools/convert.py)
     where the config names another: the fused forms of RepVGG and QARepVGG
     blocks are the same network (one 3x3 conv with bias), so such a file
     is what the checkpoint is, whatever config built it."""
@@ -54,8 +64,10 @@ def checkpoint_block_type(record: dict, checkpoint: Optional[str]) -> dict:
         return record
     trained = meta.get('block_type') if isinstance(meta, dict) else None
     if trained and trained != record['block_type']:
-        record = dict(record, block_type=trained,
+        change = dict(block_type=trained,
                       config_block_type=record['block_type'])
+        record = dataclasses.replace(record, **change) if isinstance(
+            record, ModelRecord) else dict(record, **change)
     return record
 
 
@@ -118,9 +130,9 @@ def _test_resize(cfg: Config) -> dict:
 
 
 def recipe_of(cfg: Config, input_size: Optional[Sequence[int]] = None
-              ) -> dict:
+              ) -> Recipe:
     """Everything inference needs besides the network, from the config
-    (a :class:`repseg.infer.recipe.Recipe` as plain data): the test resize,
+    (a :class:`~.runtimes.record.Recipe`): the test resize,
     the normalization and colour order, whole or slide mode with crop and
     stride, the test-time padding, the classes and palette, and the input
     size of the file (None: any)."""
@@ -129,7 +141,7 @@ def recipe_of(cfg: Config, input_size: Optional[Sequence[int]] = None
     pad = pre.get('test_cfg') or {}
     meta = dataset_meta(cfg) or {}
     slide = test_cfg.get('mode') == 'slide'
-    return dict(
+    return Recipe(
         mean=[float(v) for v in pre.get('mean', [0, 0, 0])],
         std=[float(v) for v in pre.get('std', [1, 1, 1])],
         bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)
@@ -146,13 +158,15 @@ def recipe_of(cfg: Config, input_size: Optional[Sequence[int]] = None
         input_size=[int(s) for s in input_size] if input_size else None)
 
 
-def model_record(cfg: Config, shape: Optional[Sequence[int]]) -> dict:
-    """The record of a file exported from ``cfg`` at input size ``shape``
-    ((H, W), or None for a dynamic H/W), with its inference
-    :func:`recipe_of`."""
+def record_of(cfg: Config, shape: Optional[Sequence[int]]) -> ModelRecord:
+    """The :class:`~.runtimes.record.ModelRecord` of a file exported from
+    ``cfg`` at input size ``shape`` ((H, W), or None for a dynamic H/W),
+    with its inference :func:`recipe_of` (whose input size is the
+    record's)."""
     head = _head(cfg)
     meta = dataset_meta(cfg)
-    return dict(
+    return ModelRecord(
+        schema=SCHEMA,
         config=osp.basename(cfg.filename) if cfg.filename else None,
         backbone=_backbone_name(cfg.model.get('backbone') or {}),
         block_type=block_type(cfg),
@@ -166,9 +180,15 @@ def model_record(cfg: Config, shape: Optional[Sequence[int]]) -> dict:
         recipe=recipe_of(cfg, shape))
 
 
-def _describe(record: dict) -> str:
-    return (f"{record.get('backbone')} + {record.get('decode_head')}, "
-            f"{record.get('num_classes')} classes")
+def model_record(cfg: Config, shape: Optional[Sequence[int]]) -> dict:
+    """:func:`record_of` as written into a file (JSON-ready:
+    :meth:`~.runtimes.record.ModelRecord.to_dict`)."""
+    return record_of(cfg, shape).to_dict()
+
+
+def _describe(record: ModelRecord) -> str:
+    return (f"{record.backbone} + {record.decode_head}, "
+            f"{record.num_classes} classes")
 
 
 def check_belongs(path: str, info: RunInfo, cfg: Config,
@@ -182,11 +202,11 @@ def check_belongs(path: str, info: RunInfo, cfg: Config,
     record = info.record
     name = osp.basename(cfg.filename) if cfg.filename else 'this config'
     if record:
-        mine = model_record(cfg, size)
-        if any(record.get(k) != mine[k] for k in IDENTITY):
+        mine = record_of(cfg, size)
+        if any(getattr(record, k) != getattr(mine, k) for k in IDENTITY):
             raise UsageError(
                 f'{path!r} is {_describe(record)} (exported from '
-                f"{record.get('config')}), but {name} builds "
+                f"{record.config}), but {name} builds "
                 f'{_describe(mine)}: evaluate it with the config it was '
                 'exported from, or export this config\'s checkpoint')
     have = info.input_size
@@ -202,5 +222,5 @@ def check_belongs(path: str, info: RunInfo, cfg: Config,
             f'of {name} runs {h}x{w} ones: {again}')
 
 
-__all__ = ['RECORD_KEY', 'model_record', 'recipe_of', 'config_input_size',
-           'check_belongs']
+__all__ = ['RECORD_KEY', 'ModelRecord', 'Recipe', 'record_of',
+           'model_record', 'recipe_of', 'config_input_size', 'check_belongs']

@@ -85,9 +85,10 @@ def run_on_ray(model: str, sources: List[Source], total: int, out_dir: str,
                address: Optional[str] = None) -> Iterator[Result]:
     """Segment the images of ``sources`` on Ray into ``out_dir``: one
     :class:`Result` per image as the actors finish them (not in input
-    order); ``settings.threads`` is each actor's CPUs (default 2, or the
-    cluster's CPUs if fewer), the actors as many as the cluster's CPUs
-    allow."""
+    order; ``areas.csv`` and ``failures.txt`` are written in input order
+    at the end, as one process writes them); ``settings.threads`` is each
+    actor's CPUs (default 2, or the cluster's CPUs if fewer), the actors
+    as many as the cluster's CPUs allow."""
     if any(s.kind == 'video' for s in sources):
         raise UsageError(f'{opt("ray")} segments image files; run videos '
                          f'without {opt("ray")} (one process reads a video '
@@ -124,7 +125,10 @@ def run_on_ray(model: str, sources: List[Source], total: int, out_dir: str,
         # a killed worker's temporary file (only a temporary: the output
         # is renamed into place whole) is removed here on this host
         remove_stale_temporaries(out_dir)
-    summary.failures_file = job.manifest.write_failures(job.failures)
+    job.outputs.finish_areas(job.order)
+    place = {str(item): i for i, item in enumerate(items)}
+    summary.failures_file = job.manifest.write_failures(sorted(
+        job.failures, key=lambda f: place.get(f[0], len(items))))
 
 
 def _stream(ray, job, items, todo, worker: dict, actors: int,

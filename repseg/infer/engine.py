@@ -14,17 +14,18 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, Iterator, List, Optional
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from ..deploy.runtimes import RunInfo
-from ..errors import UsageError, opt
+from ..deploy.runtimes import RunInfo, runtime_label
+from ..errors import StalledError, UsageError, opt
 from ..settings import Settings
 from .outputs import Manifest, Outputs
 from .predict import EXACT, segment
-from .recipe import Recipe
+from .recipe import Recipe, exact_size
 from .sources import Item, Source, collect, with_root_names
 
 
@@ -51,8 +52,9 @@ class InferSettings(Settings):
         pipeline (bool): read, preprocess and write on worker threads
             while the network runs (False: one image after the other).
         quiet (bool): no progress bar.
-        force (bool): write into an output folder of another run (redoing
-            everything there).
+        force (bool): write into an output folder of another run, whose
+            outputs are removed first (everything is redone); into a folder
+            that is not a run's only beside its files, never over one.
         keep_labels (bool): results carry their label arrays.
         shard (str or None): 'K/N': this process takes the K-th of every N
             inputs in a stable sorted order (N processes, e.g. a Slurm job
@@ -62,6 +64,12 @@ class InferSettings(Settings):
             ``threads`` is then each actor's CPUs).
         ray_address (str or None): the cluster to join ('HOST:PORT', or
             'auto'); None with ``ray``: a local cluster.
+        stall_timeout (float): seconds an image may go without finishing
+            (read, segmented, written) before the run ends with one error
+            line naming it and the runtime
+            (:class:`~repseg.errors.StalledError`); the limit is 20x the
+            slowest image so far when that is longer. What was finished
+            stays finished (a rerun resumes).
     """
     recursive: bool = False
     every: int = 1
@@ -81,6 +89,7 @@ class InferSettings(Settings):
     shard: Optional[str] = None
     ray: bool = False
     ray_address: Optional[str] = None
+    stall_timeout: float = 120.0
 
     @property
     def shard_of(self) -> Optional[tuple]:
@@ -108,6 +117,9 @@ class InferSettings(Settings):
         if self.threads is not None and self.threads < 1:
             raise UsageError(f'{opt("threads", self.threads)}: give 1 or '
                              'more')
+        if not self.stall_timeout > 0:
+            raise UsageError(f'{opt("stall_timeout", self.stall_timeout)}: '
+                             'give a number of seconds above 0')
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f'{opt("batch_size", self.batch_size)}: give 1 '
                              'or more')
@@ -161,7 +173,8 @@ class Result:
     """One image's outcome: ``status`` 'done', 'skipped' (done by an
     earlier run) or 'failed' (``reason``); ``files`` written; ``labels``
     (with ``keep_labels``); ``fit``: how the input met a fixed-size model
-    file ('exact', or 'resized' to its size)."""
+    file ('exact', or 'resized' to its size); ``exact_size``: of a resized
+    one, the (H, W) a fixed-size file must take to run it exactly."""
     input: str
     key: str
     status: str
@@ -169,6 +182,7 @@ class Result:
     reason: str = ''
     labels: Optional[np.ndarray] = None
     fit: str = EXACT
+    exact_size: Optional[Tuple[int, int]] = None
 
 
 @dataclasses.dataclass
@@ -181,6 +195,8 @@ class Summary:
     #: None where it is not measured (a Ray run: the workers compute)
     busy_seconds: Optional[float] = 0.0
     fits: Dict[str, int] = dataclasses.field(default_factory=dict)
+    #: 'HxW' -> how many resized images that size runs exactly
+    exact_sizes: Dict[str, int] = dataclasses.field(default_factory=dict)
     failures_file: Optional[str] = None
     videos: List[str] = dataclasses.field(default_factory=list)
 
@@ -202,12 +218,19 @@ class Summary:
                f'{self.images_per_s:.2f} images/s end to end{busy}']
         odd = sum(n for k, n in self.fits.items() if k != EXACT)
         if odd:
+            sizes = ', '.join(f'{k} ({n})' for k, n in sorted(
+                self.exact_sizes.items(), key=lambda kv: -kv[1])[:3])
+            more = len(self.exact_sizes) - 3
+            sizes += f' and {more} more' if more > 0 else ''
             out.append(
                 f'{odd} image(s) did not fit the model file\'s fixed size '
                 'and were resized to it, their logits back (close to, not '
-                'exactly, what the config computes; to run them exactly, '
-                'export a file at their size, with --dynamic-shape where the '
-                'model allows it, or use the config and checkpoint)')
+                'exactly, what the config computes). To run every size '
+                'exactly, export a file that takes any size: tools/export.py '
+                'CONFIG CHECKPOINT OUT --dynamic-shape (tools/quantize.py '
+                'too); or a fixed file at the size the config\'s test resize '
+                f'gives them (--shape H W: {sizes}); or use the config and '
+                'checkpoint')
         if self.failures_file:
             out.append(f'failures listed in {self.failures_file}')
         return out
@@ -233,6 +256,69 @@ class _Busy:
             self.active -= 1
             if self.active == 0:
                 self.total += time.perf_counter() - self.since
+
+
+class _Watch:
+    """The images in flight, each since when, and how long the slowest
+    finished one took: a run whose oldest image in flight has not finished
+    within :meth:`limit` is stalled (:meth:`stalled`)."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.lock = threading.Lock()
+        self.running: Dict[int, tuple] = {}
+        self.slowest = 0.0
+
+    def call(self, work: Callable, item: Item, *args):
+        """``work(item, *args)``, timed and known to be in flight."""
+        since = time.perf_counter()
+        with self.lock:
+            self.running[id(item)] = (item, since)
+        try:
+            return work(item, *args)
+        finally:
+            took = time.perf_counter() - since
+            with self.lock:
+                del self.running[id(item)]
+                self.slowest = max(self.slowest, took)
+
+    def limit(self) -> float:
+        """max(the timeout, 20x the slowest image so far)."""
+        return max(self.timeout, 20 * self.slowest)
+
+    def stalled(self) -> Optional[tuple]:
+        """(item, seconds) of the oldest image in flight when it has been
+        running longer than :meth:`limit`, else None."""
+        now = time.perf_counter()
+        with self.lock:
+            oldest = min(self.running.values(), key=lambda r: r[1],
+                         default=None)
+        if oldest is not None and now - oldest[1] > self.limit():
+            return oldest[0], now - oldest[1]
+        return None
+
+
+def _result(future, watch: _Watch, net: 'Network', summary: Summary):
+    """The result of ``future``, waited for in short steps; a
+    :class:`StalledError` naming the image and the runtime when the run
+    makes no progress within the watch's limit."""
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except FuturesTimeout:
+            stuck = watch.stalled()
+            if stuck is None:
+                continue
+            item, seconds = stuck
+            info = net.info
+            raise StalledError(
+                f'{item} did not finish in {seconds:.0f} s '
+                f'({runtime_label(info.runtime)}, {info.precision}, '
+                f'{info.mode} mode, {osp.basename(info.file) or "model"}): '
+                'the run stopped there; the '
+                f'{summary.done} image(s) finished stay finished and a rerun '
+                'resumes. If the image is only slow, raise '
+                f'{opt("stall_timeout", int(2 * watch.limit()))}') from None
 
 
 def _quiet_opencv() -> None:
@@ -330,8 +416,12 @@ def _frames(source: Source, every: int):
 
 def plan(inputs, settings: InferSettings) -> tuple:
     """The sources and the number of images (videos opened to count their
-    frames; one that cannot be opened is a UsageError)."""
-    sources = with_root_names(collect(inputs, settings.recursive))
+    frames; one that cannot be opened is a UsageError). Every source's
+    name in the outputs is decided from the whole job's list, before a
+    shard takes its share (:func:`~.sources.unique_keys`)."""
+    from .sources import unique_keys, unsearched_subfolders
+    sources = unique_keys(with_root_names(collect(inputs,
+                                                  settings.recursive)))
     shard = settings.shard_of
     if shard and sources:
         k, n = shard
@@ -342,11 +432,15 @@ def plan(inputs, settings: InferSettings) -> tuple:
                              f'{len(ordered)}; run at most {len(ordered)} '
                              'shards')
     if not sources:
+        below = sum(unsearched_subfolders(inputs).values()) \
+            if not settings.recursive else 0
         raise UsageError(
             'the inputs hold no image or video (looked for '
             + ', '.join(inputs) + (': folders are searched recursively '
                                    'only with ' + opt('recursive')
-                                   if not settings.recursive else '')
+                                   if not settings.recursive and any(
+                                       osp.isdir(i) for i in inputs) else '')
+            + (f'; {below} subfolder(s) hold some' if below else '')
             + ')')
     total = 0
     for s in sources:
@@ -378,7 +472,11 @@ class _Job:
         self.manifest = Manifest(
             out_dir, dict(model=net.identity, options=settings.outputs()),
             settings.force, failures=f'failures{tag}.txt',
-            areas=f'areas{tag}.csv') if manifest else None
+            areas=f'areas{tag}.csv', shard=bool(shard)) if manifest else None
+        if manifest:   # the rows of an earlier run (resumed)
+            self.outputs.load_areas()
+        #: with areas, every image's key in input order (the CSV's rows)
+        self.order: List[str] = []
         self.busy = _Busy()
         self.calls = threading.BoundedSemaphore(max(1, net.info.requests))
         self.failures: List[tuple] = []
@@ -408,7 +506,9 @@ class _Job:
             self.manifest.finished(item)
         return Result(str(item), item.key, 'done', files=files,
                       labels=labels if self.settings.keep_labels else None,
-                      fit=fit)
+                      fit=fit, exact_size=None if fit == EXACT else
+                      exact_size(self.net.recipe, img.shape[1],
+                                 img.shape[0]))
 
     def count(self, res: Result) -> Result:
         s = self.summary
@@ -419,13 +519,25 @@ class _Job:
         else:
             s.done += 1
             s.fits[res.fit] = s.fits.get(res.fit, 0) + 1
+            if res.exact_size:
+                size = '{}x{}'.format(*res.exact_size)
+                s.exact_sizes[size] = s.exact_sizes.get(size, 0) + 1
+            shares = self.outputs.take_shares(res.key)
+            if shares is not None:   # counted in input order: its row
+                self.outputs.add_areas(res.key, shares)
         return res
 
     def skip(self, item: Item) -> Optional[Result]:
-        """The result of an image an earlier run finished, else None."""
+        """The result of an image an earlier run finished (its files and,
+        with areas, its row), else None; called for every image in input
+        order."""
+        if self.settings.areas:
+            self.order.append(item.key)
         paths = self.outputs.paths(item)
         if item.key in self.manifest.done and all(
-                osp.exists(p) for p in paths.values()):
+                osp.exists(p) for p in paths.values()) and (
+                    not self.settings.areas
+                    or self.outputs.has_areas(item.key)):
             self.summary.skipped += 1
             return Result(str(item), item.key, 'skipped', files=paths)
         return None
@@ -452,29 +564,35 @@ def run(net: Network, sources: List[Source], total: int, out_dir: str,
     workers = max(1, net.info.requests) + 2 if settings.pipeline else 1
     progress = _Progress(total, settings.quiet)
     videos = collections.OrderedDict()
+    watch = _Watch(settings.stall_timeout)
     start = time.perf_counter()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix='repseg-infer')
+    ended = False
     try:
-        with ThreadPoolExecutor(workers,
-                                thread_name_prefix='repseg-infer') as pool:
-            window = collections.deque()
-            for item, img in _jobs(sources, settings.every):
-                if item.source.kind == 'video' and settings.overlay:
-                    videos.setdefault(item.source, []).append(
-                        job.outputs.paths(item)['overlay'])
-                done = job.skip(item)
-                if done is not None:
-                    progress.advance()
-                    yield done
-                    continue
-                window.append(pool.submit(job.work, item, img))
-                while window and (len(window) > 2 * workers
-                                  or window[0].done()):
-                    progress.advance()
-                    yield job.count(window.popleft().result())
-            while window:
+        window = collections.deque()
+        for item, img in _jobs(sources, settings.every):
+            if item.source.kind == 'video' and settings.overlay:
+                videos.setdefault(item.source, []).append(
+                    job.outputs.paths(item)['overlay'])
+            done = job.skip(item)
+            if done is not None:
                 progress.advance()
-                yield job.count(window.popleft().result())
+                yield done
+                continue
+            window.append(pool.submit(watch.call, job.work, item, img))
+            while window and (len(window) > 2 * workers
+                              or window[0].done()):
+                progress.advance()
+                yield job.count(_result(window.popleft(), watch, net,
+                                        summary))
+        while window:
+            progress.advance()
+            yield job.count(_result(window.popleft(), watch, net, summary))
+        ended = True
     finally:
+        # a stalled or interrupted run does not wait for its threads (one
+        # may never return); images in flight are not counted as done
+        pool.shutdown(wait=ended, cancel_futures=not ended)
         progress.close()
         summary.seconds = time.perf_counter() - start
         summary.busy_seconds = job.busy.total
@@ -485,6 +603,7 @@ def run(net: Network, sources: List[Source], total: int, out_dir: str,
             cap.release()
             summary.videos.append(job.outputs.video(
                 source.rel, made, fps / settings.every))
+    job.outputs.finish_areas(job.order)
     summary.failures_file = job.manifest.write_failures(job.failures)
 
 

@@ -16,20 +16,52 @@ from .recipe import Recipe, config_recipe
 CONFIG_SUFFIXES = ('.py', )
 
 
-def _kind(model: str, checkpoint: Optional[str]):
+def _kind(model: str, checkpoint: Optional[str],
+          config: Optional[str] = None):
     """The runtime of a deployed file, or None for a config (with its
     checkpoint); what the user named checked on the way."""
     if not osp.exists(model):
         raise UsageError(f'model {model!r} does not exist: give a deployed '
                          'file (.onnx, .xml) or a config (.py) with '
                          f'{opt("checkpoint", "CKPT")}')
+    if osp.isdir(model):
+        raise UsageError(f'model {model!r} is a folder: give a deployed file '
+                         '(.onnx, .xml) or a config (.py) with '
+                         f'{opt("checkpoint", "CKPT")}')
     if model.lower().endswith(CONFIG_SUFFIXES):
         if not checkpoint:
             raise UsageError(f'{model!r} is a config: give its weights with '
                              f'{opt("checkpoint", "CKPT")} (a training or '
                              'fused checkpoint)')
+        if runtime_of_file(checkpoint) is not None:
+            raise UsageError(
+                f'{checkpoint!r} is a deployed model file, not a PyTorch '
+                f'checkpoint: give it as {opt("model", checkpoint)} alone '
+                '(it holds its weights and its inference recipe; add '
+                f'{opt("config", model)} only for a file exported before '
+                'files recorded their recipe)')
+        if checkpoint.lower().endswith(CONFIG_SUFFIXES):
+            raise UsageError(
+                f'{checkpoint!r} is a config, not a checkpoint: give the '
+                f'checkpoint with {opt("checkpoint", "CKPT")}')
+        if config:
+            raise UsageError(
+                f'{opt("config", None)} is for deployed files that do not '
+                f'record their recipe; {model!r} is the config itself: drop '
+                f'{opt("config", None)}')
         return None
     runtime = runtime_of_file(model)
+    if runtime is None and checkpoint and checkpoint.lower().endswith(
+            CONFIG_SUFFIXES):
+        raise UsageError(
+            f'{model!r} and {checkpoint!r} are the other way round: give '
+            f'the config as {opt("model", checkpoint)} and the checkpoint as '
+            f'{opt("checkpoint", model)}')
+    if runtime is None and osp.isfile(osp.splitext(model)[0] + '.xml'):
+        raise UsageError(
+            f'{model!r} is not a model file repseg runs: give '
+            f'{opt("model", osp.splitext(model)[0] + ".xml")} (OpenVINO '
+            'reads the weights next to it)')
     if runtime is None:
         raise UsageError(
             f'{model!r} is neither a deployed model file (.onnx, OpenVINO '
@@ -44,22 +76,27 @@ def _kind(model: str, checkpoint: Optional[str]):
 def _file_recipe(model: str, info: RunInfo,
                  config: Optional[str]) -> Recipe:
     """The recipe of a deployed file: its record's, or ``config``'s (which
-    must be the file's config when the file has a record)."""
-    record = info.record or {}
+    must be the file's config when the file has a record; its input size
+    is the file's)."""
+    record = info.record
     if config:
         recipe, cfg = config_recipe(config, info.input_size)
         if info.record:   # the file must be this config's model
             from ..deploy.record import check_belongs
             check_belongs(model, info, cfg, info.input_size)
         return recipe
-    if record.get('recipe'):
-        return Recipe.from_dict({**record['recipe'],
-                                 'input_size': info.input_size})
+    if record is not None and record.recipe is not None:
+        return record.recipe   # its input size is the record's
     raise UsageError(
         f'{model!r} carries no inference recipe (it was exported before '
         'repseg wrote one into its files): give the config it was '
         f'exported from with {opt("config", "CONFIG")}, or export it '
         'again')
+
+
+def _record_dict(info: RunInfo) -> Optional[dict]:
+    """The file's record as the manifest writes it (plain data)."""
+    return info.record.to_dict() if info.record is not None else None
 
 
 def load_network(model: str, checkpoint: Optional[str] = None,
@@ -71,7 +108,7 @@ def load_network(model: str, checkpoint: Optional[str] = None,
     (.py) with ``checkpoint``. ``images``: how many the run will segment
     (``settings.mode`` 'auto' runs more than one in throughput mode)."""
     s = settings or InferSettings()
-    runtime = _kind(model, checkpoint)
+    runtime = _kind(model, checkpoint, config)
     if runtime is None:
         from .torch_model import torch_network
         return torch_network(model, checkpoint, s, s.run_mode(images))
@@ -87,7 +124,7 @@ def load_network(model: str, checkpoint: Optional[str] = None,
         loaded.close()
         raise
     return Network(run=loaded, info=info, recipe=recipe,
-                   identity=file_identity(model, record=info.record),
+                   identity=file_identity(model, record=_record_dict(info)),
                    labels=loaded.argmax if loaded.has_labels else None)
 
 
@@ -103,7 +140,7 @@ def describe_network(model: str, checkpoint: Optional[str] = None,
     ``identity`` (the manifest's), read from the files without compiling or
     building the model; ``run`` raises. For a process that records a run
     while others segment (the Ray driver)."""
-    runtime = _kind(model, checkpoint)
+    runtime = _kind(model, checkpoint, config)
     if runtime is None:
         if not osp.isfile(checkpoint):
             raise UsageError(f'checkpoint {checkpoint!r} does not exist')
@@ -116,7 +153,7 @@ def describe_network(model: str, checkpoint: Optional[str] = None,
     info = runtime.read_info(model)
     return Network(run=_not_loaded, info=info,
                    recipe=_file_recipe(model, info, config),
-                   identity=file_identity(model, record=info.record))
+                   identity=file_identity(model, record=_record_dict(info)))
 
 
 __all__ = ['load_network', 'describe_network']

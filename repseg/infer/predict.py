@@ -7,15 +7,18 @@ the image's own size (bilinear) and their argmax.
 
 ``run(x)`` is the network: a normalized ``(1, 3, H, W)`` float32 array to
 logits ``(1, C, H, W)`` (a :class:`~repseg.deploy.runtimes.RuntimeModel`,
-or a PyTorch segmentor wrapped the same way). A model file of a fixed size
-takes only inputs of that size; an input of another size goes one
-documented way (:func:`forward`: resized to the file's size, its logits
-resized back), and the result says so."""
+or a PyTorch segmentor wrapped the same way). A file exported with a
+dynamic H/W (``tools/export.py --dynamic-shape``) runs every input as it
+is, exactly as the config computes it. A model file of a fixed size takes
+only inputs of that size; an input of another size goes one documented way
+(:func:`forward`: resized to the file's size, its logits resized back),
+and the result says so."""
 from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
 
+from ..deploy.runtimes.resize import fixed_size_forward, resize_logits
 from .recipe import Recipe, rescale_size
 
 Run = Callable[[np.ndarray], np.ndarray]
@@ -94,17 +97,12 @@ def forward(x: np.ndarray, run: Run, fixed: Optional[Tuple[int, int]]
     take (a photo whose shape differs from the size the file was exported
     at, under a whole-image config): on random-weight PSPNets it agreed
     with the exact PyTorch path better than padding or windows of the
-    file's size (docs/inference.md has the figures)."""
-    h, w = x.shape[-2:]
-    if fixed is None or (h, w) == tuple(fixed):
-        return run(x), EXACT
-    fh, fw = fixed
-    hwc = np.ascontiguousarray(x[0].transpose(1, 2, 0))
-    resized = cv2.resize(hwc, (fw, fh), interpolation=cv2.INTER_LINEAR)
-    if resized.ndim == 2:
-        resized = resized[..., None]
-    out = run(np.ascontiguousarray(resized.transpose(2, 0, 1)[None]))
-    return resize_logits(out[0], (h, w))[None], RESIZED
+    file's size, but only approximately (docs/inference.md has the
+    figures); a dynamic-H/W file (``fixed`` None) runs it exactly. The
+    resize is :func:`repseg.deploy.runtimes.resize.fixed_size_forward`,
+    the one quantize's mIoU of such a file runs too."""
+    out, resized = fixed_size_forward(x, run, fixed)
+    return out, RESIZED if resized else EXACT
 
 
 def network_logits(x: np.ndarray, run: Run, recipe: Recipe
@@ -121,33 +119,6 @@ def network_logits(x: np.ndarray, run: Run, recipe: Recipe
     else:
         out, how = forward(x, run, recipe.input_size)
     return out[..., :h, :w], how
-
-
-def resize_logits(logits: np.ndarray, size: Tuple[int, int],
-                  align_corners: bool = False) -> np.ndarray:
-    """``(C, h, w)`` logits resized to ``size`` (H, W) bilinearly, as
-    ``torch.nn.functional.interpolate`` does (OpenCV, 128 channels at a
-    time)."""
-    c, h, w = logits.shape
-    H, W = size
-    if (h, w) == (H, W):
-        return logits
-    hwc = np.ascontiguousarray(logits.transpose(1, 2, 0))
-    parts = []
-    for i in range(0, c, 128):
-        part = np.ascontiguousarray(hwc[..., i:i + 128])
-        if align_corners:
-            ys = np.linspace(0, h - 1, H, dtype=np.float32) if H > 1 else \
-                np.zeros(1, np.float32)
-            xs = np.linspace(0, w - 1, W, dtype=np.float32) if W > 1 else \
-                np.zeros(1, np.float32)
-            mx, my = np.meshgrid(xs, ys)
-            out = cv2.remap(part, mx, my, cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
-        else:
-            out = cv2.resize(part, (W, H), interpolation=cv2.INTER_LINEAR)
-        parts.append(out.reshape(H, W, -1))
-    return np.concatenate(parts, axis=-1).transpose(2, 0, 1)
 
 
 def logits_are_final(x: np.ndarray, img: np.ndarray,

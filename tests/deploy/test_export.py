@@ -142,16 +142,6 @@ def test_fixed_adaptive_pool_equals_adaptive_pool(hw):
     assert ('matmul' in graph) != equal
 
 
-def test_dynamic_shape_with_pyramid_pooling_is_refused_before_export(
-        checkpoint, tmp_path):
-    cfg = load_cfg(DEMO_CONFIG)
-    out = tmp_path / 'm.onnx'
-    with pytest.raises(UsageError, match='dynamic H/W cannot be exported'):
-        export_onnx(cfg, checkpoint, str(out), (128, 128),
-                    dynamic_shape=True)
-    assert not out.exists()
-
-
 def test_dynamic_shape_without_pyramid_works(tmp_path):
     """FCN (no adaptive pooling): dynamic H/W exports and runs at another
     size in onnxruntime."""

@@ -16,7 +16,7 @@ from repseg.apis import init_model
 from repseg.deploy import convert_checkpoint
 from repseg.deploy.onnx import ExportSettings, export_model
 from repseg.infer import InferSettings, Segmenter
-from tests.utils import random_model
+from tests.utils import label_agreement, random_model
 
 #: a pixel whose reference logits' top two differ by less than this share
 #: of the largest logit is a tie float rounding may break either way
@@ -79,16 +79,6 @@ def _ours(model, paths, tmp, checkpoint=None, config=None):
     return res, seg
 
 
-def _agreement(ref, labels):
-    """(share of equal labels, share among pixels that are no tie)."""
-    want, logits = ref
-    assert labels.shape == want.shape
-    top2 = np.sort(logits, axis=0)[-2:]
-    clear = (top2[1] - top2[0]) > TIE * np.abs(logits).max()
-    same = labels == want
-    return float(same.mean()), float(same[clear].mean())
-
-
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
 def test_labels_agree_with_mmseg_inference_model(request, images, tmp_path,
                                                  mode):
@@ -101,7 +91,7 @@ def test_labels_agree_with_mmseg_inference_model(request, images, tmp_path,
     for name, (model, ckpt, cfg) in runs.items():
         res, seg = _ours(model, paths, tmp_path / name, ckpt, cfg)
         for r, ref, p in zip(res, refs, paths):
-            raw, clear = _agreement(ref, r.labels)
+            raw, clear = label_agreement(ref, r.labels, TIE)
             if p == big and mode == 'whole' and name != 'pytorch':
                 # a fixed-size file: the resized photo (64x96) is resized
                 # to the file's 64x128 and its logits back (random weights

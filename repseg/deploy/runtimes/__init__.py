@@ -19,6 +19,7 @@ from ...errors import UsageError, opt
 from .base import (DEFAULT_CALIB_METHOD, MODES, PRECISIONS, ControlSet,
                    QuantOptions, RunInfo, Runtime, RuntimeModel,
                    default_threads)
+from .record import SCHEMA, ModelRecord, Recipe, read_record
 
 #: --backend NAME -> 'module:Class' of its runtime (or the class itself)
 _REGISTRY: Dict[str, Union[str, type]] = {
@@ -169,4 +170,4 @@ __all__ = ['DEFAULT_RUNTIME', 'PRECISIONS', 'MODES', 'DEFAULT_CALIB_METHOD',
            'default_threads', 'register_runtime', 'unregister_runtime',
            'runtime_names', 'runtime_class', 'get_runtime', 'runtime_of_file',
            'runtime_label', 'calibration_methods', 'select_runtimes',
-           'options_for']
+           'options_for', 'ModelRecord', 'Recipe', 'SCHEMA', 'read_record']

@@ -25,7 +25,6 @@ The torch side (a drop-in for a segmentor's ``encode_decode``) is
 """
 import concurrent.futures
 import dataclasses
-import json
 import os
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
@@ -33,10 +32,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ...errors import BackendError, UsageError, opt
+from .record import RECORD_KEY, ModelRecord, read_record  # noqa: F401
 
-#: metadata key under which a model file holds its record (ONNX
-#: metadata_props, OpenVINO rt_info): see :mod:`repseg.deploy.record`
-RECORD_KEY = 'repseg'
 #: precisions a runtime may run a model in
 PRECISIONS = ('fp32', 'bf16', 'int8')
 #: the calibration statistic every runtime has and repseg defaults to
@@ -154,8 +151,8 @@ class RunInfo:
         mode (str): 'latency' or 'throughput'.
         float_layers (list): convolutions and matrix products of an INT8
             model that stayed in float, by name.
-        record (dict or None): the file's record (what model it is:
-            :mod:`repseg.deploy.record`).
+        record (ModelRecord or None): the file's record (what model it
+            is and its inference recipe: :mod:`.record`).
         input_size (list or None): [H, W] of a fixed-size file, None when
             H and W are dynamic.
         precision_hint (str or None): the inference precision the runtime
@@ -171,12 +168,18 @@ class RunInfo:
     requests: int = 1
     mode: str = 'latency'
     float_layers: List[str] = dataclasses.field(default_factory=list)
-    record: Optional[dict] = None
+    record: Optional[ModelRecord] = None
     input_size: Optional[List[int]] = None
     precision_hint: Optional[str] = None
 
+    def __post_init__(self):
+        if isinstance(self.record, dict):   # its to_dict() form
+            self.record = ModelRecord.from_dict(self.record)
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d['record'] = self.record.to_dict() if self.record else None
+        return d
 
 
 class RuntimeModel:
@@ -404,18 +407,6 @@ class Runtime:
         if mode not in MODES:
             raise UsageError(f'{opt("mode", mode)} is not a mode: choose '
                              f'{" or ".join(MODES)}')
-
-
-def read_record(text: Optional[str]) -> Optional[dict]:
-    """The record (:func:`repseg.deploy.record.model_record`) stored in a
-    model file's metadata as JSON; None when the file has none."""
-    if not text:
-        return None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def static_size(dims: Sequence) -> Optional[List[int]]:

@@ -3,7 +3,6 @@
 exported ONNX file as written; INT8 by ``onnxruntime.quantization``'s
 static quantization (QDQ, per-channel symmetric INT8 weights, UINT8
 activations). Its CPU provider has no bf16."""
-import concurrent.futures
 import dataclasses
 import os
 import os.path as osp
@@ -68,6 +67,27 @@ def float_layers(path: str) -> List[str]:
             if src is None or src.op_type != 'DequantizeLinear':
                 out.append(n.name or n.output[0])
     return out
+
+
+def shape_products(graph) -> List[str]:
+    """Names of the matrix products of an ONNX graph with an operand
+    computed from the input's shape alone (Shape, then arithmetic on it):
+    the bin-averaging matrices of adaptive pooling in a dynamic-H/W export
+    (:class:`repseg.deploy.onnx.DynamicAdaptiveAvgPool2d`). Their values
+    depend on the input size, so ranges calibrated at one size would clip
+    them at another: INT8 leaves these products in float."""
+    const = {t.name for t in graph.initializer}
+    derived = set()
+    for n in graph.node:
+        ins = [i for i in n.input if i]
+        if n.op_type == 'Shape':
+            derived.update(n.output)
+        elif n.op_type == 'Constant' or all(i in const for i in ins):
+            const.update(n.output)
+        elif all(i in const or i in derived for i in ins):
+            derived.update(n.output)
+    return [n.name for n in graph.node if n.op_type in ('MatMul', 'Gemm')
+            and any(i in derived for i in n.input)]
 
 
 def throughput_streams(threads: int) -> int:
@@ -153,9 +173,12 @@ class OnnxRuntime(Runtime):
         prepared = out + '.pre.onnx'
         quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
         import onnx
-        # the squeeze-and-excitations stay in float (SE_NODES)
-        se = [n.name for n in onnx.load(prepared).graph.node
-              if SE_NODES in n.name]
+        # the squeeze-and-excitations stay in float (SE_NODES), and so do
+        # the products with matrices computed from the input's shape
+        # (a dynamic-H/W export's pooling bins: shape_products)
+        graph = onnx.load(prepared).graph
+        se = [n.name for n in graph.node if SE_NODES in n.name] + \
+            shape_products(graph)
         try:
             quantize_static(
                 prepared, out, Reader(), quant_format=QuantFormat.QDQ,
@@ -227,8 +250,6 @@ class OnnxRuntime(Runtime):
                 return s.run([output], {name: x})[0]
 
             return RuntimeModel(run_any, info, labels=argmax)
-        free = concurrent.futures.ThreadPoolExecutor(
-            streams, thread_name_prefix='repseg-ort')
         idle = queue.SimpleQueue()   # the sessions not running now
         for sess in sessions:
             idle.put(sess)
@@ -240,10 +261,8 @@ class OnnxRuntime(Runtime):
             finally:
                 idle.put(sess)
 
-        return RuntimeModel(run_any, info,
-                            submit=lambda x: free.submit(run_any, x),
-                            close=lambda: free.shutdown(wait=True),
-                            labels=argmax)
+        # submit: these calls on the model's pool of ``streams`` threads
+        return RuntimeModel(run_any, info, labels=argmax)
 
     def missing(self, precision: str) -> str:
         if precision == 'bf16':
@@ -253,4 +272,5 @@ class OnnxRuntime(Runtime):
         return super().missing(precision)
 
 
-__all__ = ['OnnxRuntime', 'session', 'float_layers', 'throughput_streams']
+__all__ = ['OnnxRuntime', 'session', 'float_layers', 'shape_products',
+           'throughput_streams']

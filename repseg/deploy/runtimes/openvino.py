@@ -7,16 +7,16 @@ AMX) / INT8 quantized with NNCF (``nncf.quantize``, or
 Models are compiled for latency (one stream, every thread) or for
 throughput (OpenVINO's THROUGHPUT hint: it picks the streams and the
 number of requests for the model and the cores; several requests in flight
-through an ``AsyncInferQueue``), with the inference precision set
+from as many threads), with the inference precision set
 explicitly (OpenVINO's CPU default on bf16-capable CPUs is bf16: an fp32
 or INT8 request is compiled with f32 float parts).
 What ran is read back from the compiled model's runtime graph (per-node
 ``runtimePrecision`` and ``primitiveType``), not from the request.
 """
-import concurrent.futures
 import os
 import os.path as osp
 import queue
+import threading
 from typing import List, Optional
 
 import numpy as np
@@ -39,6 +39,59 @@ PRESETS = ('performance', 'mixed')
 #: (RepVGG seed 0) gave 96.19% argmax agreement with fp32 against 97.68%
 #: with 'minmax' (docs/deployment.md has the table).
 _CALIBRATION = dict(minmax='MINMAX', mean_minmax='MEAN_MINMAX')
+
+
+_TABLES = threading.Lock()
+_tables_built = False
+
+
+def build_type_tables(ov) -> None:
+    """Build pyopenvino's numpy type tables now, on this thread, once per
+    process (before any model runs on several threads).
+
+    The bindings keep them in function-local statics (C++) of ``py::dtype``
+    objects, built on first use by code that runs Python with the static's
+    initialization guard held: when two threads use them for the first time
+    at once (e.g. the first two images of a pipelined tools/infer.py run,
+    both copying their input into a request's tensor), one waits on the
+    guard holding the GIL while the other, inside the guard, waits for the
+    GIL, and the process hangs for good (observed with OpenVINO 2026.4:
+    threads in ``data_dispatcher.py`` ``tensor.data[:] = inputs[:]``, one in
+    ``__cxa_guard_acquire``; 7 of 10 runs of the threaded first use hung
+    with a short GIL switch interval, 0 of 100 after this)."""
+    global _tables_built
+    with _TABLES:
+        if _tables_built:
+            return
+        for dtype in (np.float32, np.int32, np.int64, np.uint8):
+            tensor = ov.Tensor(np.zeros((1, ), dtype))   # numpy -> OpenVINO
+            np.asarray(tensor.data)                       # OpenVINO -> numpy
+        _tables_built = True
+
+
+def _request_pool(compiled, requests: int):
+    """``run(x, output=0)``: ``x`` through one of ``requests`` infer
+    requests that is free (waiting for one otherwise), the output copied
+    out before the request is handed on; safe from any number of threads.
+
+    The one way repseg runs an OpenVINO model. ``submit`` is these calls on
+    a pool of threads (:class:`RuntimeModel`), not an ``AsyncInferQueue``:
+    the queue's ``start_async`` is not safe from several threads (two
+    callers can take the same idle request, and one future then never
+    completes: 3 of 15 runs of 6 threads calling at once hung with it)."""
+    idle = queue.SimpleQueue()   # the requests not running now
+    for _ in range(requests):
+        idle.put(compiled.create_infer_request())
+
+    def run(x: np.ndarray, output: int = 0) -> np.ndarray:
+        req = idle.get()
+        try:
+            req.infer({0: x})
+            return req.get_output_tensor(output).data.copy()
+        finally:
+            idle.put(req)
+
+    return run
 
 
 def _type_name(value) -> str:
@@ -110,7 +163,9 @@ class OpenVINO(Runtime):
     @property
     def core(self):
         if self._core is None:
-            self._core = self.require().Core()
+            ov = self.require()
+            build_type_tables(ov)
+            self._core = ov.Core()
         return self._core
 
     def files(self, path: str) -> List[str]:
@@ -224,12 +279,13 @@ class OpenVINO(Runtime):
     def wrap(self, compiled, path: str = '', model=None,
              precision: Optional[str] = None,
              mode: str = 'latency') -> RuntimeModel:
-        """A compiled model as a :class:`RuntimeModel`: one infer request,
-        reused (latency), or OpenVINO's optimal number of requests, each
-        call on a free one and :meth:`~RuntimeModel.submit` through an
-        ``AsyncInferQueue`` (throughput); ``model``: the
-        ``openvino.Model`` it was compiled from (for its record). A second
-        output (:meth:`with_argmax`) is the class map of
+        """A compiled model as a :class:`RuntimeModel`: one infer request
+        (latency) or OpenVINO's optimal number of them (throughput), every
+        call (``model(x)``, :meth:`~RuntimeModel.argmax`,
+        :meth:`~RuntimeModel.submit` on the model's threads) on a free one
+        (:func:`_request_pool`); ``model``: the ``openvino.Model`` it was
+        compiled from (for its record). A second output
+        (:meth:`with_argmax`) is the class map of
         :meth:`RuntimeModel.argmax`."""
         layers = runtime_layers(compiled)
         ran = ran_precision(layers)
@@ -254,48 +310,9 @@ class OpenVINO(Runtime):
         if model is not None:   # the IR: its record and input size
             info.record, info.input_size = _record_and_size(model)
         with_labels = len(getattr(compiled, 'outputs', ())) > 1
-        if requests == 1:
-            request = compiled.create_infer_request()
-
-            def run(x: np.ndarray, output: int = 0) -> np.ndarray:
-                request.infer({0: x})
-                return request.get_output_tensor(output).data
-
-            return RuntimeModel(run, info, labels=(
-                lambda x: run(x, 1)[:, 0]) if with_labels else None)
-        idle = queue.SimpleQueue()   # the requests not running now
-        for _ in range(requests):
-            idle.put(compiled.create_infer_request())
-
-        def run_any(x: np.ndarray, output: int = 0) -> np.ndarray:
-            req = idle.get()
-            try:
-                req.infer({0: x})
-                return req.get_output_tensor(output).data.copy()
-            finally:
-                idle.put(req)
-
-        ov = self.require()
-        jobs = ov.AsyncInferQueue(compiled, requests)
-
-        def done(req, future):
-            try:
-                future.set_result(req.get_output_tensor(0).data.copy())
-            except Exception as e:  # noqa: B902
-                future.set_exception(e)
-
-        jobs.set_callback(done)
-
-        def submit(x: np.ndarray) -> concurrent.futures.Future:
-            future = concurrent.futures.Future()
-            future.set_running_or_notify_cancel()
-            jobs.start_async({0: x}, future)   # waits for a free request
-            return future
-
-        return RuntimeModel(run_any, info, submit=submit,
-                            close=jobs.wait_all, labels=(
-                                lambda x: run_any(x, 1)[:, 0])
-                            if with_labels else None)
+        run = _request_pool(compiled, requests)
+        return RuntimeModel(run, info, labels=(
+            lambda x: run(x, 1)[:, 0]) if with_labels else None)
 
     def load(self, path: str, precision: Optional[str] = None,
              threads: Optional[int] = None, mode: str = 'latency',
