@@ -142,6 +142,7 @@ def _refused(path: str, match: str) -> str:
     text = str(e.value)
     assert '\n' not in text and 'upgrade repseg' in text and \
         'export the model again' in text
+    assert repr(path) in text   # names the file
     return text
 
 

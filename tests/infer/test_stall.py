@@ -10,7 +10,6 @@ import time
 
 import cv2
 import numpy as np
-import pytest
 
 from repseg.deploy.runtimes import RunInfo
 from repseg.errors import StalledError

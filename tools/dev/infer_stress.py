@@ -205,7 +205,8 @@ def table(rows, isa: str, load: int) -> str:
     for r in rows:
         lines.append(f'| {osp.basename(r["model"])} | {r["mode"]} | '
                      f'{r["terminal"]} | {r["runs"]} | {r["hangs"]} | '
-                     f'{r["failed"]} | {statistics.median(r["seconds"]):.1f} |')
+                     f'{r["failed"]} | '
+                     f'{statistics.median(r["seconds"]):.1f} |')
     dumps = [d for r in rows for d in r['dumps']]
     if dumps:
         lines += ['', 'stacks of the hung runs: ' + ', '.join(dumps)]

@@ -210,7 +210,7 @@ class OnnxRuntime(Runtime):
         ops = {n.op_type for n in m.graph.node}
         return RunInfo(runtime=self.name, file=path,
                        precision='int8' if ops & _QUANT_OPS else 'fp32',
-                       record=read_record(meta.get(RECORD_KEY)),
+                       record=read_record(meta.get(RECORD_KEY), path),
                        input_size=static_size(dims))
 
     def load(self, path: str, precision: Optional[str] = None,

@@ -217,7 +217,7 @@ class OpenVINO(Runtime):
         """The IR's record, input size and precision (any FakeQuantize:
         INT8), read without compiling it."""
         model = self.read(path)
-        record, size = _record_and_size(model)
+        record, size = _record_and_size(model, path)
         int8 = any(op.get_type_name() == 'FakeQuantize'
                    for op in model.get_ops())
         return RunInfo(runtime=self.name, file=path,
@@ -308,7 +308,7 @@ class OpenVINO(Runtime):
                           if la['precision'] != 'int8'] if ran == 'int8'
             else [])
         if model is not None:   # the IR: its record and input size
-            info.record, info.input_size = _record_and_size(model)
+            info.record, info.input_size = _record_and_size(model, path)
         with_labels = len(getattr(compiled, 'outputs', ())) > 1
         run = _request_pool(compiled, requests)
         return RuntimeModel(run, info, labels=(
@@ -413,12 +413,13 @@ class OpenVINO(Runtime):
         return result
 
 
-def _record_and_size(model) -> tuple:
+def _record_and_size(model, path: str = '') -> tuple:
     """The record (:mod:`repseg.deploy.record`) and the fixed input size
-    [H, W] (None if dynamic) of an ``openvino.Model``."""
+    [H, W] (None if dynamic) of an ``openvino.Model`` (read from
+    ``path``)."""
     key = [RECORD_KEY, 'record']
     record = read_record(model.get_rt_info(key).astype(str)
-                         if model.has_rt_info(key) else None)
+                         if model.has_rt_info(key) else None, path)
     size = static_size([d.get_length() if d.is_static else -1
                         for d in model.input(0).get_partial_shape()])
     return record, size

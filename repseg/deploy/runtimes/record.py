@@ -236,19 +236,30 @@ class ModelRecord:
         return key in self._view()
 
 
-def read_record(text: Optional[str]) -> Optional[ModelRecord]:
-    """The :class:`ModelRecord` stored in a model file's metadata as JSON;
-    None when the file has none (or foreign metadata: no JSON object). A
-    record this repseg cannot read (a newer schema, unknown keys) is
-    refused (:class:`UsageError`)."""
+def read_record(text: Optional[str], path: str = ''
+                ) -> Optional[ModelRecord]:
+    """The :class:`ModelRecord` stored in the metadata of the model file
+    ``path`` as JSON; None when the file has none (or foreign metadata: no
+    JSON object). A record this repseg cannot read (a newer schema,
+    unknown keys) is refused (:class:`UsageError` naming the file)."""
     if not text:
         return None
     try:
         record = json.loads(text)
     except ValueError:
         return None
-    return ModelRecord.from_dict(record) if isinstance(record, dict) \
-        else None
+    if not isinstance(record, dict):
+        return None
+    try:
+        return ModelRecord.from_dict(record)
+    except UsageError as e:
+        if not path:
+            raise
+        message = str(e).replace("this model file's record",
+                                 f"the record of {path!r}", 1)
+        if message == str(e):
+            message = f'{path!r}: {message}'
+        raise UsageError(message) from None
 
 
 __all__ = ['RECORD_KEY', 'SCHEMA', 'Recipe', 'ModelRecord', 'read_record']
