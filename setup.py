@@ -39,6 +39,10 @@ setup(
         'ray': ['ray[data]'],
         'onnx': ['onnx', 'onnxruntime'],
         'openvino': ['onnx', 'openvino', 'nncf'],
+        'serve': ['fastapi', 'uvicorn', 'python-multipart', 'httpx'],
+    },
+    entry_points={
+        'console_scripts': ['repseg-serve = repseg.serve.cli:main'],
     },
     zip_safe=False,
 )

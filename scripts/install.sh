@@ -50,12 +50,14 @@ fi
 
 # 3. mmengine, mmsegmentation and repseg itself (editable), with test extras
 #    (onnx/onnxruntime, openvino and nncf: the deployment runtimes; ray[data]:
-#    inference on a Ray cluster).
+#    inference on a Ray cluster; serve: fastapi, uvicorn, python-multipart,
+#    httpx for repseg-serve and its tests).
 REPO=$(pwd)
 # run from / so that the check sees the installed repseg, not this folder
 if (cd / && $PY - <<PYEOF 2>/dev/null
 import os, sys
 import mmengine, mmseg, pytest, xdist, hypothesis, onnx, onnxruntime, openvino, nncf, safetensors, ray.data, psutil, repseg
+import fastapi, uvicorn, python_multipart, httpx  # the serve extra
 ok = (mmengine.__version__ == '$MMENGINE_VERSION'
       and mmseg.__version__ == '$MMSEG_VERSION'
       and os.path.dirname(os.path.dirname(os.path.abspath(repseg.__file__)))
@@ -67,7 +69,7 @@ then
   step "mmengine, mmsegmentation and repseg already installed"
 else
   step "installing mmengine $MMENGINE_VERSION, mmsegmentation $MMSEG_VERSION and repseg"
-  $PIP install "mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" -e ".[tests]"
+  $PIP install "mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" -e ".[tests,serve]"
 fi
 
 $PY -c "import repseg, mmseg, mmcv, torch; print('[repseg install] ok: torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmseg', mmseg.__version__, '| repseg', repseg.__version__)"

@@ -100,15 +100,12 @@ PACKAGE = sorted(glob.glob(osp.join(ROOT, 'repseg', '**', '*.py'),
 
 def test_every_import_respects_the_layers():
     table = layers()
-    deprecated = set(_fenced('deprecated').split())
     wrong, unplaced = [], []
     for path in PACKAGE:
         me = _module_name(path)
         mine = layer_of(me, table)
         if mine is None:
             unplaced.append(me)
-            continue
-        if me in deprecated:
             continue
         for line, target in imports(path):
             if not target.startswith('repseg'):
@@ -199,26 +196,60 @@ def test_the_name_check_catches_a_planted_name(tmp_path):
     assert [line for line, _ in found] == [1, 3], found
 
 
+TOOLS = sorted(glob.glob(osp.join(ROOT, 'tools', '*.py')))
+
+
+def tool_imports(path):
+    """(line, module) of every repseg import of a tool (lazy ones
+    included) that is not ``repseg.apis`` itself."""
+    found = []
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or '']
+        else:
+            continue
+        found += [(node.lineno, n) for n in names
+                  if n.split('.')[0] == 'repseg' and n != 'repseg.apis'
+                  and not n.startswith('repseg.apis.')]
+    return found
+
+
+def test_tools_import_only_repseg_apis():
+    """tools/*.py (and tools/_cli.py) reach the package through
+    ``repseg.apis`` alone; tools/dev/ (developers' instruments, not
+    installed) may look inside."""
+    assert len(TOOLS) >= 10, TOOLS
+    wrong = [f'{osp.relpath(p, ROOT)}:{line} imports {m}'
+             for p in TOOLS for line, m in tool_imports(p)]
+    assert not wrong, 'tools importing past repseg.apis:\n' + '\n'.join(
+        wrong)
+
+
+def test_the_tools_check_catches_a_planted_import(tmp_path):
+    planted = tmp_path / 'tool.py'
+    planted.write_text('import os\nfrom repseg.apis import train\n'
+                       'def main():\n    from repseg.deploy.runs import x\n'
+                       '    import repseg.quant\n')
+    assert tool_imports(str(planted)) == [(4, 'repseg.deploy.runs'),
+                                          (5, 'repseg.quant')]
+
+
 def test_no_public_function_takes_more_than_8_parameters():
-    """repseg.apis, repseg.deploy, repseg.benchmark and repseg.quant:
-    settings objects instead of long argument lists (``**kwargs`` counts
-    once)."""
+    """repseg.apis, repseg.deploy, repseg.benchmark, repseg.quant,
+    repseg.infer and repseg.serve: settings objects instead of long
+    argument lists (``**kwargs`` counts once)."""
     import importlib
     import pkgutil
     long = []
     for pkg in ('repseg.apis', 'repseg.deploy', 'repseg.benchmark',
-                'repseg.quant'):
+                'repseg.quant', 'repseg.infer', 'repseg.serve'):
         root = importlib.import_module(pkg)
         mods = [root] + [importlib.import_module(f'{pkg}.{m.name}')
                          for m in pkgutil.walk_packages(root.__path__)
                          if not m.name.startswith('_')]
         for mod in mods:
-            if getattr(mod, '__file__', '').endswith(
-                    tuple(f'{d}.py' for d in ('equalize', 'sensitivity',
-                                              'quantize'))) and \
-                    mod.__name__.startswith('repseg.deploy.') and \
-                    'runtimes' not in mod.__name__:
-                continue    # deprecated re-exports
             for name, fn in vars(mod).items():
                 if name.startswith('_') or not callable(fn) or getattr(
                         fn, '__module__', '') != mod.__name__:
@@ -237,21 +268,35 @@ def test_no_public_function_takes_more_than_8_parameters():
 
 
 def test_entry_points_stay_functions_after_their_modules_are_imported():
-    """repseg.apis.test (the function) lives in repseg.apis.test (the
-    module): importing the module anywhere first must not hide the function
-    behind it (the import system binds submodules to their package)."""
+    """No public name of a lazy package face is one of its submodules'
+    (the import system binds a submodule to its package's attribute of the
+    same name when it is first imported, which would hide a function
+    ``repseg.apis.test`` in a module ``repseg/apis/test.py``): the entry
+    points are functions whatever was imported first."""
     import subprocess
     import sys
+    shadowed = []
+    for face in glob.glob(osp.join(ROOT, 'repseg', '**', '__init__.py'),
+                          recursive=True):
+        folder = osp.dirname(face)
+        tree = ast.parse(open(face).read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and any(
+                    getattr(t, 'id', '') == '_NAMES' for t in node.targets) \
+                    and isinstance(node.value, ast.Call):
+                shadowed += [
+                    f'{osp.relpath(face, ROOT)}: {k.arg}'
+                    for k in node.value.keywords
+                    if osp.exists(osp.join(folder, f'{k.arg}.py'))
+                    or osp.isdir(osp.join(folder, k.arg))]
+    assert not shadowed, f'public names that are submodules: {shadowed}'
     code = (
-        'import importlib, repseg.apis as a\n'
-        'names = [n for n, w in a._NAMES.items() if w == "." + n]\n'
-        'assert len(names) >= 5, names\n'
-        'for n in names:\n'
-        '    importlib.import_module("repseg.apis." + n)\n'
+        'import importlib, pkgutil, repseg.apis as a\n'
+        'for m in pkgutil.iter_modules(a.__path__):\n'
+        '    importlib.import_module("repseg.apis." + m.name)\n'
         'from repseg.apis import test, train, quantize, infer, benchmark\n'
         'for f in (test, train, quantize, infer, benchmark):\n'
-        '    assert callable(f) and type(f).__name__ == "function", f\n'
-        'from repseg.apis.test import TestSettings\n')
+        '    assert type(f).__name__ == "function", f\n')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]

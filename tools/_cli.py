@@ -84,14 +84,38 @@ def add_shape(parser, what):
         'test images after resizing).')
 
 
+def add_dynamic_shape(parser):
+    """``--dynamic-shape`` / ``--fixed-shape``: whether a deployed file takes
+    any input size; default: dynamic for a whole-image config, fixed for a
+    sliding-window one."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument(
+        '--dynamic-shape', dest='dynamic_shape', action='store_const',
+        const=True, default=None,
+        help='A file that runs any input size exactly as the config does '
+        "(PSPNet's pooling bins are computed from the input in the graph), "
+        'verified at the export size and at another; the default for a '
+        'whole-image config (as fast as a fixed file at its size).')
+    g.add_argument(
+        '--fixed-shape', dest='dynamic_shape', action='store_const',
+        const=False,
+        help='A file of one input size (--shape); the default for a '
+        'sliding-window config (its windows have one size). Under a '
+        'whole-image config an image whose resized size differs is '
+        'resized to the file\'s size and back: close to, not exactly, what '
+        'the config computes.')
+
+
 def run(parser, main, argv=None):
     """Every tool's ``main``: parse ``argv``, then ``main(args)`` with the
     library imported lazily inside it; any ``RepsegError`` becomes one
-    ``error:`` line (exit status 1). Returns what ``main`` returns."""
+    ``error:`` line (exit status 1), and so does a flag the tool no longer
+    has (:func:`remove_flag`). Returns what ``main`` returns."""
+    _refuse_removed(parser, sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if hasattr(args, 'local_rank'):
         os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    from repseg.errors import RepsegError
+    from repseg.apis import RepsegError
     try:
         return main(args)
     except RepsegError as e:
@@ -107,8 +131,7 @@ def add_backend(parser, what, nargs=None, default=None, extra=()):
     """``--backend`` with the registered runtimes as its choices, each
     with its label (``extra``: (name, label) pairs offered first, e.g.
     PyTorch for the benchmark)."""
-    from repseg.deploy.runtimes import (DEFAULT_RUNTIME, runtime_label,
-                                        runtime_names)
+    from repseg.apis import DEFAULT_RUNTIME, runtime_label, runtime_names
     pairs = list(extra) + [(n, runtime_label(n)) for n in runtime_names()]
     if default is None:
         default = [DEFAULT_RUNTIME] if nargs else None
@@ -121,11 +144,54 @@ def add_backend(parser, what, nargs=None, default=None, extra=()):
 
 def add_calib_method(parser):
     """``--calib-method`` with every registered runtime's statistics."""
-    from repseg.deploy.runtimes import (DEFAULT_CALIB_METHOD,
-                                        calibration_methods)
+    from repseg.apis import DEFAULT_CALIB_METHOD, calibration_methods
     methods = calibration_methods()
     parser.add_argument(
         '--calib-method', default=DEFAULT_CALIB_METHOD, choices=list(methods),
         help='The calibration statistic of the activation ranges (default '
         f'{DEFAULT_CALIB_METHOD}): ' + '; '.join(
             f'{m}: {what}' for m, what in methods.items()) + '.')
+
+
+def add_runtime_options(parser):
+    """One flag per own setting of every registered runtime (its
+    ``own_options``: name, default, help, choices), each said once here:
+    ``--NAME`` (or the setting's own flag), the runtimes that have it
+    first in its help, its default last."""
+    from repseg.apis import runtime_settings
+    for name, (field, owners) in runtime_settings().items():
+        meta, default = field.metadata, field.default
+        flag = meta.get('flag') or '--' + name.replace('_', '-')
+        kind = dict(dest=name, default=default)
+        if isinstance(default, bool):
+            kind['action'] = 'store_false' if default else 'store_true'
+        elif isinstance(default, tuple):
+            kind.update(nargs='*', default=list(default),
+                        metavar=meta.get('metavar') or 'VALUE')
+        else:
+            kind.update(type=type(default), choices=meta.get('choices'))
+        text = meta['help']
+        if not isinstance(default, bool):   # a switch says it in words
+            text = text[:-1] + ' (default ' + (' '.join(map(
+                str, default)) if isinstance(default, tuple) else
+                str(default)) + ').'
+        if text[1:2].islower():
+            text = text[0].lower() + text[1:]
+        parser.add_argument(flag, help=' / '.join(c.label for c in owners)
+                            + ': ' + text, **kind)
+
+
+def remove_flag(parser, flag, replacement):
+    """``flag`` is no longer a flag of the tool: given, :func:`run` says
+    so and names its ``replacement`` in one ``error:`` line."""
+    if not hasattr(parser, 'removed_flags'):
+        parser.removed_flags = {}
+    parser.removed_flags[flag] = replacement
+
+
+def _refuse_removed(parser, argv):
+    for arg in argv:
+        flag = arg.split('=', 1)[0]
+        if flag in getattr(parser, 'removed_flags', {}):
+            sys.exit(f'error: {flag} was removed: '
+                     f'{parser.removed_flags[flag]}')

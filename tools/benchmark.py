@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Speed test of fused segmentors, side by side: by default the RepVGG
-paper's Table 8 line-up (PSPNets at 713x713 with their ResNet baselines),
-or the configs given (at their test size); in PyTorch and, with --backend, in
-ONNX Runtime and OpenVINO (fp32, --bf16, --int8).
+paper's Table 8 line-up (PSPNets at 713x713 with their ResNet baselines;
+its configs are looked for in $REPSEG_CONFIGS, then ./configs), or the
+configs given (at their test size); in PyTorch and, with --backend, in
+ONNX Runtime and OpenVINO (fp32, --dtype fp32 bf16, --int8).
 
   python tools/benchmark.py                       # the Table 8 line-up
   python tools/benchmark.py --fast                # the -fast rows + ResNets
@@ -10,7 +11,31 @@ ONNX Runtime and OpenVINO (fp32, --bf16, --int8).
   python tools/benchmark.py CONFIG [CKPT] CONFIG [CKPT] ...   # side by side
   python tools/benchmark.py CONFIG --backend openvino onnxruntime --int8
 """
-from _cli import add_backend, add_cfg_options, add_shape, make_parser, run
+from _cli import (add_backend, add_cfg_options, add_shape, make_parser,
+                  remove_flag, run)
+
+
+def _add_runtime_flags(p):
+    """--backend and what the runtimes' rows take."""
+    from repseg.apis import PYTORCH
+    add_backend(p, 'Runtimes to time next to PyTorch (always timed; each '
+                'fused model is exported to ONNX and converted to each '
+                "runtime's file, run on the CPU with the same thread count)",
+                nargs='+', default=[PYTORCH], extra=[(PYTORCH, 'PyTorch')])
+    p.add_argument('--int8', action='store_true',
+                   help="With --backend: also time each runtime's INT8 model "
+                   '(ONNX Runtime: static QDQ, per-channel weights; '
+                   'OpenVINO: NNCF), calibrated on random inputs (timing '
+                   'only; for accuracy use tools/quantize.py).')
+    p.add_argument('--equalize', choices=['off', 'activation', 'cle'],
+                   default='off',
+                   help='With --int8: also time the INT8 model of the '
+                   'equalized fused model (tools/quantize.py --equalize), '
+                   'side by side with the plain one (default off).')
+    p.add_argument('--throughput', type=int, default=0, metavar='N',
+                   help='With --backend: also time each runtime in '
+                   'throughput mode with N images in flight (the streams '
+                   'and requests it chooses, read back).')
 
 
 def build_parser():
@@ -40,9 +65,14 @@ def build_parser():
                    'a GPU, 2 on a CPU).')
     p.add_argument('--repeat', type=int, default=3,
                    help='Interleaved timing rounds (default 3).')
-    p.add_argument('--dtype', choices=['fp32', 'fp16', 'bf16'],
-                   default='fp32',
-                   help='The precision of the fused model (default fp32).')
+    p.add_argument('--dtype', choices=['fp32', 'fp16', 'bf16'], nargs='+',
+                   default=['fp32'],
+                   help='The precision of the fused models (default fp32), '
+                   'or fp32 bf16: also a bf16 copy of each fused model, '
+                   'timed next to it in PyTorch and, with --backend '
+                   'openvino, in OpenVINO (CPUs with AVX512_BF16 or AMX).')
+    remove_flag(p, '--bf16', 'use --dtype fp32 bf16 (a bf16 copy of each '
+                'model timed next to fp32)')
     p.add_argument('--amp', action='store_true',
                    help='Autocast the forward (mixed precision).')
     p.add_argument('--channels-last', action='store_true',
@@ -52,29 +82,7 @@ def build_parser():
                    help='Time torch.compile of each fused model.')
     p.add_argument('--compare-unfused', action='store_true',
                    help='Also time the training-time (unfused) form.')
-    from repseg.deploy.runs import PYTORCH
-    add_backend(p, 'Runtimes to time next to PyTorch (always timed; each '
-                'fused model is exported to ONNX and converted to each '
-                "runtime's file, run on the CPU with the same thread count)",
-                nargs='+', default=[PYTORCH], extra=[(PYTORCH, 'PyTorch')])
-    p.add_argument('--int8', action='store_true',
-                   help="With --backend: also time each runtime's INT8 model "
-                   '(ONNX Runtime: static QDQ, per-channel weights; '
-                   'OpenVINO: NNCF), calibrated on random inputs (timing '
-                   'only; for accuracy use tools/quantize.py).')
-    p.add_argument('--equalize', choices=['off', 'activation', 'cle'],
-                   default='off',
-                   help='With --int8: also time the INT8 model of the '
-                   'equalized fused model (tools/quantize.py --equalize), '
-                   'side by side with the plain one (default off).')
-    p.add_argument('--throughput', type=int, default=0, metavar='N',
-                   help='With --backend: also time each runtime in '
-                   'throughput mode with N images in flight (the streams '
-                   'and requests it chooses, read back).')
-    p.add_argument('--bf16', action='store_true',
-                   help='Also time a bf16 copy of each fused model in '
-                   'PyTorch and, with --backend openvino, in OpenVINO '
-                   '(CPUs with AVX512_BF16 or AMX).')
+    _add_runtime_flags(p)
     p.add_argument('--conv-impl',
                    choices=['auto', 'nnpack', 'nnpack-precomputed',
                             'native'],

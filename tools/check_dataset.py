@@ -19,8 +19,7 @@ def build_parser():
 
 def main(argv=None):
     def check(args):
-        from repseg.datasets import check_cityscapes
-        from repseg.datasets.cityscapes import OFFICIAL_COUNTS
+        from repseg.apis import OFFICIAL_COUNTS, check_cityscapes
         counts = check_cityscapes(args.root,
                                   max_files=None if args.all else 50)
         for split, n in counts.items():

@@ -20,8 +20,7 @@ def build_parser():
 
 def main(argv=None):
     def convert(args):
-        from repseg.datasets import check_cityscapes
-        from repseg.datasets.cityscapes import convert_label_ids
+        from repseg.apis import check_cityscapes, convert_label_ids
         n = convert_label_ids(args.root, args.nproc, args.overwrite)
         print(f'\nwrote {n} labelTrainIds files')
         print(f'dataset check: {check_cityscapes(args.root)} images, OK')

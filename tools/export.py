@@ -4,7 +4,7 @@ ONNX (ONNX Runtime) or OpenVINO IR (.xml + .bin).
 
   python tools/export.py CONFIG CHECKPOINT OUT.onnx [--shape H W]
   python tools/export.py CONFIG CHECKPOINT OUT.xml --backend openvino
-  python tools/export.py CONFIG CHECKPOINT OUT.onnx --dynamic-shape
+  python tools/export.py CONFIG CHECKPOINT OUT.onnx --fixed-shape --shape H W
 
 The file records what it is (config, backbone, decoder, classes, input
 size; tools/test.py refuses it for another config or size); next to it,
@@ -12,7 +12,8 @@ OUT.json describes the same and its input (name, layout, channel order,
 mean/std) and output.
 """
 from _cli import (add_backend, add_cfg_options, add_config, add_force,
-                  add_shape, add_unsafe_load, make_parser, run)
+                  add_dynamic_shape, add_shape, add_unsafe_load, make_parser,
+                  run)
 
 
 def build_parser(prog=None):
@@ -23,13 +24,9 @@ def build_parser(prog=None):
                    'Runtime, NAME.xml (and NAME.bin) for OpenVINO.')
     add_backend(p, 'The runtime the file is for (default: the one whose '
                 'files end like OUT, .onnx or .xml)')
-    add_shape(p, 'the exported model (fixed unless --dynamic-shape)')
-    p.add_argument('--dynamic-shape', action='store_true',
-                   help='Make H and W dynamic too (the batch axis always '
-                   'is): one file that runs any input size exactly as the '
-                   "config does (PSPNet's pooling bins are computed from "
-                   'the input in the graph); verified at the export size '
-                   'and at another.')
+    add_shape(p, 'the exported model (the size a dynamic file is traced '
+              'and verified at)')
+    add_dynamic_shape(p)
     p.add_argument('--opset', type=int, default=17,
                    help='The ONNX opset to export with (default 17).')
     add_force(p, 'OUT and its companion files (.bin, .json)')

@@ -94,15 +94,20 @@ def main(argv=None):
     def infer(args):
         import sys
 
-        from repseg.apis import InferSettings, infer
-        from repseg.infer.sources import unsearched_subfolders
+        from repseg.apis import InferSettings, infer, unsearched_subfolders
         if not args.recursive:
             for folder, n in unsearched_subfolders(args.inputs).items():
                 print(f'note: {n} subfolder(s) of {folder!r} hold images or '
                       'videos and are not searched: add --recursive to '
                       'segment them too', file=sys.stderr)
+
+        def failed(result):   # one line per image that failed, as it does
+            if result.status == 'failed':
+                print(f'failed: {result.input}: {result.reason}',
+                      file=sys.stderr, flush=True)
+
         seg = infer(args.inputs, args.model, args.out, args.checkpoint,
-                    args.config, InferSettings.of(vars(args)))
+                    args.config, InferSettings.of(vars(args)), failed)
         print('\n'.join(seg.summary.lines()))
         if seg.summary.failed:
             sys.exit(1)

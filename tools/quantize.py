@@ -6,34 +6,27 @@ the report (quantize.json, quantize.md, per_class_iou.png).
 
   python tools/quantize.py CONFIG CHECKPOINT OUT
   python tools/quantize.py CONFIG CHECKPOINT OUT --backend openvino
-  python tools/quantize.py CONFIG CHECKPOINT OUT --dynamic-shape
+  python tools/quantize.py CONFIG CHECKPOINT OUT --fixed-shape --shape H W
   python tools/quantize.py CONFIG CHECKPOINT OUT \\
       --backend onnxruntime openvino --max-drop 0.2
 """
-import sys
-
 from _cli import (add_backend, add_calib_method, add_cfg_options, add_config,
-                  add_force, add_shape, add_unsafe_load, make_parser, run)
+                  add_dynamic_shape, add_force, add_runtime_options,
+                  add_shape, add_unsafe_load, make_parser, remove_flag, run)
 
 
 def build_parser():
     p = make_parser(__doc__)
     add_config(p)
     p.add_argument('checkpoint', help='A training or fused checkpoint.')
-    p.add_argument('out', nargs='?',
-                   help='The folder for the models and the report.')
-    p.add_argument('--out', dest='out_option', metavar='OUT',
-                   help='The same as OUT (the old spelling; deprecated, '
-                   'give OUT after CHECKPOINT as in convert and export).')
+    p.add_argument('out', help='The folder for the models and the report.')
+    remove_flag(p, '--out', 'give the folder OUT after CHECKPOINT '
+                '(tools/quantize.py CONFIG CHECKPOINT OUT)')
     add_backend(p, 'The runtimes to quantize for, side by side (default: '
                 'onnxruntime)', nargs='+')
-    add_shape(p, 'the INT8 files (with --dynamic-shape: of the '
-              'calibration inputs)')
-    p.add_argument('--dynamic-shape', action='store_true',
-                   help='Files that take inputs of any H and W, exactly as '
-                   'the config computes them (as tools/export.py '
-                   '--dynamic-shape); calibration runs at the --shape '
-                   'size.')
+    add_shape(p, 'the INT8 files (of the calibration inputs for files of '
+              'any size)')
+    add_dynamic_shape(p)
     p.add_argument('--calib-images', type=int, default=64,
                    help='How many train images to calibrate on (default 64).')
     p.add_argument('--calib-pipeline', default='train',
@@ -44,23 +37,7 @@ def build_parser():
                    help='The seed of the calibration images and their random '
                    'transforms (default 0).')
     add_calib_method(p)
-    p.add_argument('--reduce-range', action='store_true',
-                   help='ONNX Runtime: 7-bit weights, for CPUs without VNNI '
-                   '(AVX2, AVX-512 without VNNI), whose U8S8 kernels '
-                   'saturate int16 sums.')
-    p.add_argument('--preset', default='performance',
-                   choices=['performance', 'mixed'],
-                   help='OpenVINO/NNCF: symmetric (performance, the default) '
-                   'or asymmetric (mixed) activations.')
-    p.add_argument('--full-bias-correction', dest='fast_bias_correction',
-                   action='store_false',
-                   help="OpenVINO/NNCF: the full bias correction instead of "
-                   'the fast one (slower, sometimes more accurate).')
-    p.add_argument('--ignored-types', nargs='*', default=['MatMul'],
-                   metavar='TYPE',
-                   help='OpenVINO/NNCF: operation types left in float '
-                   "(default MatMul: the pyramid pooling's exact products; "
-                   'give none to quantize everything).')
+    add_runtime_options(p)
     p.add_argument('--max-drop', type=float, metavar='POINTS',
                    help='OpenVINO: accuracy control; keep layers in float '
                    'until the mIoU drop on the control set is at most '
@@ -92,32 +69,17 @@ def build_parser():
     return p
 
 
-def output_folder(parser, args) -> str:
-    """OUT (positional), or the deprecated --out with a note."""
-    if args.out and args.out_option and args.out != args.out_option:
-        parser.error(f'OUT is given twice ({args.out} and --out '
-                     f'{args.out_option}); give it once, after CHECKPOINT')
-    if args.out_option:
-        print('note: --out OUT is deprecated; give OUT after CHECKPOINT '
-              '(tools/quantize.py CONFIG CHECKPOINT OUT)', file=sys.stderr)
-    out = args.out or args.out_option
-    if not out:
-        parser.error('give the output folder OUT after CHECKPOINT')
-    return out
-
-
 def main(argv=None):
     parser = build_parser()
 
     def quantize(args):
-        from repseg.apis import QuantizeSettings, load_cfg, quantize
-        from repseg.quant import markdown
+        from repseg.apis import (QuantizeSettings, load_cfg, quantize,
+                                 quantize_report)
         settings = QuantizeSettings.of(vars(args), backends=args.backend)
         result = quantize(load_cfg(args.config,
                                    cfg_options=args.cfg_options),
-                          args.checkpoint, output_folder(parser, args),
-                          settings)
-        print(markdown(result))
+                          args.checkpoint, args.out, settings)
+        print(quantize_report(result))
         print(f"\nwrote {', '.join(result['files'].values())}")
 
     run(parser, quantize, argv)

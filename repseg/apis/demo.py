@@ -15,7 +15,7 @@ from ..datasets import CLASSES, check_cityscapes, generate_synthetic_cityscapes
 from ..reparam import reparameterize_model
 from ..visualization import annotate_overlay
 from ..engine.config import load_cfg
-from .train import train
+from .training import train
 
 DEFAULT_CONFIG = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',

@@ -30,7 +30,11 @@ def export_summary(r: dict) -> List[str]:
              f"MiB); its input and output are described in {r['spec']}"]
     if r.get('dynamic_shape'):
         lines.append('dynamic H and W: the file takes inputs of any size '
-                     '(traced at {}x{})'.format(*r['input_size']))
+                     '(traced at {}x{}; --fixed-shape: a file of one '
+                     'size)'.format(*r['input_size']))
+    else:
+        lines.append('fixed input size {}x{} (--dynamic-shape: a file that '
+                     'takes any size)'.format(*r['input_size']))
     if 'runtime' in r:
         i = r['runtime']
         sizes = [f'{h}x{w}' for h, w in r.get('verify_sizes',

@@ -246,33 +246,18 @@ def _save_profile_png(result: dict, path: str) -> None:
     plt.close(fig)
 
 
-def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
-    """Write ``benchmark.json`` and ``benchmark.png`` (speed bars, and mIoU
-    vs speed where the paper's mIoU is known) into ``out_dir``, and
-    ``profile.png`` (time by layer kind) when the runs were profiled."""
-    os.makedirs(out_dir, exist_ok=True)
-    json_path = osp.join(out_dir, 'benchmark.json')
-    with open(json_path, 'w') as f:
-        json.dump(dict(result, rows=[r.to_dict() for r in result['rows']]),
-                  f, indent=2)
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+def _draw_speed(ax, result: dict) -> None:
+    """Speed bars of every model: fused fp32 (the unfused form hatched over
+    it), each further run of the model beside it, values at the bars."""
     from matplotlib.patches import Patch
     rows = result['rows']
-    known = [r for r in rows if r.paper_miou]
-    fig, axes = plt.subplots(1, 2 if known else 1,
-                             figsize=(13 if known else 7, 4.5))
-    axes = list(axes) if known else [axes]
-    names = [r.name for r in rows]
     speeds = [r.fused.img_per_s for r in rows]
-    colors = ['tab:orange' if r.is_resnet else 'tab:blue' for r in rows]
     unfused = [r.run(UNFUSED) and r.run(UNFUSED).img_per_s for r in rows]
     extra = _extra_runs(rows)
-    ax = axes[0]
     h = 0.8 / (1 + len(extra))   # one bar per run of a model, grouped
     ys = [i - 0.4 + h / 2 for i in range(len(rows))]
-    ax.barh(ys, speeds, height=h, color=colors)
+    ax.barh(ys, speeds, height=h, color=['tab:orange' if r.is_resnet
+                                         else 'tab:blue' for r in rows])
     handles = [Patch(color='tab:blue', label='RepVGG (fused)')] if any(
         not r.is_resnet for r in rows) else []
     if any(r.is_resnet for r in rows):
@@ -291,7 +276,7 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
         handles.append(Patch(color=color, label=text))
         bars.append((pos, vals, [None] * len(rows)))
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(names)
+    ax.set_yticklabels([r.name for r in rows])
     ax.legend(handles=handles, fontsize=8, loc='best')
     ax.invert_yaxis()
     e = result['env']
@@ -312,18 +297,40 @@ def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
             longest = max(longest, v, u or 0)
     # room for the value labels right of the longest bar
     ax.set_xlim(0, 1.45 * longest)
+
+
+def _draw_miou(ax, known: list) -> None:
+    """The paper's mIoU against the speed measured here."""
+    for r in known:
+        c = 'tab:orange' if r.is_resnet else 'tab:blue'
+        ax.scatter(r.fused.img_per_s, r.paper_miou, color=c)
+        ax.annotate(r.name, (r.fused.img_per_s, r.paper_miou),
+                    textcoords='offset points', xytext=(4, 4), fontsize=8)
+    ax.set_xlabel('images / second (measured here)')
+    ax.set_ylabel('Cityscapes val mIoU (paper, Table 8)')
+    ax.set_title('mIoU vs speed')
+    ax.grid(alpha=0.3)
+
+
+def save_outputs(result: dict, out_dir: str) -> Dict[str, str]:
+    """Write ``benchmark.json`` and ``benchmark.png`` (speed bars, and mIoU
+    vs speed where the paper's mIoU is known) into ``out_dir``, and
+    ``profile.png`` (time by layer kind) when the runs were profiled."""
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = osp.join(out_dir, 'benchmark.json')
+    with open(json_path, 'w') as f:
+        json.dump(dict(result, rows=[r.to_dict() for r in result['rows']]),
+                  f, indent=2)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    known = [r for r in result['rows'] if r.paper_miou]
+    fig, axes = plt.subplots(1, 2 if known else 1,
+                             figsize=(13 if known else 7, 4.5))
+    axes = list(axes) if known else [axes]
+    _draw_speed(axes[0], result)
     if known:
-        ax = axes[1]
-        for r in known:
-            c = 'tab:orange' if r.is_resnet else 'tab:blue'
-            ax.scatter(r.fused.img_per_s, r.paper_miou, color=c)
-            ax.annotate(r.name, (r.fused.img_per_s, r.paper_miou),
-                        textcoords='offset points', xytext=(4, 4),
-                        fontsize=8)
-        ax.set_xlabel('images / second (measured here)')
-        ax.set_ylabel('Cityscapes val mIoU (paper, Table 8)')
-        ax.set_title('mIoU vs speed')
-        ax.grid(alpha=0.3)
+        _draw_miou(axes[1], known)
     fig.tight_layout()
     png_path = osp.join(out_dir, 'benchmark.png')
     fig.savefig(png_path, dpi=100)

@@ -10,7 +10,7 @@ _NAMES = dict(
     SegForward='.build', build_fused='.build', build_segmentor='.build',
     check_channels='.build', check_model='.build', check_shape='.build',
     convert_checkpoint='.convert', deploy_model_cfg='.convert',
-    export_model='.onnx', export_onnx='.onnx', to_onnx='.onnx',
+    export_model='.onnx', to_onnx='.onnx',
     ExportSettings='.onnx', check_belongs='.record',
     model_record='.record', record_of='.record', recipe_of='.record',
     config_input_size='.record', ModelRecord='.runtimes.record',

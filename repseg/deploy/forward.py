@@ -16,45 +16,27 @@ from .runtimes.resize import fixed_size_forward
 class TorchForward:
     """``forward(inputs, batch_img_metas=None)``: a normalized image batch
     ``(N, 3, H, W)`` tensor to logits ``(N, num_classes, H, W)``, computed
-    by ``model`` (a :class:`RuntimeModel`); ``info`` is the model's."""
+    by ``model`` (a :class:`RuntimeModel`); ``info`` is the model's. A
+    file of one input size (``info.input_size``) given another runs each
+    input resized to its size and the logits back
+    (:func:`~.runtimes.resize.fixed_size_forward`, the one resize
+    :func:`repseg.infer.predict.forward` runs too); a file that takes any
+    size runs every input as it is."""
 
     def __init__(self, model: RuntimeModel):
         self.model = model
         self.info = model.info
+        size = getattr(model.info, 'input_size', None)
+        self.size = tuple(int(s) for s in size) if size else None
 
     def __call__(self, inputs: torch.Tensor,
                  batch_img_metas=None) -> torch.Tensor:
-        x = inputs.detach().float().cpu().numpy()
-        return torch.from_numpy(self.model(x))
+        out, _ = fixed_size_forward(inputs.detach().float().cpu().numpy(),
+                                    self.model, self.size)
+        return torch.from_numpy(np.ascontiguousarray(out)).to(inputs.device)
 
     def __repr__(self) -> str:
         return f'TorchForward({self.model!r})'
-
-
-class ResizedForward:
-    """A forward of a fixed input size ``size`` (H, W) for inputs of any
-    size: each input resized to it (bilinear), its logits resized back,
-    by :func:`~.runtimes.resize.fixed_size_forward` in numpy: the one
-    resize repseg's inference runs too (:func:`repseg.infer.predict.forward`),
-    the tensors converted on the way."""
-
-    def __init__(self, forward, size):
-        self.forward, self.size = forward, tuple(int(s) for s in size)
-        self.info = getattr(forward, 'info', None)
-
-    def __call__(self, inputs: torch.Tensor,
-                 batch_img_metas=None) -> torch.Tensor:
-        h, w = inputs.shape[-2:]
-        if (h, w) == self.size:
-            return self.forward(inputs, batch_img_metas)
-
-        def run(x: np.ndarray) -> np.ndarray:
-            out = self.forward(torch.from_numpy(x), batch_img_metas)
-            return out.detach().float().cpu().numpy()
-
-        out, _ = fixed_size_forward(
-            inputs.detach().float().cpu().numpy(), run, self.size)
-        return torch.from_numpy(np.ascontiguousarray(out)).to(inputs.device)
 
 
 def load_forward(path: str, precision: Optional[str] = None,
@@ -76,4 +58,4 @@ def with_forward(segmentor, forward):
     return m
 
 
-__all__ = ['TorchForward', 'ResizedForward', 'load_forward', 'with_forward']
+__all__ = ['TorchForward', 'load_forward', 'with_forward']

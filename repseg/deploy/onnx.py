@@ -23,7 +23,7 @@ from ..settings import Settings
 from .build import (MIN_SIDE, SegForward, build_fused, check_shape,
                     dataset_meta, refuse_overwrite)
 from .record import (RECORD_KEY, checkpoint_block_type,
-                     config_input_size, model_record)
+                     config_input_size, model_record, record_of)
 from .runtimes import DEFAULT_RUNTIME, get_runtime
 
 
@@ -245,11 +245,13 @@ class ExportSettings(Settings):
         input_size (sequence of int or None): (H, W), or one side; default:
             the size the config's test loop runs
             (:func:`~.record.config_input_size`).
-        dynamic_shape (bool): H and W dynamic too (the batch axis always
-            is): one file that computes what the config computes at any
-            input size (adaptive pooling bins computed from the input's
+        dynamic_shape (bool or None): H and W dynamic too (the batch axis
+            always is): one file that computes what the config computes at
+            any input size (adaptive pooling bins computed from the input's
             shape in the graph); verified at the export size and at
-            :func:`other_size`.
+            :func:`other_size`. None (default): :func:`dynamic_by_default`
+            (dynamic for a whole-image config, fixed for a sliding-window
+            one).
         opset (int): the ONNX opset.
         force (bool): overwrite the output and its companion files.
         verify (bool): run the file in its runtime (fp32) on a random input
@@ -259,7 +261,7 @@ class ExportSettings(Settings):
     """
     backend: str = DEFAULT_RUNTIME
     input_size: Optional[Sequence[int]] = None
-    dynamic_shape: bool = False
+    dynamic_shape: Optional[bool] = None
     opset: int = 17
     force: bool = False
     verify: bool = True
@@ -270,8 +272,7 @@ def export_model(cfg: Config,
                  checkpoint: Optional[str],
                  out: str,
                  settings: Optional[ExportSettings] = None,
-                 model: Optional[torch.nn.Module] = None,
-                 **keywords) -> dict:
+                 model: Optional[torch.nn.Module] = None) -> dict:
     """Export the fused segmentor (input ``(N, 3, H, W)`` normalized image,
     output logits ``(N, num_classes, H, W)``) to ONNX, then to ``out``, the
     model file of the runtime ``settings.backend``
@@ -282,23 +283,23 @@ def export_model(cfg: Config,
     holds :func:`repseg.reparam.compare_outputs`'s fields and ``runtime``
     (the :class:`~.runtimes.RunInfo` of what ran). ``model``: an already
     built fused segmentor to export instead of building one from ``cfg``
-    and ``checkpoint``. The old keyword call (``shape=``, ``backend=``, ...;
-    the size as the fourth argument) works for one release with a
-    DeprecationWarning.
+    and ``checkpoint``.
     """
     if settings is not None and not isinstance(settings, ExportSettings):
-        keywords['input_size'], settings = settings, None   # old: shape
-    s = ExportSettings.from_keywords('export_model', settings, keywords,
-                                     dict(shape='input_size'))
+        raise TypeError('export_model() takes ExportSettings(...) as its '
+                        f'settings, not {type(settings).__name__}')
+    s = dataclasses.replace(settings or ExportSettings())
     runtime = get_runtime(s.backend)
     spec_path = _check_output(runtime, out, s.force)
+    s.dynamic_shape = dynamic_by_default(cfg, s.dynamic_shape)
     size = check_shape(s.input_size) if s.input_size is not None else None
     # checkpoint problems first, then the size from the data
     model = SegForward(model if model is not None else
                        build_fused(cfg, checkpoint, s.allow_unsafe))
     size = check_shape(config_input_size(cfg)) if size is None else size
     record = checkpoint_block_type(
-        model_record(cfg, None if s.dynamic_shape else size), checkpoint)
+        record_of(cfg, None if s.dynamic_shape else size),
+        checkpoint).to_dict()
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     folder = osp.dirname(osp.abspath(out))
     os.makedirs(folder, exist_ok=True)   # the temporary folder goes in it
@@ -329,15 +330,24 @@ def export_model(cfg: Config,
     return result
 
 
+def dynamic_by_default(cfg: Config, dynamic_shape: Optional[bool]) -> bool:
+    """Whether an export of ``cfg`` takes any input size: ``dynamic_shape``
+    when given, else True for a whole-image config (each image runs at the
+    size its test resize gives it, which differs between photos of other
+    shapes: only a dynamic file computes them exactly) and False for a
+    sliding-window one (its windows all have the crop size). Dynamic files
+    are as fast as fixed ones at the fixed file's size (0.96-1.04x, both
+    runtimes, fp32 and INT8, B1g2 at 713x713 and A0 at 128x256, 1 and 2
+    threads: docs/inference.md), hence the default."""
+    if dynamic_shape is not None:
+        return bool(dynamic_shape)
+    test_cfg = cfg.model.get('test_cfg') or {}
+    return test_cfg.get('mode', 'whole') != 'slide'
+
+
 def other_size(size: Sequence[int]) -> tuple:
     """A size (H, W) unlike ``size``, at which a dynamic-shape export is
     verified too: H about 3/4 and W about 5/4 of it, odd sides (adaptive
     bins of unequal sizes, pooling and resizes at a ratio not traced)."""
     h, w = (int(s) for s in size)
     return max(MIN_SIDE + 1, h * 3 // 4) | 1, (w * 5 // 4 + 1) | 1
-
-
-def export_onnx(cfg: Config, checkpoint: Optional[str], out: str,
-                *args, **kwargs) -> dict:
-    """:func:`export_model` with the default (portable) runtime's file."""
-    return export_model(cfg, checkpoint, out, *args, **kwargs)

@@ -13,7 +13,7 @@ naming both."""
 import copy
 import dataclasses
 import os.path as osp
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 from mmengine.config import Config
 
@@ -45,17 +45,14 @@ def block_type(cfg: Config) -> Optional[str]:
         else None
 
 
-def checkpoint_block_type(record: Union[dict, ModelRecord],
-                          checkpoint: Optional[str]
-                          ) -> Union[dict, ModelRecord]:
-    """``record`` (a :class:`ModelRecord` or its
-    :meth:`~ModelRecord.to_dict` form, returned as given) with the block
-    type the fused ``checkpoint`` says it was trained with (its
-    ``meta.block_type``, written by tools/convert.py)
+def checkpoint_block_type(record: ModelRecord, checkpoint: Optional[str]
+                          ) -> ModelRecord:
+    """``record`` with the block type the fused ``checkpoint`` says it was
+    trained with (its ``meta.block_type``, written by tools/convert.py)
     where the config names another: the fused forms of RepVGG and QARepVGG
     blocks are the same network (one 3x3 conv with bias), so such a file
     is what the checkpoint is, whatever config built it."""
-    if not checkpoint or record.get('block_type') is None:
+    if not checkpoint or record.block_type is None:
         return record
     from ..fileio import read_checkpoint
     try:
@@ -63,11 +60,9 @@ def checkpoint_block_type(record: Union[dict, ModelRecord],
     except Exception:  # noqa: B902  (read strictly elsewhere already)
         return record
     trained = meta.get('block_type') if isinstance(meta, dict) else None
-    if trained and trained != record['block_type']:
-        change = dict(block_type=trained,
-                      config_block_type=record['block_type'])
-        record = dataclasses.replace(record, **change) if isinstance(
-            record, ModelRecord) else dict(record, **change)
+    if trained and trained != record.block_type:
+        record = dataclasses.replace(record, block_type=trained,
+                                     config_block_type=record.block_type)
     return record
 
 

@@ -161,7 +161,21 @@ def load_cfg(config: str,
         cfg.setdefault('auto_scale_lr', dict(base_batch_size=16))
         cfg.auto_scale_lr.enable = True
     cfg.resume = resume
+    own_visualizer(cfg)
     return adapt_to_device(cfg)
+
+
+def own_visualizer(cfg: Config) -> Config:
+    """Give each runner of ``cfg`` a visualizer of its own: mmseg's configs
+    name theirs ``'visualizer'``, an mmengine global instance, so a second
+    runner in one process (a test after a training, two trainings from
+    Python) would reuse the first one's, whose folder is the first run's
+    (or is gone). Without the name the runner names it after its
+    experiment (config and start time). In place; returns ``cfg``."""
+    vis = cfg.get('visualizer')
+    if isinstance(vis, dict) and vis.get('name') == 'visualizer':
+        vis.pop('name')
+    return cfg
 
 
 def without_pretrained(model_cfg) -> dict:
@@ -175,5 +189,5 @@ def without_pretrained(model_cfg) -> dict:
 
 __all__ = [
     'replace_syncbn', 'adapt_to_device', 'follow_max_iters', 'load_cfg',
-    'without_pretrained'
+    'own_visualizer', 'without_pretrained'
 ]

@@ -4,18 +4,23 @@ file (tools/infer.py): :class:`Segmenter` (the shape of mmseg's
 ``MMSegInferencer(model, weights)``) yields one :class:`Result` per image.
 The test pipeline is numpy and OpenCV (:mod:`.predict`, with the recipe a
 deployed file records: :mod:`.recipe`); inputs (:mod:`.sources`), outputs
-and the resumable manifest (:mod:`.outputs`), the pipelined run
-(:mod:`.engine`) and the network (:mod:`.network`) are torch-free for
-deployed files."""
+and the resumable manifest (:mod:`.outputs`), the run driver
+(:mod:`.driver`) with its executors (threads in this process:
+:mod:`.engine`; Ray actors: :mod:`.distributed`) and the network
+(:mod:`.network`) are torch-free for deployed files."""
+import functools
 import os.path as osp
 from typing import Iterator, Optional, Sequence, Union
 
+from ..deploy.runtimes import runtime_of_file
 from ..errors import UsageError, opt
-from .engine import (InferSettings, Network, Result, Summary, plan,
-                     read_image, run)
-from .network import load_network
+from .driver import Job, drive, plan
+from .engine import ThreadExecutor
+from .job import InferSettings, Network, Result, Summary
+from .network import describe_network, load_network
 from .predict import segment
 from .recipe import Recipe
+from .sources import read_image
 
 
 class Segmenter:
@@ -74,19 +79,28 @@ class Segmenter:
     def __call__(self, inputs: Union[str, Sequence[str]],
                  out_dir: str) -> Iterator[Result]:
         """Segment every image of ``inputs`` (files, folders, globs, .txt
-        lists, videos) into ``out_dir``: one :class:`Result` per image, in
-        input order; :attr:`summary` is complete when the iterator is."""
+        lists, videos) into ``out_dir``: one :class:`Result` per image (in
+        input order in this process; on Ray as the actors finish them);
+        :attr:`summary` is complete when the iterator is."""
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         sources, total = plan(inputs, self.settings)
         self.summary = Summary()
         s = self.settings
         if s.ray or s.ray_address:
-            from .distributed import run_on_ray
-            return run_on_ray(self.model, sources, total, out_dir,
-                              self.checkpoint, self.config, s, self.summary,
-                              s.ray_address)
-        net = self.load(total)
-        return run(net, sources, total, out_dir, s, self.summary)
+            from .distributed import RayExecutor
+
+            # the driver reads the model's record and recipe, the actors
+            # compile it
+            net = describe_network(self.model, self.checkpoint, self.config)
+            executor = RayExecutor(
+                functools.partial(load_network, self.model, self.checkpoint,
+                                  self.config), s, out_dir, s.ray_address,
+                deployed=runtime_of_file(self.model) is not None)
+        else:
+            net = self.load(total)
+            executor = ThreadExecutor(net, s, out_dir)
+        return drive(Job(sources, total, out_dir, s, net, self.summary),
+                     executor)
 
 
 __all__ = ['Segmenter', 'InferSettings', 'Result', 'Summary', 'Recipe',

@@ -10,7 +10,7 @@ from typing import Optional
 
 from ..deploy.runtimes import RunInfo, default_threads, runtime_of_file
 from ..errors import UsageError, opt
-from .engine import InferSettings, Network, file_identity
+from .job import InferSettings, Network, file_identity
 from .recipe import Recipe, config_recipe
 
 CONFIG_SUFFIXES = ('.py', )
@@ -103,7 +103,7 @@ def load_network(model: str, checkpoint: Optional[str] = None,
                  config: Optional[str] = None,
                  settings: Optional[InferSettings] = None,
                  images: int = 1) -> Network:
-    """The :class:`~.engine.Network` of ``model``: a deployed file alone
+    """The :class:`~.job.Network` of ``model``: a deployed file alone
     (``config`` for a file without a recipe in its record), or a config
     (.py) with ``checkpoint``. ``images``: how many the run will segment
     (``settings.mode`` 'auto' runs more than one in throughput mode)."""

@@ -79,11 +79,10 @@ class Outputs:
         overlay (bool), opacity (float): write overlays.
         label_ids (bool): label maps in Cityscapes label ids (for its
             evaluation server) instead of train ids.
-        areas (bool): a row of class pixel shares per image in
-            ``areas_file``: :meth:`write` keeps an image's shares until
-            :meth:`add_areas` appends its row (the run counts the images
-            in input order), :meth:`finish_areas` rewrites the file in the
-            inputs' order.
+        areas (bool): a row of class pixel shares per image
+            (:meth:`shares`) in ``areas_file``: :meth:`add_areas` appends
+            an image's row (the driver counts the images in input order),
+            :meth:`finish_areas` rewrites the file in the inputs' order.
         areas_file (str): the CSV's name (one writer each: a shard writes
             its own; on Ray the driver writes the rows the workers return).
     """
@@ -97,7 +96,6 @@ class Outputs:
         self.overlay, self.opacity = overlay, opacity
         self.areas, self.areas_file = areas, areas_file
         self._lock = threading.Lock()
-        self._pending: Dict[str, List[float]] = {}
         self._rows: Dict[str, str] = {}
         self._id_table = None
         if label_ids:
@@ -133,16 +131,7 @@ class Outputs:
         if self.overlay:
             write_atomic(paths['overlay'], encode_png(
                 overlay(img, labels, self.palette, self.opacity)))
-        if self.areas:
-            shares = self.shares(labels)
-            with self._lock:
-                self._pending[item.key] = shares
         return paths
-
-    def take_shares(self, key: str) -> Optional[List[float]]:
-        """The shares :meth:`write` kept for ``key`` (once), or None."""
-        with self._lock:
-            return self._pending.pop(key, None)
 
     def shares(self, labels: np.ndarray) -> List[float]:
         """The share of the image's pixels each class has."""
@@ -445,16 +434,16 @@ class Manifest:
         write_atomic(path, json.dumps(description, indent=2).encode())
         self._lock = threading.Lock()
 
-    def finished(self, item: Item) -> None:
-        """List ``item`` in ``done.txt`` (once: an image redone by a rerun
-        is not listed again)."""
+    def finished(self, key: str) -> None:
+        """List the image of ``key`` in ``done.txt`` (once: an image redone
+        by a rerun is not listed again)."""
         with self._lock:
-            if item.key in self.done:
+            if key in self.done:
                 return
             with open(osp.join(self.out_dir, DONE), 'a',
                       encoding='utf-8') as f:
-                f.write(item.key + '\n')
-            self.done.add(item.key)
+                f.write(key + '\n')
+            self.done.add(key)
 
     def write_failures(self, failures: List[tuple]) -> Optional[str]:
         path = osp.join(self.out_dir, self.failures)

@@ -4,7 +4,10 @@ files, folders (``recursive``), glob patterns, text files listing paths,
 and videos (every frame, or every N-th). Each item knows the root it came
 from, so its outputs keep the path relative to that root; the names of a
 whole job's inputs are made unique once (:func:`unique_keys`), before
-the job is split into shards or Ray tasks."""
+the job is split into shards or Ray tasks. Reading them: images
+(:func:`read_image`) and a video's frames, always from its start
+(:func:`video_frames`: no seeking, so every process that reads a frame
+decodes the same pixels)."""
 import collections
 import dataclasses
 import glob
@@ -12,7 +15,10 @@ import json
 import os
 import os.path as osp
 import unicodedata
-from typing import Dict, List, Optional, Sequence
+from typing import Container, Dict, Iterator, List, Optional, Sequence, \
+    Tuple
+
+import numpy as np
 
 from ..errors import UsageError
 
@@ -311,6 +317,71 @@ def unique_keys(sources: List[Source]) -> List[Source]:
             for s, k in zip(sources, keys)]
 
 
+def quiet_opencv() -> None:
+    """OpenCV's own warnings about a broken file (its decoders print to
+    standard error) would interleave with repseg's one line per failure."""
+    try:
+        from cv2.utils import logging as cv_logging
+        cv_logging.setLogLevel(cv_logging.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):   # older OpenCV builds
+        pass
+
+
+def read_image(path: str) -> np.ndarray:
+    """A BGR uint8 image, or OSError saying why it cannot be read."""
+    import cv2
+    if not osp.isfile(path):
+        raise OSError('no such file')
+    data = np.fromfile(path, np.uint8)
+    if data.size == 0:
+        raise OSError('empty file')
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError('not an image OpenCV can decode (corrupt or of an '
+                      'unknown format)')
+    return img
+
+
+def open_video(path: str):
+    """An opened ``cv2.VideoCapture``, its frame count and fps, or a
+    UsageError."""
+    import cv2
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise UsageError(f'video {path!r} cannot be opened (OpenCV has no '
+                         'decoder for it, or it is not a video)')
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0)
+    return cap, n, fps
+
+
+def video_frames(path: str, every: int, start: int = 0,
+                 stop: Optional[int] = None, done: Container[int] = ()
+                 ) -> Iterator[Tuple[int, Optional[np.ndarray]]]:
+    """(frame index, image) of a video's every ``every``-th frame from
+    ``start`` to ``stop`` (exclusive; None: its end), read from the
+    video's start (frames before ``start`` are grabbed, not converted:
+    never a seek, which may land elsewhere than reading does); a frame in
+    ``done`` comes with None instead of its image (not converted)."""
+    cap, _, _ = open_video(path)
+    try:
+        index = 0
+        while stop is None or index < stop:
+            if not cap.grab():
+                break
+            if index >= start and index % every == 0:
+                if index in done:
+                    yield index, None
+                else:
+                    ok, img = cap.retrieve()
+                    if ok:
+                        yield index, img
+            index += 1
+    finally:
+        cap.release()
+
+
 __all__ = ['Source', 'Item', 'collect', 'with_root_names', 'unique_keys',
-           'unsearched_subfolders', 'read_run_manifest', 'IMAGE_SUFFIXES',
+           'unsearched_subfolders', 'read_run_manifest', 'read_image',
+           'open_video', 'video_frames', 'quiet_opencv', 'IMAGE_SUFFIXES',
            'VIDEO_SUFFIXES']

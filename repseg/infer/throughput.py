@@ -13,9 +13,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence
 
-from .engine import InferSettings, Summary, plan, read_image, run
+from .driver import plan
+from .engine import run
+from .job import InferSettings, Summary
 from .network import load_network
 from .predict import logits_are_final, prepare
+from .sources import read_image
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ import os
 
 def torch_identity(config: str, checkpoint: str) -> dict:
     """What the manifest records of a config and checkpoint."""
-    from .engine import file_identity
+    from .job import file_identity
     return file_identity(checkpoint, config=os.path.abspath(config))
 
 
@@ -22,7 +22,7 @@ def torch_network(config: str, checkpoint: str, settings,
     from ..deploy.runtimes import RunInfo
     from ..ops.nnpack_conv import resolve_conv_impl, use_nnpack_convs
     from .batching import Batcher
-    from .engine import Network
+    from .job import Network
     from .recipe import config_recipe
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -3,6 +3,8 @@
 every runtime and precision side by side in a Markdown table, then
 calibration, accuracy control, equalization and per-layer sensitivity;
 and the per-class IoU change chart."""
+from typing import List
+
 from ..deploy.runs import PYTORCH
 from ..deploy.runtimes import (DEFAULT_CALIB_METHOD, QuantOptions,
                               get_runtime, options_for, runtime_label,
@@ -11,7 +13,21 @@ from .equalize import equalization_lines
 from .sensitivity import sensitivity_table
 
 
-def run_label(row: dict, result: dict) -> str:
+def _options(rt, result: dict) -> QuantOptions:
+    """The settings ``rt`` quantized with in the run of ``result``: its own
+    ones (``rt.own_options``) as ``calibration`` recorded them (defaults
+    for what an older run did not record)."""
+    c = result.get('calibration') or {}
+    ac = result.get('accuracy_control') or {}
+    return options_for(rt, QuantOptions(
+        calib_method=c.get('method', DEFAULT_CALIB_METHOD),
+        max_drop=ac.get('max_drop') if ac.get('runtime') == rt.name
+        else None,
+        runtime_options={f.name: c[f.name]
+                         for f in rt.own_options.settings() if f.name in c}))
+
+
+def row_title(row: dict, result: dict) -> str:
     """'OpenVINO INT8 (NNCF, performance preset, minmax)' and the like for
     a row of a quantization run: the label the run recorded, else (a
     report of an older run) the runtime's name, the precision and, for
@@ -25,16 +41,35 @@ def run_label(row: dict, result: dict) -> str:
     name = f"{runtime_label(row['runtime'])} {precision}"
     if row['precision'] != 'int8' or row['runtime'] not in runtime_names():
         return name
-    c = result.get('calibration') or {}
-    ac = result.get('accuracy_control') or {}
     rt = get_runtime(row['runtime'])
-    options = options_for(rt, QuantOptions(
-        calib_method=c.get('method', DEFAULT_CALIB_METHOD),
-        reduce_range=c.get('reduce_range', False),
-        preset=c.get('preset', 'performance'),
-        max_drop=ac.get('max_drop') if ac.get('runtime') == rt.name
-        else None))
-    return f'{name} ({rt.quant_label(options)})'
+    return f'{name} ({rt.quant_label(_options(rt, result))})'
+
+
+def settings_lines(result: dict) -> List[str]:
+    """One line per runtime of the run that has settings of its own
+    (``own_options``): each setting's value, with its default where it
+    differs."""
+    lines = []
+    for name in result.get('backends') or []:
+        if name not in runtime_names():
+            continue
+        rt = get_runtime(name)
+        own = rt.options_of(_options(rt, result))
+        said = []
+        for f in own.settings():
+            value = getattr(own, f.name)
+            said.append(f'{f.name} {_shown(value)}' + (
+                f' (default {_shown(f.default)})' if value != f.default
+                else ''))
+        if said:
+            lines.append(f'{rt.described()} settings: {", ".join(said)}.')
+    return lines
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return ' '.join(map(str, value)) or 'none'
+    return str(value)
 
 
 def markdown(result: dict) -> str:
@@ -51,7 +86,7 @@ def markdown(result: dict) -> str:
     for r in rows:
         m, floats = r['metrics'], r['float_layers']
         lines.append(
-            f"| {run_label(r, result)} | {r['precision_ran']} | "
+            f"| {row_title(r, result)} | {r['precision_ran']} | "
             f"{m['mIoU']:.2f} | {m['mAcc']:.2f} | {m['aAcc']:.2f} | "
             f"{100 * r['argmax_agreement']:.2f}% | {r['seconds']:.4f} | "
             f"{ref['seconds'] / r['seconds']:.2f}x | "
@@ -62,7 +97,7 @@ def markdown(result: dict) -> str:
               f"{result['evaluation']['images']} test images; input "
               f"{result['input_size'][0]}x{result['input_size'][1]}; "
               f"{result['threads']} threads; CPU vector ISA "
-              f"{result['cpu_isa']}."]
+              f"{result['cpu_isa']}."] + settings_lines(result)
     ac = result.get('accuracy_control')
     if ac:
         lines.append(
@@ -77,7 +112,7 @@ def markdown(result: dict) -> str:
             + (', '.join(ac['float_layers']) or 'nothing') + '.')
     for r in rows:
         if r['precision'] == 'int8' and r['float_layers']:
-            lines.append(f"{run_label(r, result)} keeps in float: "
+            lines.append(f"{row_title(r, result)} keeps in float: "
                          + ', '.join(r['float_layers'][:12])
                          + (' ...' if len(r['float_layers']) > 12 else ''))
     if result.get('equalization'):
@@ -103,7 +138,7 @@ def save_per_class_png(result: dict, path: str) -> str:
                  for a, b in zip(ref, r['per_class_iou'])]
         ax.bar([i + (k - (len(others) - 1) / 2) * width
                 for i in range(len(ref))], delta, width,
-               label=f"{run_label(r, result)}: mIoU "
+               label=f"{row_title(r, result)}: mIoU "
                f"{r['metrics']['mIoU']:.2f}")
     ax.axhline(0, color='k', linewidth=0.8)
     ax.set_xticks(range(len(ref)))
@@ -119,4 +154,5 @@ def save_per_class_png(result: dict, path: str) -> str:
     return path
 
 
-__all__ = ['PYTORCH', 'markdown', 'run_label', 'save_per_class_png']
+__all__ = ['PYTORCH', 'markdown', 'row_title', 'settings_lines',
+           'save_per_class_png']

@@ -26,8 +26,8 @@ def test_tool_writes_json_table_and_png(tmp_path):
     proc = subprocess.run(
         [sys.executable, TOOL, DEMO_CONFIG, '--shape', '65', '65',
          '--warmup', '1', '--iters', '2', '--repeat', '2',
-         '--compare-unfused', '--compare-conv-impl', '--profile', '--bf16',
-         '--out', str(out)],
+         '--compare-unfused', '--compare-conv-impl', '--profile', '--dtype',
+         'fp32', 'bf16', '--out', str(out)],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '| model | dilation | img/s |' in proc.stdout
@@ -73,7 +73,7 @@ def test_tool_writes_json_table_and_png(tmp_path):
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert f"{row['fused_speedup']:.2f}x" == cells[9]
     assert f"{row['conv_impl_speedup']:.2f}x" == cells[12]
-    # --bf16: a bf16 copy timed side by side, compared with fp32
+    # --dtype fp32 bf16: a bf16 copy timed side by side, compared with fp32
     assert bf16['vs_pytorch'] == pytest.approx(
         fused['latency_ms'] / bf16['latency_ms'], rel=1e-9)
     assert f"{bf16['vs_pytorch']:.2f}x" == cells[14]
@@ -156,11 +156,75 @@ def test_lineup():
                         checkpoint='a.pth', cfg_options={'k': 1})]
 
 
+def test_lineup_configs_are_found_on_the_search_path(
+        tmp_path, monkeypatch):
+    """Table 8's configs come from $REPSEG_CONFIGS, then ./configs (never
+    from a path computed from the package's own file: configs/ is not
+    installed); in neither, one UsageError says what to do."""
+    import os
+    import shutil
+
+    from repseg.benchmark import CONFIGS_ENV, find_config
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIGS_ENV, raising=False)
+    with pytest.raises(UsageError, match=(
+            r"the line-up config 'pspnet_repvgg_b1g2_fast.py' is in none of "
+            rf"the folders searched \({tmp_path}/configs\): run from a "
+            r'repseg checkout .*, set REPSEG_CONFIGS to the folder of the '
+            'configs, or name the configs to time')):
+        lineup()
+    monkeypatch.setenv(CONFIGS_ENV, os.pathsep.join(
+        [str(tmp_path / 'none'), CONFIG_DIR]))
+    assert [r['config'] for r in lineup(fast=True)] == [
+        osp.join(CONFIG_DIR, c) for c in (
+            'pspnet_repvgg_b1g2_fast.py', 'pspnet_r50-d8.py',
+            'pspnet_repvgg_b2_fast.py', 'pspnet_r101-d8.py')]
+    # the current folder's configs/ after the variable's folders
+    (tmp_path / 'configs').mkdir()
+    shutil.copy(osp.join(CONFIG_DIR, 'pspnet_r50-d8.py'),
+                tmp_path / 'configs')
+    assert find_config('pspnet_r50-d8.py') == osp.join(CONFIG_DIR,
+                                                       'pspnet_r50-d8.py')
+    monkeypatch.delenv(CONFIGS_ENV)
+    assert find_config('pspnet_r50-d8.py') == str(
+        tmp_path / 'configs' / 'pspnet_r50-d8.py')
+
+
+def test_each_config_is_loaded_once(monkeypatch):
+    """The line-up's ResNet check, the default input size and the build
+    read one loaded config per model (they loaded it three times)."""
+    from repseg.benchmark import build, configs
+    from repseg.benchmark.configs import default_input_size, load_entries
+    loaded = []
+
+    def counted(path, **kwargs):
+        loaded.append(osp.basename(path))
+        return real(path, **kwargs)
+
+    real = configs.load_cfg
+    monkeypatch.setattr(configs, 'load_cfg', counted)
+    monkeypatch.setattr(build, 'load_cfg', counted)
+    # the size from the configs themselves, not their (absent) test images
+    monkeypatch.setattr(configs, 'config_input_size', lambda cfg: (48, 96))
+    r50 = osp.join(CONFIG_DIR, 'pspnet_r50-d8.py')
+    rows = lineup(False, [DEMO_CONFIG, r50])
+    assert rows[0]['baseline'] == 'pspnet_r50-d8'
+    load_entries(rows)
+    assert default_input_size(rows) == (48, 96)
+    rows[0]['cfg'].model.backbone.dilation_mode = 'full'
+    model = build.build_for_benchmark(rows[0]['cfg'], fast=True,
+                                      logger=lambda m: None)
+    assert model.backbone.dilation_mode == 'fast'   # the loaded config kept
+    assert rows[0]['cfg'].model.backbone.dilation_mode == 'full'
+    assert sorted(loaded) == sorted([osp.basename(DEMO_CONFIG),
+                                     'pspnet_r50-d8.py'])
+
+
 def test_several_configs_pair_with_their_checkpoints():
     """CONFIG [CHECKPOINT] ...: each .py starts a model, what follows is its
     checkpoint; the one ResNet among several is every other row's
     baseline."""
-    from repseg.benchmark.run import pair_models
+    from repseg.benchmark import pair_models
     d2se, b2, r101 = (osp.join(CONFIG_DIR, f'pspnet_{n}.py')
                       for n in ('repvgg_d2se', 'repvgg_b2', 'r101-d8'))
     assert pair_models([d2se, 'a.pth', b2, r101, 'c.pth']) == [
@@ -215,27 +279,34 @@ def test_unsupported_shapes(shape):
 def test_conv_impl_choices(monkeypatch):
     from repseg.benchmark import run_benchmark
     entry = [dict(name='a0', config=DEMO_CONFIG)]
+    with pytest.raises(TypeError, match="unexpected keyword .*'shape'"):
+        run_benchmark(entry, shape=(64, 64))   # removed: input_size
     with pytest.raises(UsageError, match='channels_last=True'):
-        run_benchmark(entry, shape=(64, 64), conv_impl='nnpack',
+        run_benchmark(entry, input_size=(64, 64), conv_impl='nnpack',
                       channels_last=True)
     with pytest.raises(UsageError, match="needs conv_impl='nnpack'"):
-        run_benchmark(entry, shape=(64, 64), conv_impl='native',
+        run_benchmark(entry, input_size=(64, 64), conv_impl='native',
                       compare_conv_impl=True)
     with pytest.raises(UsageError, match="needs backend='openvino' or "
                        "backend='onnxruntime'"):
-        run_benchmark(entry, shape=(64, 64), int8=True)
+        run_benchmark(entry, input_size=(64, 64), int8=True)
     with pytest.raises(UsageError, match='profile=True times the layers'):
-        run_benchmark(entry, shape=(64, 64), profile=True, compile=True)
+        run_benchmark(entry, input_size=(64, 64), profile=True, compile=True)
     with pytest.raises(UsageError, match="the CPU: drop .*amp=True and keep "
                        "dtype='fp32'"):
-        run_benchmark(entry, shape=(64, 64), backend='onnxruntime',
+        run_benchmark(entry, input_size=(64, 64), backend='onnxruntime',
                       dtype='bf16')
-    with pytest.raises(UsageError, match='bf16=True times a bf16 copy'):
-        run_benchmark(entry, shape=(64, 64), bf16=True, dtype='bf16')
+    with pytest.raises(UsageError, match=r"dtype=\['fp32', 'bf16'\] times a "
+                       'bf16 copy .* drop amp=True'):
+        run_benchmark(entry, input_size=(64, 64), dtype=('fp32', 'bf16'),
+                      amp=True)
+    with pytest.raises(UsageError, match='precisions side by side are fp32 '
+                       'and bf16'):
+        run_benchmark(entry, input_size=(64, 64), dtype=('fp32', 'fp16'))
     with pytest.raises(UsageError, match="use 'auto' or 'native'"):
-        run_benchmark(entry, shape=(64, 64), conv_impl='nnpack',
+        run_benchmark(entry, input_size=(64, 64), conv_impl='nnpack',
                       dtype='bf16')
-    result = run_benchmark(entry, shape=(64, 64), conv_impl='native',
+    result = run_benchmark(entry, input_size=(64, 64), conv_impl='native',
                            iters=1, repeat=1, warmup=0, flops=False,
                            logger=lambda *a: None)
     assert result['env']['conv_impl'] == 'native'
@@ -243,7 +314,7 @@ def test_conv_impl_choices(monkeypatch):
     # kept kernel transforms are reported (they are not in the forward peak);
     # NNPACK at every size: A0's maps at 64x64 are below the size policy
     monkeypatch.setattr(NNPACKConv2d, 'skip_small', False)
-    result = run_benchmark(entry, shape=(64, 64),
+    result = run_benchmark(entry, input_size=(64, 64),
                            conv_impl='nnpack-precomputed', iters=1, repeat=1,
                            warmup=0, flops=False, logger=lambda *a: None)
     (row, ) = result['rows']
@@ -282,7 +353,7 @@ def test_compare_unfused_of_a_fused_config_is_refused():
         'model.backbone.deploy': True, 'model.decode_head.norm_cfg': None,
         'model.auxiliary_head.norm_cfg': None})
     with pytest.raises(UsageError, match='already fused'):
-        run_benchmark([entry], shape=(64, 64), compare_unfused=True,
+        run_benchmark([entry], input_size=(64, 64), compare_unfused=True,
                       flops=False, repeat=1, iters=1, warmup=0)
 
 
@@ -295,7 +366,7 @@ def test_speed_vs_baseline_direction():
     entries = [dict(name='small', config=DEMO_CONFIG, baseline='big',
                     cfg_options=small),
                dict(name='big', config=DEMO_CONFIG)]
-    result = run_benchmark(entries, shape=(64, 64), flops=False, repeat=1,
+    result = run_benchmark(entries, input_size=(64, 64), flops=False, repeat=1,
                            iters=2, warmup=0, logger=lambda *a: None)
     rows = {r.name: r for r in result['rows']}
     ratio = rows['small'].speed_vs_baseline
@@ -344,6 +415,9 @@ def test_fast_through_the_tool(tmp_path):
 
 def test_settings_of_a_tool_namespace():
     from repseg.benchmark import BenchmarkSettings
+    from repseg.settings import Settings
+    assert issubclass(BenchmarkSettings, Settings)
+    assert 'of' not in vars(BenchmarkSettings)   # Settings' own of()
     s = BenchmarkSettings.of({'int8': True, 'config': 'x.py', 'repeat': 5,
                               'flops': True}, flops=False)
     assert (s.int8, s.repeat, s.flops, s.runtimes) == (True, 5, False, [])
@@ -353,7 +427,7 @@ def test_settings_of_a_tool_namespace():
 
 
 def test_bf16_on_a_cpu_without_bf16_units_is_flagged(monkeypatch):
-    """--bf16 on a CPU without AVX512_BF16 / AMX logs that bf16 will be far
+    """bf16 on a CPU without AVX512_BF16 / AMX logs that bf16 will be far
     slower there; with them, no such note."""
     from repseg.benchmark import run as run_module
     from repseg.benchmark import run_benchmark
@@ -362,7 +436,8 @@ def test_bf16_on_a_cpu_without_bf16_units_is_flagged(monkeypatch):
         monkeypatch.setattr(run_module, 'cpu_vector_isa',
                             lambda with_caps=True, isa=isa: isa)
         logs = []
-        result = run_benchmark(entry, shape=(64, 64), bf16=True, iters=1,
+        result = run_benchmark(entry, input_size=(64, 64),
+                               dtype=('fp32', 'bf16'), iters=1,
                                repeat=1, warmup=0, flops=False,
                                logger=logs.append)
         assert result['rows'][0].runs['bf16'].img_per_s > 0

@@ -162,3 +162,22 @@ def test_training_lowers_the_loss_on_a_fixed_batch(name, synthetic_root,
         losses.append(float(sum(v for k, v in log.items()
                                 if k.startswith('decode.loss'))))
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_each_runner_gets_a_visualizer_of_its_own(synthetic_root, tmp_path):
+    """mmseg's configs name their visualizer 'visualizer', one mmengine
+    global instance: a second runner in the process reused the first's,
+    writing into the first run's folder (or one a test had removed).
+    load_cfg drops the name, so each runner's is its own."""
+    runners = []
+    for name in ('first', 'second'):
+        cfg = small_cfg(DEMO_CONFIG, synthetic_root, tmp_path / name)
+        assert 'name' not in cfg.visualizer
+        cfg.experiment_name = name
+        runners.append(Runner.from_cfg(cfg))
+    one, two = (r.visualizer for r in runners)
+    assert one is not two
+    for r, name in zip(runners, ('first', 'second')):
+        assert r.visualizer._vis_backends, r.visualizer
+        for backend in r.visualizer._vis_backends.values():
+            assert str(tmp_path / name) in backend._save_dir

@@ -13,13 +13,21 @@ import numpy as np
 THREADS, CALLS, LOADS = 8, 12, 4
 
 
-def main(path: str, runtime_name: str, limit: float = 10.0) -> None:
+def main(path: str, runtime_name: str, limit: float = 20.0) -> None:
+    # the watchdog covers loading and the calls, not the imports (slow on
+    # a loaded machine: they once took 10 s in a busy suite run)
+    import importlib
+    from repseg.deploy.runtimes import get_runtime
+    for name in ('onnx', 'onnxruntime', 'openvino'):   # imported, not used
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
     faulthandler.dump_traceback_later(limit, exit=True)
     # frequent GIL switches: a thread that first uses the bindings is
     # interrupted where a race can bite (the threads' real work does this
     # less often, only under load)
     sys.setswitchinterval(1e-6)
-    from repseg.deploy.runtimes import get_runtime
     runtime = get_runtime(runtime_name)
     extra = dict(labels=True) if runtime.argmax_in_graph else {}
     # several loads of the file (as several models in one service): more

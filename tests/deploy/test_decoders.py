@@ -120,9 +120,9 @@ def test_decoder_trains_evaluates_fused_and_converts(name, synthetic_root,
     from repseg.benchmark import run_benchmark
     path = str(tmp_path / 'small.py')
     cfg.dump(path)
-    result = run_benchmark([dict(name=name, config=path)], shape=(64, 64),
-                           flops=False, iters=1, repeat=1, warmup=0,
-                           logger=lambda *a: None)
+    result = run_benchmark([dict(name=name, config=path)],
+                           input_size=(64, 64), flops=False, iters=1,
+                           repeat=1, warmup=0, logger=lambda *a: None)
     assert result['rows'][0].decoder == HEAD_TYPES[name.split('_')[0]]
 
 

@@ -1,5 +1,5 @@
-"""tools/export.py (and its old name tools/export_onnx.py) and
-tools/benchmark.py --backend onnxruntime."""
+"""tools/export.py (fixed-size and dynamic files; dynamic by default for
+a whole-image config) and tools/benchmark.py --backend onnxruntime."""
 import json
 import os.path as osp
 import re
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from repseg.apis import UsageError, load_cfg
-from repseg.deploy import build_segmentor, export_onnx
+from repseg.deploy import ExportSettings, build_segmentor, export_model
 from repseg.testing import randomize_bn_
 
 from tests.utils import DEMO_CONFIG, ROOT
@@ -26,30 +26,58 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+def _dims(path):
+    return [d.dim_param or d.dim_value for d in
+            onnx.load(path).graph.input[0].type.tensor_type.shape.dim]
+
+
 def test_export_tool_matches_pytorch(checkpoint, tmp_path):
+    """The demo config tests whole images: the file takes any size by
+    default (traced and verified at --shape and at another size);
+    --fixed-shape gives a file of one size."""
     out = str(tmp_path / 'a0.onnx')
     proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'export_onnx.py'),
+        [sys.executable, osp.join(ROOT, 'tools', 'export.py'),
          DEMO_CONFIG, checkpoint, out, '--shape', '144', '144'],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'onnxruntime (fp32, ' in proc.stdout
     assert 'argmax agreement 100.0000%' in proc.stdout
-    graph = onnx.load(out).graph
-    ops = {n.op_type for n in graph.node}
+    assert 'dynamic H and W' in proc.stdout and '--fixed-shape' in proc.stdout
+    ops = {n.op_type for n in onnx.load(out).graph.node}
     assert 'BatchNormalization' not in ops      # fused and folded
-    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == 'batch'
+    assert _dims(out) == ['batch', 3, 'height', 'width']
     # refuses to overwrite
     proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'export_onnx.py'),
+        [sys.executable, osp.join(ROOT, 'tools', 'export.py'),
          DEMO_CONFIG, checkpoint, out], capture_output=True, text=True,
         cwd=ROOT)
     assert proc.returncode != 0 and '--force' in proc.stderr
+    fixed = str(tmp_path / 'fixed.onnx')
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'export.py'),
+         DEMO_CONFIG, checkpoint, fixed, '--shape', '144', '--fixed-shape'],
+        capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'fixed input size 144x144' in proc.stdout
+    assert _dims(fixed) == ['batch', 3, 144, 144]
+
+
+def test_sliding_window_configs_export_fixed_files(checkpoint, tmp_path):
+    """A sliding-window config's windows all have the crop size: its file
+    is fixed at that size unless asked otherwise."""
+    cfg = load_cfg(DEMO_CONFIG, cfg_options={'model.test_cfg': dict(
+        mode='slide', crop_size=(64, 64), stride=(43, 43))})
+    r = export_model(cfg, checkpoint, str(tmp_path / 's.onnx'),
+                     ExportSettings(verify=False))
+    assert (r['dynamic_shape'], r['input_size']) == (False, [64, 64])
+    assert _dims(r['out']) == ['batch', 3, 64, 64]
 
 
 def test_export_difference_is_small(checkpoint, tmp_path):
     cfg = load_cfg(DEMO_CONFIG)
-    r = export_onnx(cfg, checkpoint, str(tmp_path / 'm.onnx'), (144, 96))
+    r = export_model(cfg, checkpoint, str(tmp_path / 'm.onnx'),
+                     ExportSettings(input_size=(144, 96)))
     assert r['max_abs_diff'] <= 1e-4 * r['max_abs']
     assert r['argmax_agreement'] == 1.0
 
@@ -57,10 +85,11 @@ def test_export_difference_is_small(checkpoint, tmp_path):
 def test_export_rejects_unsupported_sizes(checkpoint, tmp_path):
     cfg = load_cfg(DEMO_CONFIG)
     with pytest.raises(UsageError, match='not supported'):
-        export_onnx(cfg, checkpoint, str(tmp_path / 'm.onnx'), (16, 16))
+        export_model(cfg, checkpoint, str(tmp_path / 'm.onnx'),
+                     ExportSettings(input_size=(16, 16)))
     with pytest.raises(UsageError, match='does not exist'):
-        export_onnx(cfg, str(tmp_path / 'none.pth'),
-                    str(tmp_path / 'm.onnx'), (144, 144))
+        export_model(cfg, str(tmp_path / 'none.pth'),
+                     str(tmp_path / 'm.onnx'), ExportSettings())
 
 
 def test_benchmark_onnxruntime_backend(checkpoint, tmp_path):
@@ -109,7 +138,8 @@ def test_export_at_sizes_adaptive_pooling_does_not_divide(checkpoint,
     every pool scale: exported exactly, equal to onnxruntime."""
     cfg = load_cfg(DEMO_CONFIG)
     out = str(tmp_path / 'm.onnx')
-    r = export_onnx(cfg, checkpoint, out, shape)
+    r = export_model(cfg, checkpoint, out, ExportSettings(
+        input_size=shape, dynamic_shape=False))
     assert r['max_abs_diff'] <= 1e-4 * r['max_abs']
     # random weights give near-ties: a flipped pixel needs a logit gap
     # below float rounding, so allow 1 in 10^4
@@ -154,7 +184,8 @@ def test_dynamic_shape_without_pyramid_works(tmp_path):
                                 'model.auxiliary_head.in_channels': 192,
                                 'model.auxiliary_head.channels': 16})
     out = str(tmp_path / 'fcn.onnx')
-    r = export_onnx(cfg, None, out, (64, 64), dynamic_shape=True)
+    r = export_model(cfg, None, out, ExportSettings(
+        input_size=(64, 64), dynamic_shape=True))
     assert r['max_abs_diff'] <= 1e-4 * r['max_abs']
     sess = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
     got = sess.run(None, {'image': torch.randn(1, 3, 72, 104).numpy()})[0]

@@ -1,8 +1,11 @@
 """Adding a runtime is one class and one registration: a fake runtime that
 subclasses ``Runtime`` directly (it runs ONNX files through ONNX Runtime
-underneath, under its own name, label, suffix, calibration statistic and
-note) goes through quantize, test and benchmark, and into the tools'
-``--help``, with no file of repseg touched."""
+underneath, under its own name, label, suffix, calibration statistic,
+note and a setting of its own) goes through quantize, test and benchmark,
+and into the tools' ``--help``, the report and the JSON, with no file of
+repseg touched."""
+import dataclasses
+import json
 import os.path as osp
 import shutil
 
@@ -12,13 +15,19 @@ import torch
 
 from repseg.deploy import build_segmentor
 from repseg.deploy.runtimes import (QuantOptions, RunInfo, Runtime,
-                                    RuntimeModel, get_runtime,
-                                    register_runtime, runtime_of_file,
-                                    unregister_runtime)
+                                    RuntimeModel, RuntimeOptions,
+                                    get_runtime, option, register_runtime,
+                                    runtime_of_file, unregister_runtime)
 from repseg.testing import randomize_bn_
 from tests.utils import DEMO_CONFIG, ROOT, small_cfg, tool_module
 
 NOTE = 'note: the fake runtime speaks in riddles'
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeOptions(RuntimeOptions):
+    riddle: str = option('sphinx', 'Which riddle the fake runtime tells.',
+                         choices=('sphinx', 'bilbo'))
 
 
 class FakeRuntime(Runtime):
@@ -28,7 +37,7 @@ class FakeRuntime(Runtime):
     calibration_methods = dict(
         minmax='the extremes over all calibration images',
         riddle="the fake runtime's own statistic (minmax underneath)")
-    own_options = dict()
+    own_options = FakeOptions
 
     def __init__(self):
         self.quantized_with = []
@@ -47,7 +56,8 @@ class FakeRuntime(Runtime):
     def quantize(self, fp32_path, out, inputs, options=None, control=None):
         o = options or QuantOptions()
         self.check_options(o)
-        self.quantized_with.append(o.calib_method)
+        self.quantized_with.append((o.calib_method,
+                                    self.options_of(o).riddle))
         # the real work: ONNX Runtime's QDQ quantization with minmax
         get_runtime('onnxruntime').quantize(fp32_path, out, inputs,
                                             QuantOptions())
@@ -95,8 +105,11 @@ def test_fake_runtime_through_quantize_and_test(fake, demo, tmp_path):
     out = tmp_path / 'q'
     result = quantize(cfg, ckpt, str(out), QuantizeSettings(
         backends=('fakert', ), calib_method='riddle', calib_images=2,
-        repeat=1, sensitivity_images=0))
-    assert fake.quantized_with[-1] == 'riddle'
+        repeat=1, sensitivity_images=0, runtime_options=dict(riddle='bilbo')))
+    assert fake.quantized_with[-1] == ('riddle', 'bilbo')
+    # its own setting in the JSON and in the report
+    assert json.loads((out / 'quantize.json').read_text())['calibration'][
+        'riddle'] == result['calibration']['riddle'] == 'bilbo'
     runs = {r['name']: r for r in result['runs']}
     assert set(runs) == {'pytorch_fp32', 'fakert_fp32', 'fakert_int8'}
     assert runs['fakert_int8']['precision_ran'] == 'int8'
@@ -106,6 +119,9 @@ def test_fake_runtime_through_quantize_and_test(fake, demo, tmp_path):
     assert '| Fake RT INT8 (fake scheme, riddle) | int8 |' in table, table
     assert '| Fake RT fp32 | fp32 |' in table, table
     assert f"Note: {NOTE[len('note: '):]}" in table, table
+    assert 'Fake RT settings: riddle bilbo (default sphinx).' in table, table
+    assert 'Fake RT settings: riddle bilbo (default sphinx).' in (
+        out / 'quantize.md').read_text()
     assert (out / 'model_int8.fake.onnx').is_file()
     assert not (out / 'model_fp32.onnx').exists()   # only the export
     # the test entry point picks the runtime by the file's suffix
@@ -147,10 +163,32 @@ def test_fake_runtime_in_the_tools_help(fake, name):
     text = parser.format_help()
     assert 'fakert (Fake RT)' in ' '.join(text.split()), text
     if name == 'quantize.py':
-        assert "riddle: the fake runtime's own statistic" in ' '.join(
-            text.split()), text
-        parser.parse_args(['c.py', 'k.pth', 'out', '--backend', 'fakert',
-                           '--calib-method', 'riddle'])
+        words = ' '.join(text.split())
+        assert "riddle: the fake runtime's own statistic" in words, text
+        # its own setting: a flag with its choices, help and default
+        assert '--riddle {sphinx,bilbo} Fake RT: which riddle the fake ' \
+            'runtime tells (default sphinx).' in words, text
+        args = parser.parse_args(['c.py', 'k.pth', 'out', '--backend',
+                                  'fakert', '--calib-method', 'riddle',
+                                  '--riddle', 'bilbo'])
+        from repseg.apis import QuantizeSettings
+        s = QuantizeSettings.of(vars(args), backends=args.backend)
+        assert s.runtime_options['riddle'] == 'bilbo'
+        assert fake.options_of(s.quant_options) == FakeOptions('bilbo')
+
+
+def test_fake_runtime_setting_is_checked(fake):
+    """Its setting's values are checked, and a non-default one without the
+    runtime is refused (one line each, before any data is read)."""
+    from repseg.apis import QuantizeSettings, UsageError
+    with pytest.raises(UsageError, match="Fake RT: riddle='gollum' is not "
+                       "a value of this setting: give 'sphinx' or 'bilbo'"):
+        QuantizeSettings(backends=('fakert', ), runtime_options=dict(
+            riddle='gollum')).check()
+    with pytest.raises(UsageError, match="riddle='bilbo' is a setting of "
+                       "Fake RT: add backend='fakert' or leave it out"):
+        QuantizeSettings(runtime_options=dict(riddle='bilbo')).check()
+    QuantizeSettings(runtime_options=dict(riddle='sphinx')).check()
 
 
 def test_a_runtime_that_is_no_runtime_is_refused():

@@ -1,14 +1,15 @@
 """One resize for an input of another size than a fixed-size file takes
 (issue 35): inference (numpy, :func:`repseg.infer.predict.forward`) and
-quantize's mIoU (torch, :class:`repseg.deploy.forward.ResizedForward`)
-both run :func:`repseg.deploy.runtimes.resize.fixed_size_forward`, and
-give the same logits."""
+quantize's and tools/test.py's mIoU (torch,
+:class:`repseg.deploy.forward.TorchForward` of a fixed-size file) both
+run :func:`repseg.deploy.runtimes.resize.fixed_size_forward`, and give the
+same logits."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from repseg.deploy.forward import ResizedForward, TorchForward
+from repseg.deploy.forward import TorchForward
 from repseg.deploy.onnx import to_onnx
 from repseg.deploy.runtimes import get_runtime
 from repseg.infer.predict import EXACT, RESIZED, forward
@@ -27,6 +28,7 @@ def model(tmp_path_factory):
     path = str(tmp_path_factory.mktemp('resize') / 'net.onnx')
     to_onnx(net, torch.randn(1, 3, *FIXED), path)
     loaded = get_runtime('onnxruntime').load(path, threads=1)
+    assert tuple(loaded.info.input_size) == FIXED
     yield loaded
     loaded.close()
 
@@ -37,7 +39,7 @@ def test_infer_and_quantize_resize_alike(model, size):
         (1, 3) + size).astype(np.float32)
     ours, how = forward(x, model, FIXED)
     assert how == (EXACT if size == FIXED else RESIZED)
-    theirs = ResizedForward(TorchForward(model), FIXED)(torch.from_numpy(x))
+    theirs = TorchForward(model)(torch.from_numpy(x))
     assert isinstance(theirs, torch.Tensor)
     assert ours.shape == tuple(theirs.shape) == (1, 5) + size
     # the same function: the same float32 logits (tolerance 1e-6)
@@ -54,7 +56,7 @@ def test_infer_and_quantize_resize_alike(model, size):
 def test_a_batch_is_resized_image_by_image(model):
     x = np.random.default_rng(2).standard_normal(
         (2, 3, 40, 36)).astype(np.float32)
-    both = ResizedForward(TorchForward(model), FIXED)(torch.from_numpy(x))
+    both = TorchForward(model)(torch.from_numpy(x))
     for i in range(2):
         np.testing.assert_allclose(both[i:i + 1].numpy(),
                                    forward(x[i:i + 1], model, FIXED)[0],

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from repseg.apis import load_cfg
-from repseg.deploy import build_fused, build_segmentor, export_model
+from repseg.deploy import (ExportSettings, build_fused, build_segmentor,
+                           export_model)
 from repseg.deploy.onnx import to_onnx
 from repseg.deploy.runtimes import (ControlSet, QuantOptions, get_runtime,
                                     runtime_of_file)
@@ -67,7 +68,8 @@ def test_ir_export_equals_pytorch(checkpoint, tmp_path, decoder):
         torch.save(dict(state_dict=randomize_bn_(
             build_segmentor(cfg), seed=13).state_dict()), ckpt)
     out = str(tmp_path / 'm.xml')
-    r = export_model(cfg, ckpt, out, (128, 256), backend='openvino')
+    r = export_model(cfg, ckpt, out, ExportSettings(
+        input_size=(128, 256), dynamic_shape=False, backend='openvino'))
     assert r['files'] == [out, str(tmp_path / 'm.bin')]
     assert all(osp.isfile(f) for f in r['files'])
     assert r['relative'] <= 1e-4 and r['argmax_agreement'] >= 0.9999
@@ -111,8 +113,9 @@ def test_export_tool_writes_ir_and_reports(checkpoint, tmp_path):
 
 def test_ir_without_its_weights_is_one_clear_error(checkpoint, tmp_path):
     out = str(tmp_path / 'm.xml')
-    export_model(load_cfg(DEMO_CONFIG), checkpoint, out, (64, 64),
-                 backend='openvino', verify=False)
+    export_model(load_cfg(DEMO_CONFIG), checkpoint, out, ExportSettings(
+        input_size=(64, 64), dynamic_shape=False, backend='openvino',
+        verify=False))
     os.remove(out[:-4] + '.bin')
     with pytest.raises(BackendError, match=r"m\.bin' must lie next to it"):
         OV.load(out)
@@ -122,8 +125,9 @@ def test_ir_without_its_weights_is_one_clear_error(checkpoint, tmp_path):
 def test_bf16_on_a_cpu_without_it_is_refused_not_run_as_fp32(checkpoint,
                                                              tmp_path):
     out = str(tmp_path / 'm.xml')
-    export_model(load_cfg(DEMO_CONFIG), checkpoint, out, (64, 64),
-                 backend='openvino', verify=False)
+    export_model(load_cfg(DEMO_CONFIG), checkpoint, out, ExportSettings(
+        input_size=(64, 64), dynamic_shape=False, backend='openvino',
+        verify=False))
     if 'bf16' in OV.precisions():
         model = OV.load(out, 'bf16')
         assert model.info.precision == 'bf16'
@@ -255,8 +259,9 @@ def test_int8_compiles_and_runs_at_every_export_size(checkpoint, tmp_path,
         checkpoint = str(tmp_path / 'upernet.pth')
         torch.save(dict(state_dict=randomize_bn_(
             build_segmentor(cfg), seed=14).state_dict()), checkpoint)
-    export_model(cfg, checkpoint, fp32, shape, backend='openvino',
-                 verify=False)
+    export_model(cfg, checkpoint, fp32, ExportSettings(
+        input_size=shape, dynamic_shape=False, backend='openvino',
+        verify=False))
     int8 = str(tmp_path / 'm_int8.xml')
     OV.quantize(fp32, int8, _calib(shape, 2))
     q = OV.load(int8, 'int8')
@@ -390,7 +395,8 @@ def test_onnxruntime_has_no_accuracy_control(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_openvino_rows_side_by_side(checkpoint, tmp_path):
-    """tools/benchmark.py --backend openvino onnxruntime --int8 --bf16: one
+    """tools/benchmark.py --backend openvino onnxruntime --int8 --dtype fp32
+    bf16: one
     line per runtime and precision with what really ran; OpenVINO bf16
     only where the CPU has it (else a note, never an fp32 run called
     bf16)."""
@@ -399,7 +405,8 @@ def test_benchmark_openvino_rows_side_by_side(checkpoint, tmp_path):
     proc = subprocess.run(
         [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'),
          DEMO_CONFIG, checkpoint, '--shape', '128', '256', '--backend',
-         'openvino', 'onnxruntime', '--int8', '--bf16', '--warmup', '1',
+         'openvino', 'onnxruntime', '--int8', '--dtype', 'fp32', 'bf16',
+         '--warmup', '1',
          '--iters', '1', '--repeat', '1', '--no-flops', '--out', str(out)],
         capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

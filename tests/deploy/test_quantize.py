@@ -40,7 +40,8 @@ def test_calibration_inputs(synthetic_root, tmp_path):
 
 def quantize_onnx(fp32, int8, inputs, reduce_range=False):
     return get_runtime('onnxruntime').quantize(
-        fp32, int8, inputs, QuantOptions(reduce_range=reduce_range))
+        fp32, int8, inputs,
+        QuantOptions(runtime_options=dict(reduce_range=reduce_range)))
 
 
 def test_calibration_never_uses_control_or_evaluation_images(
@@ -150,7 +151,7 @@ def test_without_vnni_only_7_bit_weights_give_the_vnni_result(tmp_path):
 def saturation_note(isa, reduce_range):
     """ONNX Runtime's note for INT8 figures on a CPU of ``isa``."""
     notes = get_runtime('onnxruntime').notes(
-        isa, QuantOptions(reduce_range=reduce_range))
+        isa, QuantOptions(runtime_options=dict(reduce_range=reduce_range)))
     return notes[0] if notes else ''
 
 
@@ -196,7 +197,8 @@ def test_a_tools_list_of_defaults_is_no_setting_of_another_runtime():
     ok = QuantizeSettings.of(dict(backends=['onnxruntime'],
                                   ignored_types=['MatMul']))
     assert [r.name for r in ok.check()] == ['onnxruntime']
-    assert ok.quant_options.ignored_types == ('MatMul', )
+    assert get_runtime('openvino').options_of(
+        ok.quant_options).ignored_types == ('MatMul', )
     with pytest.raises(UsageError, match='ignored_types.*is a setting of '
                        'OpenVINO: add backend=.openvino.'):
         QuantizeSettings.of(dict(backends=['onnxruntime'],

@@ -26,13 +26,14 @@ def tool(name, *args):
 @pytest.fixture(scope='module')
 def int8(synthetic_root, tmp_path_factory):
     """(config, checkpoint, INT8 .xml, INT8 .onnx) of the demo model,
-    quantized at 64x64 (the test loop runs 64x128)."""
+    quantized as files of one size, 64x64 (the test loop runs 64x128)."""
     tmp = tmp_path_factory.mktemp('mistakes')
     path, ckpt, cfg = random_model(synthetic_root, tmp, 'demo')
     out = tmp / 'q'
     quantize(cfg, ckpt, str(out), QuantizeSettings(
         backends=('onnxruntime', 'openvino'), input_size=(64, 64),
-        calib_images=2, repeat=1, sensitivity_images=0))
+        dynamic_shape=False, calib_images=2, repeat=1,
+        sensitivity_images=0))
     return path, ckpt, str(out / 'model_int8.xml'), \
         str(out / 'model_int8.onnx'), out
 

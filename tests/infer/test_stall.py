@@ -8,77 +8,31 @@ import sys
 import threading
 import time
 
-import cv2
-import numpy as np
-
-from repseg.deploy.runtimes import RunInfo
-from repseg.errors import StalledError
-from repseg.infer.engine import (InferSettings, Network, Summary, _Watch,
-                                 plan, run)
-from repseg.infer.outputs import DONE
-from repseg.infer.recipe import Recipe
+from repseg.infer.driver import Watch
+from repseg.infer.engine import InferSettings, Summary, plan, run
+from tests.infer import stuck
 from tests.utils import ROOT
-
-
-def _folder(tmp_path):
-    d = tmp_path / 'photos'
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ('a', 'b', 'c'):
-        cv2.imwrite(str(d / f'{name}.png'),
-                    rng.integers(0, 255, (16, 24, 3), np.uint8))
-    return str(d)
 
 
 def test_an_image_that_never_finishes_ends_the_run_with_its_name(tmp_path):
     release = threading.Event()
-
-    def network(x):
-        if x[0, 0, 0, 0] == STUCK:   # the second image's first pixel
-            release.wait()
-        return np.zeros((1, 2) + x.shape[-2:], np.float32)
-
-    folder = _folder(tmp_path)
-    STUCK = float(cv2.imread(osp.join(folder, 'b.png'))[0, 0, 0])
-    net = Network(run=network, recipe=Recipe(classes=['x', 'y'],
-                                             palette=[[0, 0, 0],
-                                                      [255, 255, 255]]),
-                  info=RunInfo(runtime='onnxruntime', file='m_int8.onnx',
-                               precision='int8', mode='throughput',
-                               requests=2),
-                  identity=dict(file='m_int8.onnx'))
+    net = stuck.network(release=release)
+    folder = stuck.folder(tmp_path / 'photos')
     settings = InferSettings(stall_timeout=1.0, quiet=True)
     sources, total = plan([folder], settings)
     out = str(tmp_path / 'out')
-    caught = []
-
-    def whole_run():   # on a thread: a run that never ends fails the test
-        try:
-            list(run(net, sources, total, out, settings, Summary()))
-        except Exception as e:  # noqa: B902
-            caught.append(e)
-
-    start = time.perf_counter()
-    runner = threading.Thread(target=whole_run, daemon=True)
-    runner.start()
-    runner.join(30)
-    took = time.perf_counter() - start
-    release.set()
-    assert not runner.is_alive(), 'the run waited for the stuck image'
-    assert len(caught) == 1 and isinstance(caught[0], StalledError), caught
-    message = str(caught[0])
-    assert 'b.png' in message and 'ONNX Runtime' in message, message
-    assert 'int8' in message and 'm_int8.onnx' in message, message
-    assert 'stall_timeout=' in message, message   # the setting to raise
+    try:
+        error, took = stuck.stall(lambda: list(run(
+            net, sources, total, out, settings, Summary())), deadline=30)
+    finally:
+        release.set()
+    stuck.names_the_image(str(error))
     assert 1.0 <= took < 10, took
-    with open(osp.join(out, DONE)) as f:
-        done = f.read().split()
-    assert 'a' in done and 'b' not in done   # finished stays finished
-    assert osp.isfile(osp.join(out, 'labels', 'a.png'))
+    stuck.finished_stays_finished(out)
 
 
 def test_the_limit_grows_with_the_slowest_image():
-    watch = _Watch(timeout=0.5)
+    watch = Watch(timeout=0.5)
     assert watch.limit() == 0.5
     watch.call(lambda item: time.sleep(0.05), object())
     assert 20 * 0.05 <= watch.limit() < 20 * 0.5

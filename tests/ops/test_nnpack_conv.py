@@ -254,22 +254,3 @@ def test_small_inputs_run_pytorchs_conv(monkeypatch):
         calls.clear()
         x = torch.randn(1, 2 * cg, mside // 2, mside)     # too small
         assert torch.equal(fast(x), dilated(x)) and calls == []
-
-
-def test_former_fast_names_are_deprecated_aliases():
-    """The NNPACK path's former "fast" names work for one release, each
-    with a DeprecationWarning naming the new one."""
-    import importlib
-    import sys
-
-    import repseg.ops as ops
-    conv = nn.Conv2d(8, 8, 3, padding=1).eval()
-    with pytest.warns(DeprecationWarning, match='use repseg.ops.'
-                      'use_nnpack_convs'):
-        same = ops.use_fast_convs(conv, 'native')
-    with pytest.warns(DeprecationWarning, match='count_nnpack_convs'):
-        assert ops.count_fast_convs(same) == (0, 1)
-    sys.modules.pop('repseg.ops.fast_conv', None)
-    with pytest.warns(DeprecationWarning, match='repseg.ops.nnpack_conv'):
-        old = importlib.import_module('repseg.ops.fast_conv')
-    assert old.NNPACKConv2d is ops.NNPACKConv2d

@@ -33,8 +33,6 @@ def _cases(tmp):
         'test.py': ([DEMO_CONFIG, none + '.pth'], 'does not exist'),
         'convert.py': ([DEMO_CONFIG, none + '.pth', str(tmp / 'o.pth')],
                        'does not exist'),
-        'export_onnx.py': ([DEMO_CONFIG, none + '.pth',
-                            str(tmp / 'o.onnx')], 'does not exist'),
         'export.py': ([DEMO_CONFIG, none + '.pth', str(tmp / 'o.xml')],
                       'does not exist'),
         'benchmark.py': ([DEMO_CONFIG, '--shape', '8'], 'not supported'),
@@ -50,7 +48,7 @@ def _cases(tmp):
 
 
 @pytest.mark.parametrize('tool', [
-    'train.py', 'test.py', 'convert.py', 'export_onnx.py', 'export.py',
+    'train.py', 'test.py', 'convert.py', 'export.py',
     'benchmark.py', 'quantize.py', 'check_dataset.py',
     'convert_cityscapes.py', 'demo.py', 'dev/cpu_isa.py'
 ])

@@ -1,6 +1,7 @@
 """Every tool explains itself: its whole docstring as the description,
 a whole sentence for every argument, and mmseg's flags where mmseg's tools
 have them."""
+import argparse
 import glob
 import os.path as osp
 import re
@@ -26,15 +27,14 @@ def test_every_tool_and_argument_has_whole_sentences(path):
     mod = tool_module(path)
     parser = mod.build_parser()
     # the description is the whole docstring (of the module that builds
-    # the parser: tools/export_onnx.py is tools/export.py's old name), its
-    # first paragraph whole
+    # the parser), its first paragraph whole
     owner = sys.modules.get(mod.build_parser.__module__, mod)
     assert parser.description.strip() == owner.__doc__.strip()
     first = parser.description.strip().split('\n\n')[0]
     assert first.rstrip().endswith(('.', ':')), first
     for action in parser._actions:
-        if action.dest == 'help':
-            continue
+        if action.dest == 'help' or action.help == argparse.SUPPRESS:
+            continue   # hidden flags (a worker's own) need no help
         name = '/'.join(action.option_strings) or action.dest
         text = (action.help or '').strip()
         assert text, f'{osp.basename(path)}: {name} has no help'

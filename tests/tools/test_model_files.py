@@ -10,7 +10,8 @@ import onnx
 import pytest
 import torch
 
-from repseg.deploy import build_segmentor, config_input_size, export_model
+from repseg.deploy import (ExportSettings, build_segmentor,
+                           config_input_size, export_model)
 from repseg.errors import UsageError
 from repseg.testing import randomize_bn_
 from tests.utils import (CONFIG_DIR, DEMO_CONFIG, ROOT, load_cfg,
@@ -58,24 +59,25 @@ def test_config_input_size_follows_the_config(demo):
 
 
 def test_export_default_size_records_the_model_and_tests(demo, tmp_path):
-    """No --shape: the file takes the size the test loop runs, records
-    what it is (in the file and its .json), and tools/test.py evaluates it
-    with its config."""
+    """No --shape, a whole-image config: the file is traced and verified at
+    the size the test loop runs and at another, takes any size (its
+    record has no input size), records what it is (in the file and its
+    .json), and tools/test.py evaluates it with its config."""
     path, ckpt, _ = demo
     out = str(tmp_path / 'm.onnx')
     proc = tool('export.py', path, ckpt, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f'on a {DEMO_SIZE[0]}x{DEMO_SIZE[1]} input' in proc.stdout
+    assert f'on {DEMO_SIZE[0]}x{DEMO_SIZE[1]} and ' in proc.stdout
     proto = onnx.load(out)
-    dims = [d.dim_value for d in
+    dims = [d.dim_param for d in
             proto.graph.input[0].type.tensor_type.shape.dim[2:]]
-    assert tuple(dims) == DEMO_SIZE
+    assert dims == ['height', 'width']
     record = json.loads({p.key: p.value
                          for p in proto.metadata_props}['repseg'])
     assert record['backbone'] == 'RepVGG-A0'
     assert record['decode_head'] == 'PSPHead'
     assert record['num_classes'] == 19 and len(record['classes']) == 19
-    assert record['input_size'] == list(DEMO_SIZE)
+    assert record['input_size'] is None
     assert record['config'] == 'demo.py'
     with open(str(tmp_path / 'm.json')) as f:
         assert json.load(f)['model'] == record
@@ -87,7 +89,8 @@ def test_export_default_size_records_the_model_and_tests(demo, tmp_path):
 def test_test_refuses_a_file_of_another_size(demo, tmp_path):
     path, ckpt, cfg = demo
     out = str(tmp_path / 'small.onnx')
-    export_model(cfg, ckpt, out, (64, 64), verify=False)
+    export_model(cfg, ckpt, out, ExportSettings(
+        input_size=(64, 64), dynamic_shape=False, verify=False))
     line = one_error_line(tool('test.py', path, out))
     assert 'takes 64x64 inputs' in line, line
     assert 'runs 64x128 ones' in line, line
@@ -103,8 +106,9 @@ def test_test_refuses_a_file_of_another_model(demo, synthetic_root, tmp_path,
     _, other_ckpt, other_cfg = _config(synthetic_root, tmp_path, 'other.py',
                                        5)
     out = str(tmp_path / ('o.onnx' if backend == 'onnxruntime' else 'o.xml'))
-    export_model(other_cfg, other_ckpt, out, DEMO_SIZE, verify=False,
-                 backend=backend)
+    export_model(other_cfg, other_ckpt, out, ExportSettings(
+        input_size=DEMO_SIZE, dynamic_shape=False, verify=False,
+        backend=backend))
     line = one_error_line(tool('test.py', path, out))
     assert 'is RepVGG-A0 + PSPHead, 5 classes (exported from other.py)' \
         in line, line
@@ -120,7 +124,8 @@ def test_test_refuses_a_file_of_another_backbone(demo, synthetic_root,
     _, ckpt, cfg = _config(synthetic_root, tmp_path, 'a1.py', options={
         'model.backbone.arch': 'A1', 'model.auxiliary_head.in_channels': 256})
     out = str(tmp_path / 'a1.onnx')
-    export_model(cfg, ckpt, out, DEMO_SIZE, verify=False)
+    export_model(cfg, ckpt, out, ExportSettings(
+        input_size=DEMO_SIZE, dynamic_shape=False, verify=False))
     line = one_error_line(tool('test.py', path, out))
     assert 'is RepVGG-A1 + PSPHead, 19 classes (exported from a1.py)' \
         in line, line
@@ -134,13 +139,15 @@ def test_record_survives_quantization(demo, tmp_path):
     x = [torch.randn(1, 3, *DEMO_SIZE).numpy()]
     for name, suffix in (('onnxruntime', '.onnx'), ('openvino', '.xml')):
         fp32 = str(tmp_path / (name + suffix))
-        export_model(cfg, ckpt, fp32, DEMO_SIZE, verify=False, backend=name)
+        export_model(cfg, ckpt, fp32, ExportSettings(
+            input_size=DEMO_SIZE, dynamic_shape=False, verify=False,
+            backend=name))
         rt = get_runtime(name)
         int8 = str(tmp_path / (name + '_int8' + suffix))
         rt.quantize(fp32, int8, x)
         info = rt.load(int8).info
         assert info.precision == 'int8'
-        assert info.record['backbone'] == 'RepVGG-A0', name
+        assert info.record.backbone == 'RepVGG-A0', name
         assert info.input_size == list(DEMO_SIZE), name
 
 

@@ -354,7 +354,7 @@ def test_unsafe_checkpoint_refused_on_every_path(trained, evil_checkpoint,
                       str(tmp_path / 't'), check=False), marker)
     _refused(run_tool('convert.py', path, evil, str(tmp_path / 'f.pth'),
                       check=False), marker)
-    _refused(run_tool('export_onnx.py', path, evil,
+    _refused(run_tool('export.py', path, evil,
                       str(tmp_path / 'f.onnx'), check=False), marker)
     _refused(run_tool('quantize.py', path, evil, str(tmp_path / 'q'),
                       check=False), marker)
@@ -494,11 +494,8 @@ def test_quantize_tool_int8_model_evaluated_and_timed(trained, tmp_path):
         assert _miou(proc.stdout + proc.stderr) == pytest.approx(
             runs[name]['metrics']['mIoU'], abs=0.02)
     # refuses to overwrite; too many calibration images is one error
-    # (the old spelling --out OUT still works, with a deprecation note)
-    proc = run_tool('quantize.py', path, ckpt, '--out', str(out),
-                    check=False)
+    proc = run_tool('quantize.py', path, ckpt, str(out), check=False)
     assert proc.returncode != 0 and '--force' in proc.stderr
-    assert 'note: --out OUT is deprecated' in proc.stderr
     proc = run_tool('quantize.py', path, ckpt, str(tmp_path / 'x'),
                     '--calib-images', '500', check=False)
     assert proc.returncode != 0
@@ -522,7 +519,7 @@ def test_quantize_with_7_bit_weights_on_an_avx2_cpu(trained, tmp_path):
     out = tmp_path / 'q7'
     proc = run_as_isa('avx2', sys.executable,
                       osp.join(ROOT, 'tools', 'quantize.py'), path, ckpt,
-                      '--out', str(out), '--calib-images', '4',
+                      str(out), '--calib-images', '4',
                       '--repeat', '1', '--reduce-range')
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '| ONNX Runtime INT8 (QDQ, per-channel, 7-bit weights, minmax) ' \

@@ -13,12 +13,12 @@ line in :data:`_REGISTRY` (or, from outside repseg,
 """
 import dataclasses
 import importlib
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ...errors import UsageError, opt
 from .base import (DEFAULT_CALIB_METHOD, MODES, PRECISIONS, ControlSet,
                    QuantOptions, RunInfo, Runtime, RuntimeModel,
-                   default_threads)
+                   RuntimeOptions, default_threads, option)
 from .record import SCHEMA, ModelRecord, Recipe, read_record
 
 #: --backend NAME -> 'module:Class' of its runtime (or the class itself)
@@ -116,12 +116,14 @@ def select_runtimes(names: Sequence[str],
     ``options``, or a UsageError for a setting that fits none of them
     (checked before any data is read): a calibration statistic one of them
     lacks, accuracy control without a runtime that has it, a runtime's own
-    setting (e.g. ONNX Runtime's ``reduce_range``) without that runtime."""
+    setting (e.g. ONNX Runtime's ``reduce_range``) without that runtime,
+    a value one of them does not take."""
     runtimes = [get_runtime(n) for n in dict.fromkeys(names)]
     if not runtimes:
         raise UsageError(f'name at least one {opt("backend", None)}')
     if options is None:
         return runtimes
+    _check_runtime_options(runtimes, options.runtime_options)
     for r in runtimes:
         r.check_options(options_for(r, options))
     if options.max_drop is not None:
@@ -137,32 +139,67 @@ def select_runtimes(names: Sequence[str],
         if not 0 <= options.max_drop <= 100:
             raise UsageError(f'{opt("max_drop", options.max_drop)} is in '
                              'mIoU points: give a value from 0 to 100')
-    chosen = {type(r) for r in runtimes}
-    for name in runtime_names():
-        cls = runtime_class(name)
-        for field, default in cls.own_options.items():
-            value = getattr(options, field)
-            if isinstance(value, list):   # a tool's nargs value
-                value = tuple(value)
-            if cls not in chosen and value != default and not any(
-                    field in c.own_options for c in chosen):
-                raise UsageError(
-                    f'{opt(field, value)} is a setting of {cls.label}: add '
-                    f'{opt("backend", cls.name)} or leave it out')
     return runtimes
 
 
-def options_for(runtime: Runtime, options: QuantOptions) -> QuantOptions:
-    """``options`` as ``runtime`` reads them: other runtimes' own settings
-    at their defaults, accuracy control only where it has it."""
-    reset = {}
+def _check_runtime_options(runtimes: Sequence[Runtime],
+                           values: Mapping[str, Any]) -> None:
+    """Refuse a runtime setting no registered runtime has, and a
+    non-default one that none of ``runtimes`` has."""
+    settings = runtime_settings()
+    for name, value in (values or {}).items():
+        if name not in settings:
+            raise UsageError(
+                f'{opt(name, value)} is no runtime\'s setting: the '
+                f'runtimes\' own settings are {", ".join(settings)}')
+        field, owners = settings[name]
+        value = tuple(value) if isinstance(value, list) else value
+        if value != field.default and not any(
+                name in _names(r.own_options) for r in runtimes):
+            raise UsageError(
+                f'{opt(name, value)} is a setting of '
+                f'{" and ".join(c.label for c in owners)}: add '
+                + ' or '.join(opt('backend', c.name) for c in owners)
+                + ' or leave it out')
+
+
+def _names(own_options: type) -> List[str]:
+    return [f.name for f in own_options.settings()]
+
+
+def runtime_settings() -> Dict[str, Tuple[dataclasses.Field, List[type]]]:
+    """Every registered runtime's own quantization settings by name:
+    ``(field, [runtime classes that have it])`` (the field of the first
+    that declares it: its default, ``metadata['help']``, ``choices``,
+    ``flag``), in registration order; the tools' flags and the reports'
+    settings lines are made from it."""
+    out: Dict[str, Tuple[dataclasses.Field, List[type]]] = {}
     for name in runtime_names():
-        for field, default in runtime_class(name).own_options.items():
-            if field not in runtime.own_options:
-                reset[field] = default
-    if not runtime.accuracy_control:
-        reset['max_drop'] = None
-    return dataclasses.replace(options, **reset)
+        cls = runtime_class(name)
+        for f in cls.own_options.settings():
+            out.setdefault(f.name, (f, []))[1].append(cls)
+    return out
+
+
+def runtime_setting_values(values: Optional[Mapping[str, Any]] = None
+                           ) -> Dict[str, Any]:
+    """``{name: value}`` of every registered runtime's own settings:
+    ``values`` where given, else the default (JSON types: lists)."""
+    values = values or {}
+    return {n: list(v) if isinstance(v, tuple) else v
+            for n, (f, _) in runtime_settings().items()
+            for v in [values.get(n, f.default)]}
+
+
+def options_for(runtime: Runtime, options: QuantOptions) -> QuantOptions:
+    """``options`` as ``runtime`` reads them: only its own settings
+    (:meth:`~.base.Runtime.options_of`), accuracy control only where it
+    has it."""
+    own = set(_names(runtime.own_options))
+    return dataclasses.replace(
+        options, runtime_options={k: v for k, v in (
+            options.runtime_options or {}).items() if k in own},
+        max_drop=options.max_drop if runtime.accuracy_control else None)
 
 
 __all__ = ['DEFAULT_RUNTIME', 'PRECISIONS', 'MODES', 'DEFAULT_CALIB_METHOD',
@@ -170,4 +207,6 @@ __all__ = ['DEFAULT_RUNTIME', 'PRECISIONS', 'MODES', 'DEFAULT_CALIB_METHOD',
            'default_threads', 'register_runtime', 'unregister_runtime',
            'runtime_names', 'runtime_class', 'get_runtime', 'runtime_of_file',
            'runtime_label', 'calibration_methods', 'select_runtimes',
-           'options_for', 'ModelRecord', 'Recipe', 'SCHEMA', 'read_record']
+           'options_for', 'runtime_settings', 'runtime_setting_values',
+           'RuntimeOptions', 'option', 'ModelRecord', 'Recipe', 'SCHEMA',
+           'read_record']

@@ -27,7 +27,7 @@ import concurrent.futures
 import dataclasses
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -82,11 +82,82 @@ def default_threads() -> int:
     return available_cpus()
 
 
+def option(default: Any, help: str, choices: Optional[Sequence] = None,
+           flag: Optional[str] = None, metavar: Optional[str] = None):
+    """One of a runtime's own quantization settings: a field of its
+    :class:`RuntimeOptions` dataclass (``Runtime.own_options``) with its
+    default, a one-sentence ``help`` (the tools' ``--help`` and the
+    report say it), the values it takes (``choices``, checked when the
+    options are made), the tools' ``flag`` where it is not ``--NAME``
+    (e.g. ``'--full-bias-correction'`` for a switch that is on by default)
+    and the ``metavar`` of a list's items."""
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, choices=tuple(choices) if choices else None, flag=flag,
+        metavar=metavar))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeOptions:
+    """A runtime's own quantization settings, one field per setting (made
+    with :func:`option`): the base of ``Runtime.own_options``, which has
+    none. Every setting is checked when the object is made (a value not
+    in its ``choices``, a wrong type: :class:`UsageError`); lists become
+    tuples."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            kind = type(f.default)
+            ok = f.default is None or (
+                isinstance(value, kind) if kind is not float else
+                isinstance(value, (int, float)))
+            choices = f.metadata.get('choices')
+            if not ok or (choices and (
+                    value not in choices if not isinstance(value, tuple)
+                    else not set(value) <= set(choices))):
+                want = (' or '.join(map(repr, choices)) if choices else
+                        f'a {kind.__name__}')
+                raise UsageError(f'{opt(f.name, value)} is not a value of '
+                                 f'this setting: give {want}')
+
+    @classmethod
+    def settings(cls) -> List[dataclasses.Field]:
+        """The settings (dataclass fields: ``name``, ``default``,
+        ``metadata['help']`` ...)."""
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any],
+           owner: str = '') -> 'RuntimeOptions':
+        """The settings of ``values`` (a mapping of any runtimes'
+        settings by name) that are this runtime's; the others are left
+        at their defaults. ``owner`` (the runtime's label) starts the
+        message of a bad value."""
+        try:
+            return cls(**{f.name: values[f.name] for f in cls.settings()
+                          if f.name in values})
+        except UsageError as e:
+            if not owner:
+                raise
+            raise UsageError(f'{owner}: {e.args[0]}') from None
+
+    def to_dict(self) -> dict:
+        """``{name: value}`` (tuples as lists, as JSON has them)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+
 @dataclasses.dataclass
 class QuantOptions:
-    """Post-training quantization settings; each runtime reads the ones it
-    has and :meth:`Runtime.check_options` refuses the ones it has not
-    (before any data is read).
+    """Post-training quantization settings: what every runtime has, and
+    each runtime's own settings by name (``runtime_options``), which it
+    reads as its typed ``Runtime.own_options`` object
+    (:meth:`Runtime.options_of`); :func:`repseg.deploy.runtimes
+    .select_runtimes` refuses, before any data is read, a setting that
+    fits none of the runtimes.
 
     Args:
         calib_method (str): the calibration statistic of the activation
@@ -96,28 +167,19 @@ class QuantOptions:
             'mean_minmax' (the mean over inputs of each input's extremes:
             NNCF's own default, which clips the rarer large activations),
             'entropy' and 'percentile' (ONNX Runtime).
-        reduce_range (bool): 7-bit weights (ONNX Runtime; for CPUs without
-            VNNI, whose U8S8 kernels saturate int16 pair sums).
-        preset (str): NNCF's preset: 'performance' (symmetric activations
-            and weights) or 'mixed' (asymmetric activations).
-        fast_bias_correction (bool): NNCF's fast bias correction (True,
-            its default) or the full one (slower, sometimes more accurate).
-        ignored_types (tuple): operation types NNCF leaves in float. The
-            default keeps the exact adaptive pooling products of PSPNet's
-            pyramid (MatMul) in float: quantized, OpenVINO cannot compile
-            them at sizes whose bins are unequal ("No suitable
-            implementations"); they are not convolutions.
         max_drop (float or None): the largest mIoU drop (points, 0-100) on
             the control set that accuracy control may leave (runtimes with
             ``accuracy_control``: they keep the layers that cost most in
             float until the drop is within it).
+        runtime_options (dict): the runtimes' own settings by name (e.g.
+            ONNX Runtime's ``reduce_range``, OpenVINO's ``preset``: each
+            runtime's ``own_options`` lists its own, with defaults and
+            help); a setting left out has its default.
     """
     calib_method: str = DEFAULT_CALIB_METHOD
-    reduce_range: bool = False
-    preset: str = 'performance'
-    fast_bias_correction: bool = True
-    ignored_types: Sequence[str] = ('MatMul', )
     max_drop: Optional[float] = None
+    runtime_options: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -281,9 +343,12 @@ class Runtime:
     #: whether :meth:`quantize` honours ``QuantOptions.max_drop`` with a
     #: :class:`ControlSet`
     accuracy_control: bool = False
-    #: ``QuantOptions`` fields only this runtime reads -> their defaults
-    #: (any other runtime refuses a non-default value of them)
-    own_options: Dict[str, object] = {}
+    #: its own quantization settings: a frozen dataclass subclassing
+    #: :class:`RuntimeOptions` (fields made with :func:`option`: name,
+    #: default, help, choices), read with :meth:`options_of`; the tools
+    #: make their flags, the report its lines from it. A non-default value
+    #: of a setting no runtime of a run has is refused
+    own_options: type = RuntimeOptions
     #: whether :meth:`load` takes ``labels=True`` (the class map computed in
     #: the graph beside the logits: :meth:`RuntimeModel.argmax`)
     argmax_in_graph: bool = False
@@ -310,11 +375,19 @@ class Runtime:
                     'scripts/install.sh)') from None
         return mods[0] if mods else None
 
+    def options_of(self, options: Optional[QuantOptions] = None
+                   ) -> RuntimeOptions:
+        """This runtime's own settings in ``options`` (its
+        :attr:`own_options` object; defaults for the ones not given)."""
+        values = options.runtime_options if options is not None else {}
+        return self.own_options.of(values or {}, self.label)
+
     def check_options(self, options: QuantOptions) -> None:
-        """Refuse a calibration statistic or accuracy control this
-        runtime's quantizer has not, with one line, before any data is
-        read (another runtime's own options are reset for this one by
-        :func:`repseg.deploy.runtimes.options_for`)."""
+        """Refuse a calibration statistic, accuracy control or a value of
+        its own settings this runtime's quantizer has not, with one line,
+        before any data is read (another runtime's own settings are left
+        out for this one by :func:`repseg.deploy.runtimes.options_for`)."""
+        self.options_of(options)
         method = options.calib_method
         if method not in self.calibration_methods:
             raise UsageError(
@@ -426,6 +499,7 @@ def count_by(values: Sequence[str]) -> Dict[str, int]:
 
 
 __all__ = ['PRECISIONS', 'MODES', 'DEFAULT_CALIB_METHOD', 'QuantOptions',
+           'RuntimeOptions', 'option',
            'ControlSet', 'RunInfo', 'RuntimeModel', 'Runtime', 'count_by',
            'available_cpus', 'default_threads', 'SE_NODES', 'log',
            'read_record', 'static_size']

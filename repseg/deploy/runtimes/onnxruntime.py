@@ -14,8 +14,8 @@ import numpy as np
 from ...errors import BackendError, UsageError
 from ...ops.cpu import seen_isa
 from .base import (RECORD_KEY, SE_NODES, ControlSet, QuantOptions, RunInfo,
-                   Runtime, RuntimeModel, default_threads, read_record,
-                   static_size)
+                   Runtime, RuntimeModel, RuntimeOptions, default_threads,
+                   option, read_record, static_size)
 
 #: calibration methods -> onnxruntime's CalibrationMethod names
 _CALIBRATION = dict(minmax='MinMax', entropy='Entropy',
@@ -24,6 +24,14 @@ _CALIBRATION = dict(minmax='MinMax', entropy='Entropy',
 _QUANT_OPS = {'QuantizeLinear', 'DequantizeLinear', 'QLinearConv',
               'ConvInteger', 'MatMulInteger', 'QLinearMatMul'}
 _LAYER_OPS = {'Conv', 'MatMul', 'Gemm'}
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxRuntimeOptions(RuntimeOptions):
+    """ONNX Runtime's own quantization settings."""
+    reduce_range: bool = option(
+        False, '7-bit weights, for CPUs without VNNI (AVX2, AVX-512 without '
+        'VNNI), whose U8S8 kernels saturate int16 sums.')
 
 
 def session(path: str, threads: Optional[int] = None):
@@ -106,19 +114,19 @@ class OnnxRuntime(Runtime):
         minmax='the extremes over all calibration images',
         entropy='the range that keeps the most information',
         percentile='a high percentile of the values')
-    own_options = dict(reduce_range=False)
+    own_options = OnnxRuntimeOptions
     argmax_in_graph = True
 
     def quant_label(self, options: QuantOptions) -> str:
-        return 'QDQ, per-channel' + (', 7-bit weights' if
-                                     options.reduce_range else '') + \
-            f', {options.calib_method}'
+        return 'QDQ, per-channel' + (', 7-bit weights' if self.options_of(
+            options).reduce_range else '') + f', {options.calib_method}'
 
     def notes(self, isa: str, options: QuantOptions) -> List[str]:
         """On a CPU whose label has no VNNI, ONNX Runtime's U8S8 kernels
         add pairs of products in saturating int16: say so (unless
         ``reduce_range`` avoids it)."""
-        if options.reduce_range or 'VNNI' in seen_isa(isa):
+        if self.options_of(options).reduce_range or \
+                'VNNI' in seen_isa(isa):
             return []
         return [f'note: this CPU ({isa}) has no VNNI: ONNX Runtime adds '
                 'U8S8 products in saturating int16 pairs here, so the INT8 '
@@ -184,7 +192,8 @@ class OnnxRuntime(Runtime):
                 prepared, out, Reader(), quant_format=QuantFormat.QDQ,
                 nodes_to_exclude=se,
                 per_channel=True, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, reduce_range=o.reduce_range,
+                weight_type=QuantType.QInt8,
+                reduce_range=self.options_of(o).reduce_range,
                 calibrate_method=getattr(CalibrationMethod,
                                          _CALIBRATION[o.calib_method]))
         finally:
@@ -272,5 +281,5 @@ class OnnxRuntime(Runtime):
         return super().missing(precision)
 
 
-__all__ = ['OnnxRuntime', 'session', 'float_layers', 'shape_products',
-           'throughput_streams']
+__all__ = ['OnnxRuntime', 'OnnxRuntimeOptions', 'session', 'float_layers',
+           'shape_products', 'throughput_streams']

@@ -13,18 +13,20 @@ or INT8 request is compiled with f32 float parts).
 What ran is read back from the compiled model's runtime graph (per-node
 ``runtimePrecision`` and ``primitiveType``), not from the request.
 """
+import dataclasses
 import os
 import os.path as osp
 import queue
 import threading
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 from ...errors import BackendError, UsageError
 from .base import (RECORD_KEY, ControlSet, QuantOptions, RunInfo, Runtime,
-                   SE_NODES, RuntimeModel, available_cpus, count_by,
-                   default_threads, log, read_record, static_size)
+                   RuntimeOptions, SE_NODES, RuntimeModel, available_cpus,
+                   count_by, default_threads, log, option, read_record,
+                   static_size)
 
 #: runtime-graph layer types that are convolutions or matrix products
 _LAYERS = {'Convolution', 'GroupConvolution', 'Deconvolution', 'MatMul',
@@ -39,6 +41,23 @@ PRESETS = ('performance', 'mixed')
 #: (RepVGG seed 0) gave 96.19% argmax agreement with fp32 against 97.68%
 #: with 'minmax' (docs/deployment.md has the table).
 _CALIBRATION = dict(minmax='MINMAX', mean_minmax='MEAN_MINMAX')
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenVINOOptions(RuntimeOptions):
+    """OpenVINO's own quantization settings (NNCF's)."""
+    preset: str = option(
+        PRESETS[0], "NNCF's preset: symmetric activations and weights "
+        '(performance) or asymmetric activations (mixed).', choices=PRESETS)
+    fast_bias_correction: bool = option(
+        True, "NNCF's bias correction: the fast one (the default), or with "
+        'its flag the full one (slower, sometimes more accurate).',
+        flag='--full-bias-correction')
+    ignored_types: Sequence[str] = option(
+        ('MatMul', ), 'Operation types NNCF leaves in float: by default '
+        "the exact adaptive pooling products of PSPNet's pyramid (quantized, "
+        'OpenVINO cannot compile them at sizes whose bins are unequal); give '
+        'none to quantize everything.', metavar='TYPE')
 
 
 _TABLES = threading.Lock()
@@ -147,15 +166,15 @@ class OpenVINO(Runtime):
         mean_minmax="the mean of each image's extremes, NNCF's own default")
     accuracy_control = True
     supported_precisions = ('fp32', 'bf16', 'int8')
-    own_options = dict(preset='performance', fast_bias_correction=True,
-                       ignored_types=('MatMul', ))
+    own_options = OpenVINOOptions
     argmax_in_graph = True
 
     def __init__(self):
         self._core = None
 
     def quant_label(self, options: QuantOptions) -> str:
-        label = f'NNCF, {options.preset} preset, {options.calib_method}'
+        label = (f'NNCF, {self.options_of(options).preset} preset, '
+                 f'{options.calib_method}')
         if options.max_drop is not None:
             label += f', accuracy control <= {options.max_drop:g} mIoU'
         return label
@@ -353,13 +372,8 @@ class OpenVINO(Runtime):
         set (absolute mIoU drop). Returns ``file`` and, with accuracy
         control, the control set's name and fp32 / INT8 mIoU."""
         o = options or QuantOptions()
-        if o.preset not in PRESETS:
-            raise UsageError(f'NNCF preset must be one of {PRESETS}, got '
-                             f'{o.preset!r}')
         self.check_options(o)
-        if o.reduce_range:
-            raise UsageError('reduce_range (7-bit weights) is an ONNX '
-                             'Runtime option; NNCF chooses per CPU itself')
+        own = self.options_of(o)
         if o.max_drop is not None and control is None:
             raise UsageError('accuracy control needs a control set')
         if not inputs:
@@ -380,12 +394,12 @@ class OpenVINO(Runtime):
         ranges = getattr(RangeEstimatorParametersSet,
                          _CALIBRATION[o.calib_method])
         kwargs = dict(
-            preset=getattr(nncf.QuantizationPreset, o.preset.upper()),
+            preset=getattr(nncf.QuantizationPreset, own.preset.upper()),
             subset_size=len(inputs),
-            fast_bias_correction=o.fast_bias_correction,
+            fast_bias_correction=own.fast_bias_correction,
             # the squeeze-and-excitations stay in float (SE_NODES)
             ignored_scope=nncf.IgnoredScope(
-                types=list(o.ignored_types), patterns=[f'.*{SE_NODES}.*'],
+                types=list(own.ignored_types), patterns=[f'.*{SE_NODES}.*'],
                 validate=False))
         advanced = AdvancedQuantizationParameters(
             activations_range_estimator_params=ranges)
@@ -425,4 +439,5 @@ def _record_and_size(model, path: str = '') -> tuple:
     return record, size
 
 
-__all__ = ['OpenVINO', 'runtime_layers', 'ran_precision', 'PRESETS']
+__all__ = ['OpenVINO', 'OpenVINOOptions', 'runtime_layers', 'ran_precision',
+           'PRESETS']

@@ -112,9 +112,9 @@ def _names(cls) -> set:
 def _refuse(what: str) -> UsageError:
     from ...version import __version__
     return UsageError(f'this model file\'s record {what}, which repseg '
-                     f'{__version__} (record schema {SCHEMA}) cannot read: '
-                     'upgrade repseg, or export the model again with this '
-                     'one')
+                      f'{__version__} (record schema {SCHEMA}) cannot read: '
+                      'upgrade repseg, or export the model again with this '
+                      'one')
 
 
 @dataclasses.dataclass
@@ -217,23 +217,6 @@ class ModelRecord:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
-
-    # dict-style reading, as callers read the record when it was a dict:
-    # the file form (to_dict), the recipe with its input size
-    def _view(self) -> dict:
-        d = self.to_dict()
-        if self.recipe is not None:
-            d['recipe'] = self.recipe.to_dict()
-        return d
-
-    def __getitem__(self, key: str):
-        return self._view()[key]
-
-    def get(self, key: str, default=None):
-        return self._view().get(key, default)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._view()
 
 
 def read_record(text: Optional[str], path: str = ''

@@ -3,8 +3,8 @@
 model file takes (:func:`fixed_size_forward`): the normalized input resized
 to the file's size (bilinear), its logits resized back (bilinear, as
 ``torch.nn.functional.interpolate(..., align_corners=False)``). Inference
-(:func:`repseg.infer.predict.forward`) and the torch adapter quantize's
-mIoU runs through (:class:`repseg.deploy.forward.ResizedForward`) both call
+(:func:`repseg.infer.predict.forward`) and the torch adapter of a runtime
+model (:class:`repseg.deploy.forward.TorchForward`: quantize, test) both call
 it. numpy and OpenCV (imported when used), no torch."""
 from typing import Callable, Optional, Sequence, Tuple
 

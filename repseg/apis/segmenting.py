@@ -1,5 +1,6 @@
 # Copyright (c) repseg contributors. All rights reserved.
-"""Inference on a user's images, folders and videos (tools/infer.py)."""
+"""Inference on a user's images, folders and videos (tools/infer.py):
+:func:`infer` (``repseg.apis.infer``)."""
 from typing import Optional, Sequence
 
 from ..infer import InferSettings, Segmenter

@@ -45,12 +45,12 @@ def test_exported(cfg: Config, path: str, check: bool = True) -> dict:
     runs is refused (:func:`repseg.deploy.check_belongs`)."""
     from ..deploy.build import build_segmentor
     from ..deploy.evaluate import evaluate
-    from ..deploy.forward import load_forward
+    from ..deploy.forward import load_forward, with_forward
     from ..deploy.record import check_belongs, config_input_size
     from ..deploy.runtimes import runtime_label
-    model = build_segmentor(cfg).eval()
-    model.encode_decode = load_forward(path)
-    info = model.encode_decode.info
+    forward = load_forward(path)
+    info = forward.info
+    model = with_forward(build_segmentor(cfg).eval(), forward)
     check_belongs(path, info, cfg, None)
     if check:
         check_data(cfg, loaders=('test_dataloader', ))

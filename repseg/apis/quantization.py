@@ -1,11 +1,13 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """INT8 deployment in one call (tools/quantize.py), in four stages:
 
-1. prepare: the fused model, calibration inputs from train images, the
-   INT8 repair (:mod:`repseg.quant.equalize`), the ONNX export, per-layer
-   sensitivity and the control set of accuracy control;
-2. quantize: every runtime asked for makes and loads its fp32 (bf16 where
-   it has it) and INT8 models (:func:`repseg.deploy.runs.make_runs`);
+1. prepare: the fused model, calibration inputs from train images and
+   the control set of accuracy control;
+2. quantize: the INT8 pipeline the benchmark runs too
+   (:func:`repseg.quant.pipeline.make_int8_models`: the repair, the ONNX
+   export, and every runtime's fp32 (bf16 where it has it) and INT8 models
+   made and loaded; the fp32 export is kept where a runtime's fp32 file is
+   it), then the per-layer sensitivity;
 3. evaluate: every model (PyTorch fp32 and each runtime's) on the test set
    in one pass, and timed side by side
    (:func:`repseg.ops.timing.time_interleaved`);
@@ -26,28 +28,28 @@ from mmengine.logging import print_log
 from ..deploy.build import (SegForward, build_fused, check_shape,
                             refuse_overwrite)
 from ..deploy.evaluate import agreement, evaluate, miou
-from ..deploy.forward import ResizedForward, TorchForward, with_forward
-from ..deploy.onnx import ExportSettings, export_model
+from ..deploy.forward import TorchForward, with_forward
+from ..deploy.onnx import ExportSettings, dynamic_by_default, export_model
 from ..deploy.record import config_input_size
-from ..deploy.runs import Int8Request, RuntimeRun, make_runs
+from ..deploy.runs import RuntimeRun
 from ..deploy.runtimes import (DEFAULT_CALIB_METHOD, DEFAULT_RUNTIME,
                                ControlSet, QuantOptions, Runtime,
-                               options_for, select_runtimes)
+                               options_for, runtime_setting_values,
+                               runtime_settings, select_runtimes)
 from ..errors import UsageError, opt
 from ..ops.cpu import cpu_vector_isa
 from ..ops.nnpack_conv import use_nnpack_convs
 from ..ops.timing import contention_note, time_interleaved
 from ..quant.calibration import (calibration_set, check_calibration_count,
                                  control_batches, split_train)
-from ..quant.equalize import check_equalize, equalization_lines, equalize_
+from ..quant.equalize import check_equalize, equalization_lines
+from ..quant.pipeline import Int8Job, make_int8_models
 from ..quant.report import PYTORCH, markdown, save_per_class_png
 from ..quant.sensitivity import layer_sensitivity
 from ..settings import Settings
 from .checks import check_data
 
 REFERENCE = 'pytorch_fp32'
-#: the intermediate fp32 ONNX export, kept where a runtime's fp32 file is it
-_EXPORT = 'model_fp32.onnx'
 
 
 @dataclasses.dataclass
@@ -60,19 +62,24 @@ class QuantizeSettings(QuantOptions, Settings):
         input_size (sequence of int or None): (H, W), or one side, of the
             INT8 files (with ``dynamic_shape``: of the calibration inputs);
             default: the size the config's test loop runs.
-        dynamic_shape (bool): the files take any H and W (the export's
-            ``dynamic_shape``); calibration still runs at ``input_size``.
+        dynamic_shape (bool or None): the files take any H and W (the
+            export's ``dynamic_shape``); calibration still runs at
+            ``input_size``. None (default): dynamic for a whole-image
+            config, fixed for a sliding-window one
+            (:func:`repseg.deploy.onnx.dynamic_by_default`).
         calib_images (int): train images to calibrate on.
         calib_pipeline (str): 'train' (the config's train pipeline: its
             random transforms, as the model saw in training) or 'test'.
         seed (int): the seed of the calibration images and transforms.
-        calib_method, reduce_range, preset, fast_bias_correction,
-        ignored_types, max_drop: the runtimes' settings, inherited from
-            :class:`~repseg.deploy.runtimes.QuantOptions` (defaults
-            included); accuracy control (``max_drop``, mIoU points) runs on
-            a control set of ``control_images`` train images held out from
-            calibration (default: a quarter of the train split, at most
-            50), never test images.
+        calib_method, max_drop, runtime_options: the runtimes' settings,
+            inherited from :class:`~repseg.deploy.runtimes.QuantOptions`
+            (``runtime_options``: each runtime's own settings by name,
+            e.g. ``dict(preset='mixed')``; :meth:`of` also takes them
+            flat, as the tools' flags give them); accuracy control
+            (``max_drop``, mIoU points) runs on a control set of
+            ``control_images`` train images held out from calibration
+            (default: a quarter of the train split, at most 50), never
+            test images.
         equalize (str): the exact repair of the fused model before export
             ('activation', the default, 'cle' or 'off').
         sensitivity_images (int): calibration inputs on which the report
@@ -83,7 +90,7 @@ class QuantizeSettings(QuantOptions, Settings):
     """
     backends: Sequence[str] = (DEFAULT_RUNTIME, )
     input_size: Optional[Sequence[int]] = None
-    dynamic_shape: bool = False
+    dynamic_shape: Optional[bool] = None
     calib_images: int = 64
     calib_pipeline: str = 'train'
     seed: int = 0
@@ -94,13 +101,22 @@ class QuantizeSettings(QuantOptions, Settings):
     force: bool = False
     allow_unsafe: bool = False
 
+    @classmethod
+    def of(cls, options: dict, **overrides) -> 'QuantizeSettings':
+        """Settings from a mapping that may hold other keys too (a tool's
+        ``vars(args)``), the runtimes' own settings flat in it (as the
+        tools' flags give them) or in ``runtime_options``; ``overrides``
+        win."""
+        own = {k: v for k, v in options.items() if k in runtime_settings()}
+        own.update(options.get('runtime_options') or {})
+        return super().of(options, **{'runtime_options': own, **overrides})
+
     @property
     def quant_options(self) -> QuantOptions:
         """The runtimes' part of the settings."""
-        return QuantOptions(**{
-            f.name: tuple(v) if isinstance(v, list) else v
-            for f in dataclasses.fields(QuantOptions)
-            for v in [getattr(self, f.name)]})
+        return QuantOptions(calib_method=self.calib_method,
+                            max_drop=self.max_drop,
+                            runtime_options=dict(self.runtime_options))
 
     def check(self) -> List[Runtime]:
         """Every option checked once, before any data is read; returns the
@@ -143,6 +159,7 @@ class _Prepared:
     sensitivity: list
     control: Optional[ControlSet]
     dynamic: bool = False            # the files take any input size
+    export: str = ''                 # the fp32 ONNX export
 
 
 def _files(out_dir: str, runtimes: Sequence[Runtime]) -> dict:
@@ -157,9 +174,12 @@ def _files(out_dir: str, runtimes: Sequence[Runtime]) -> dict:
 
 
 def _prepare(cfg: Config, checkpoint: str, out_dir: str,
-             s: QuantizeSettings) -> _Prepared:
-    """The fused model, calibration inputs, repair, export, sensitivity
-    and control set."""
+             runtimes: Sequence[Runtime], s: QuantizeSettings,
+             log: Callable[[str], None]) -> tuple:
+    """The fused model, calibration inputs and control set, then the INT8
+    pipeline (repair, export, every runtime's models:
+    :func:`repseg.quant.pipeline.make_int8_models`) and the per-layer
+    sensitivity; returns the :class:`_Prepared` stage and the runs."""
     model = build_fused(copy.deepcopy(cfg), checkpoint, s.allow_unsafe)
     # the control set is held out of the train split; counts are checked
     # before anything long runs
@@ -171,47 +191,54 @@ def _prepare(cfg: Config, checkpoint: str, out_dir: str,
     test_size = config_input_size(cfg)
     size = check_shape(s.input_size) if s.input_size is not None else \
         test_size
-    print_log(f'calibrating on {s.calib_images} train images '
-              f'({s.calib_pipeline} pipeline, seed {s.seed})',
-              logger='current')
+    log(f'calibrating on {s.calib_images} train images '
+        f'({s.calib_pipeline} pipeline, seed {s.seed})')
     inputs, calib_files = calibration_set(cfg, model, s.calib_images, size,
                                           s.seed, s.calib_pipeline, pool)
-    deployed = copy.deepcopy(model) if s.equalize != 'off' else model
-    equalization = equalize_(deployed, inputs, s.equalize)
-    print_log(' '.join(equalization_lines(equalization)), logger='current')
-    export_model(cfg, None, osp.join(out_dir, _EXPORT), ExportSettings(
-        input_size=size, dynamic_shape=s.dynamic_shape, force=True,
-        verify=False), model=deployed)
+    control = _control_set(cfg, model, control_idx)
+
+    dynamic = dynamic_by_default(cfg, s.dynamic_shape)
+
+    def export(segmentor, path):
+        export_model(cfg, None, path, ExportSettings(
+            input_size=size, dynamic_shape=dynamic, force=True,
+            verify=False), model=segmentor)
+
+    made = make_int8_models(model, export, out_dir, Int8Job(
+        runtimes, inputs, options=s.quant_options, control=control,
+        equalize=s.equalize, pattern='model_{precision}'), log)
+    log(' '.join(equalization_lines(made.equalization)))
     sensitivity = []
     if s.sensitivity_images:
-        print_log(f'per-layer INT8 sensitivity on {s.sensitivity_images} '
-                  'calibration input(s)', logger='current')
-        sensitivity = layer_sensitivity(deployed,
+        log(f'per-layer INT8 sensitivity on {s.sensitivity_images} '
+            'calibration input(s)')
+        sensitivity = layer_sensitivity(made.segmentor,
                                         inputs[:s.sensitivity_images])
-    control = None
-    if control_idx:
-        control = ControlSet(
-            items=control_batches(cfg, control_idx),
-            name=f'{len(control_idx)} train images held out of calibration '
-            '(test pipeline)',
-            metric=lambda m, items: miou(with_forward(
-                model, TorchForward(m) if s.dynamic_shape else
-                ResizedForward(TorchForward(m), size)), cfg, items))
     return _Prepared(model, size, tuple(test_size), inputs, calib_files,
-                     equalization, sensitivity, control, s.dynamic_shape)
+                     made.equalization, sensitivity, control,
+                     dynamic, made.export), made.runs
 
 
-def _quantize_runtimes(out_dir: str, runtimes: Sequence[Runtime],
-                       p: _Prepared, s: QuantizeSettings,
-                       log: Callable[[str], None]) -> List[RuntimeRun]:
-    """Every runtime's models, each precision it runs here loaded (a
-    precision it has on other CPUs only is a note)."""
-    runs = []
-    for r in runtimes:   # every precision the runtime has
-        runs += make_runs(osp.join(out_dir, _EXPORT), out_dir,
-                          'model_{precision}', [r], r.supported_precisions,
-                          Int8Request(p.inputs, s.quant_options, p.control),
-                          log=log)
+def _control_set(cfg: Config, model, control_idx: list
+                 ) -> Optional[ControlSet]:
+    """The held-out train images of accuracy control, scored by the mIoU
+    of the fused model with a runtime's forward (None: no control set; a
+    file of one size runs each image resized to it: TorchForward)."""
+    if not control_idx:
+        return None
+    return ControlSet(
+        items=control_batches(cfg, control_idx),
+        name=f'{len(control_idx)} train images held out of calibration '
+        '(test pipeline)',
+        metric=lambda m, items: miou(with_forward(model, TorchForward(m)),
+                                     cfg, items))
+
+
+def _finish_runs(out_dir: str, runs: List[RuntimeRun], p: _Prepared,
+                 s: QuantizeSettings, log: Callable[[str], None]) -> None:
+    """The runs evaluated at the test loop's size where the files have
+    another, the INT8 files' description, the export removed where no
+    runtime's file is it."""
     if p.dynamic:
         log(f'note: the files take inputs of any size (dynamic H/W; '
             f'calibrated at {p.size[0]}x{p.size[1]}): every row runs each '
@@ -221,8 +248,6 @@ def _quantize_runtimes(out_dir: str, runtimes: Sequence[Runtime],
             f'test loop runs {p.test_size[0]}x{p.test_size[1]} ones: the '
             "runtimes' rows are evaluated with each input resized to the "
             "files' size and its logits back")
-        for run in runs:
-            run.forward = ResizedForward(run.forward, p.size)
     # the INT8 files' description: the fp32 export's, for INT8
     with open(osp.join(out_dir, 'model_fp32.json')) as f:
         spec = json.load(f)
@@ -231,10 +256,9 @@ def _quantize_runtimes(out_dir: str, runtimes: Sequence[Runtime],
         equalize=s.equalize))
     with open(osp.join(out_dir, 'model_int8.json'), 'w') as f:
         json.dump(spec, f, indent=2)
-    if not any(osp.samefile(r.file, osp.join(out_dir, _EXPORT))
+    if not any(osp.samefile(r.file, p.export)
                for r in runs if osp.exists(r.file)):
-        os.remove(osp.join(out_dir, _EXPORT))   # only the runtimes' input
-    return runs
+        os.remove(p.export)   # only the runtimes' input
 
 
 def _time(fns: dict, x: torch.Tensor, repeat: int) -> tuple:
@@ -327,10 +351,8 @@ def _report(cfg: Config, checkpoint: str, files: dict, p: _Prepared,
         backends=list(dict.fromkeys(s.backends)),
         calibration=dict(images=s.calib_images, method=s.calib_method,
                          split='train', pipeline=s.calib_pipeline,
-                         seed=s.seed, reduce_range=s.reduce_range,
-                         preset=s.preset,
-                         fast_bias_correction=s.fast_bias_correction,
-                         ignored_types=list(s.ignored_types),
+                         seed=s.seed,
+                         **runtime_setting_values(s.runtime_options),
                          files=p.calib_files),
         equalization=p.equalization, sensitivity=p.sensitivity,
         evaluation=dict(split='test',
@@ -374,7 +396,6 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     refuse_overwrite([files[k] for k in own] + [
         f for r in runtimes for q in ('fp32', 'int8')
         for f in r.files(files[f'{r.name}_{q}'])], s.force)
-    prepared = _prepare(cfg, checkpoint, out_dir, s)
     notes = []
 
     def log(message: str) -> None:
@@ -382,7 +403,8 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
         if message.startswith('note: '):
             notes.append(message[len('note: '):])
 
-    runs = _quantize_runtimes(out_dir, runtimes, prepared, s, log)
+    prepared, runs = _prepare(cfg, checkpoint, out_dir, runtimes, s, log)
+    _finish_runs(out_dir, runs, prepared, s, log)
     for r in runtimes:
         for note in r.notes(cpu_vector_isa(),
                             options_for(r, s.quant_options)):
@@ -391,4 +413,8 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
     return _report(cfg, checkpoint, files, prepared, evaluated, notes, s)
 
 
-__all__ = ['quantize', 'QuantizeSettings', 'check_options']
+#: the Markdown of a quantization result (what quantize.md holds)
+quantize_report = markdown
+
+__all__ = ['quantize', 'QuantizeSettings', 'check_options',
+           'quantize_report']

@@ -1,0 +1,89 @@
+# Copyright (c) repseg contributors. All rights reserved.
+"""``repseg-serve``'s command line (``tools/serve.py`` is the same): the
+parser and ``main``; any :class:`~repseg.errors.RepsegError` is one
+``error:`` line (exit status 1)."""
+import argparse
+import os
+import sys
+
+DOC = """Serve a repseg model over HTTP: POST an image to /segment, get its
+label map PNG (the bytes tools/infer.py writes), its overlay or JSON.
+
+  repseg-serve deploy/model_int8.xml --port 8000
+  curl -s --data-binary @a.png -H 'Content-Type: image/png' \\
+      http://127.0.0.1:8000/segment -o a_labels.png
+  REPSEG_API_KEY=secret repseg-serve m.onnx --host 0.0.0.0 --queue 8
+"""
+
+
+def serve_parser(doc: str = DOC, prog=None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('model', metavar='MODEL',
+                   help='A deployed file (.onnx, .xml) or a config (.py) '
+                   'with --checkpoint.')
+    p.add_argument('--checkpoint', help="The config's checkpoint.")
+    p.add_argument('--config', help='The config a deployed file was '
+                   'exported from, for files that do not record their '
+                   'inference recipe.')
+    p.add_argument('--host', default='127.0.0.1',
+                   help='The address to bind (default 127.0.0.1: this '
+                   'machine only; 0.0.0.0 for every interface).')
+    p.add_argument('--port', type=int, default=8000,
+                   help='The TCP port (default 8000).')
+    p.add_argument('--queue', type=int, metavar='N',
+                   help='Requests admitted beyond those the runtime runs at '
+                   'once (default: twice those); past them 503 with '
+                   'Retry-After at once.')
+    p.add_argument('--timeout', type=float, default=30.0, metavar='SECONDS',
+                   help='Time limit of a request (default 30; 504 past it).')
+    p.add_argument('--max-body', type=int, default=20 * 2**20,
+                   metavar='BYTES', help='Largest request body (default '
+                   '20 MiB; 413 past it).')
+    p.add_argument('--max-pixels', type=int, default=40_000_000,
+                   metavar='N', help="Most pixels an image's header may "
+                   'claim (default 40 million; 413 past it, not decoded).')
+    p.add_argument('--api-key', help='A key every request but /health and '
+                   '/ready must carry (Authorization: Bearer KEY); default: '
+                   'the REPSEG_API_KEY environment variable (not shown in '
+                   'ps), else none.')
+    p.add_argument('--threads', type=int,
+                   help="The runtime's threads in all (default: every CPU "
+                   'this process may use).')
+    p.add_argument('--mode', choices=['throughput', 'latency'],
+                   default='throughput', help='Several requests in the '
+                   'runtime at once (throughput, the default) or one with '
+                   'every thread (latency).')
+    p.add_argument('--cache-dir', help='OpenVINO: a folder for compiled '
+                   'models (the next start is faster).')
+    p.add_argument('--opacity', type=float, default=0.5,
+                   help='The overlay colours\' opacity (default 0.5).')
+    p.add_argument('--connections', type=int, default=256,
+                   help='Open connections at most (default 256).')
+    return p
+
+
+def serve_args(args) -> None:
+    """Serve what ``args`` (the parsed command line) names."""
+    # OpenCV's own pixel limit too, where cv2 is not imported yet (the
+    # service refuses larger headers itself before decoding)
+    os.environ.setdefault('OPENCV_IO_MAX_IMAGE_PIXELS', str(args.max_pixels))
+    from .server import serve
+    from .settings import ServeSettings
+    serve(args.model, args.checkpoint, args.config,
+          ServeSettings.of(vars(args)))
+
+
+def main(argv=None) -> None:
+    """``repseg-serve``."""
+    parser = serve_parser(prog='repseg-serve')
+    args = parser.parse_args(argv)
+    from ..errors import RepsegError
+    try:
+        serve_args(args)
+    except RepsegError as e:
+        sys.exit(f'error: {e.render(parser)}')
+
+
+__all__ = ['serve_parser', 'serve_args', 'main']
