@@ -9,8 +9,10 @@ deadlocks against the GIL (repseg builds them once at load:
 threads hands one request to two callers (repseg runs every call through
 one pool of requests). Each run is a fresh process (the tables are built
 once per process) loading the file four times, eight threads starting
-together; with either cause put back, a run failed 7 times in 10 (each
-cause alone, 10 runs each), so four runs catch it 99 times in 100."""
+together; with either cause put back, a run failed 7 times in 10 on an
+idle machine (each cause alone, 10 runs each) and 1-4 times in 10 on one
+loaded by a suite run and more (the type-table cause, 26 runs), so eight
+runs catch it 98 times in 100 at 4 in 10."""
 import os.path as osp
 import subprocess
 import sys
@@ -96,7 +98,7 @@ def _runs(path, runtime, times):
 
 
 def test_openvino_calls_from_many_threads_all_return(tiny_ir):
-    _runs(tiny_ir, 'openvino', 4)
+    _runs(tiny_ir, 'openvino', 8)
 
 
 def test_onnxruntime_calls_from_many_threads_all_return(tiny_onnx):
