@@ -35,8 +35,8 @@ setup(
     ],
     extras_require={
         'tests': ['pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'onnx',
-                  'onnxruntime', 'openvino', 'nncf', 'ray[data]', 'psutil'],
-        'ray': ['ray[data]'],
+                  'onnxruntime', 'openvino', 'nncf', 'ray[data,serve]', 'psutil'],
+        'ray': ['ray[data,serve]'],
         'onnx': ['onnx', 'onnxruntime'],
         'openvino': ['onnx', 'openvino', 'nncf'],
         'serve': ['fastapi', 'uvicorn', 'python-multipart', 'httpx'],
