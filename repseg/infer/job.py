@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..deploy.runtimes import RunInfo
+from ..deploy.runtimes import RunInfo, RuntimeModel
 from ..errors import UsageError, opt
 from ..settings import Settings
 from .predict import EXACT
@@ -137,25 +137,35 @@ def file_identity(path: str, **extra) -> dict:
 
 @dataclasses.dataclass
 class Network:
-    """A segmentation network ready for :func:`segment`: ``run`` maps a
-    normalized ``(1, 3, H, W)`` array to logits, ``info`` says what runs,
-    ``recipe`` how images go in and out, ``identity`` what the manifest
-    records of it; ``labels`` (optional) maps it to the class map
-    ``(1, H, W)`` computed by the runtime, used where the logits need no
-    further work (a whole image at the network's own size)."""
-    run: Callable[[np.ndarray], np.ndarray]
-    info: RunInfo
+    """A segmentation network ready for :func:`segment`: ``model`` is the
+    one numpy wrapper of a model that runs (a deployed file's
+    :class:`~repseg.deploy.runtimes.RuntimeModel`, or one the PyTorch path
+    builds around the fused segmentor), ``recipe`` how images go in and
+    out, ``identity`` what the manifest records of it."""
+    model: RuntimeModel
     recipe: Recipe
     identity: dict
-    labels: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+    @property
+    def info(self) -> RunInfo:
+        """What runs (the model's :class:`~repseg.deploy.runtimes.RunInfo`)."""
+        return self.model.info
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The logits of a normalized ``(1, 3, H, W)`` array."""
+        return self.model(x)
+
+    @property
+    def labels(self) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+        """The class map ``(1, H, W)`` computed by the runtime, used where
+        the logits need no further work (a whole image at the network's
+        own size); None where the runtime computes only logits."""
+        return self.model.argmax if self.model.has_labels else None
 
     def close(self) -> None:
-        """Release what the calls hold (e.g. the batching threads of the
+        """Release what the model holds (e.g. the batching threads of the
         PyTorch path); the network is not used afterwards."""
-        for call in (self.run, self.labels):
-            close = getattr(call, 'close', None)
-            if close is not None:
-                close()
+        self.model.close()
 
 
 @dataclasses.dataclass

@@ -8,7 +8,8 @@ the PyTorch path and ``config`` import them when used."""
 import os.path as osp
 from typing import Optional
 
-from ..deploy.runtimes import RunInfo, default_threads, runtime_of_file
+from ..deploy.runtimes import (RunInfo, RuntimeModel, default_threads,
+                               runtime_of_file)
 from ..errors import UsageError, opt
 from .job import InferSettings, Network, file_identity
 from .recipe import Recipe, config_recipe
@@ -123,9 +124,8 @@ def load_network(model: str, checkpoint: Optional[str] = None,
     except Exception:
         loaded.close()
         raise
-    return Network(run=loaded, info=info, recipe=recipe,
-                   identity=file_identity(model, record=_record_dict(info)),
-                   labels=loaded.argmax if loaded.has_labels else None)
+    return Network(model=loaded, recipe=recipe,
+                   identity=file_identity(model, record=_record_dict(info)))
 
 
 def _not_loaded(x):
@@ -147,11 +147,11 @@ def describe_network(model: str, checkpoint: Optional[str] = None,
         from ..deploy.runs import PYTORCH
         from .torch_model import torch_identity
         recipe, _ = config_recipe(model, None)
-        return Network(run=_not_loaded, recipe=recipe,
-                       info=RunInfo(runtime=PYTORCH, file=checkpoint),
-                       identity=torch_identity(model, checkpoint))
+        return Network(model=RuntimeModel(_not_loaded, RunInfo(
+            runtime=PYTORCH, file=checkpoint)), recipe=recipe,
+            identity=torch_identity(model, checkpoint))
     info = runtime.read_info(model)
-    return Network(run=_not_loaded, info=info,
+    return Network(model=RuntimeModel(_not_loaded, info),
                    recipe=_file_recipe(model, info, config),
                    identity=file_identity(model, record=_record_dict(info)))
 

@@ -1,9 +1,10 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """A config and a checkpoint as the network of an inference run: the
 fused segmentor in PyTorch (3x3 convs on NNPACK where it pays on the CPU,
-as the fused-eval hook runs them); in throughput mode the workers' images
-of one size run in batches (:class:`~.batching.Batcher`), torch's own
-threads sharing the cores."""
+as the fused-eval hook runs them), wrapped as the runtimes' models are
+(:class:`~repseg.deploy.runtimes.RuntimeModel`); in throughput mode the
+workers' images of one size run in batches (:class:`~.batching.Batcher`),
+torch's own threads sharing the cores."""
 import os
 
 
@@ -19,7 +20,7 @@ def torch_network(config: str, checkpoint: str, settings,
 
     from ..deploy.build import SegForward, build_fused
     from ..deploy.runs import PYTORCH
-    from ..deploy.runtimes import RunInfo
+    from ..deploy.runtimes import RunInfo, RuntimeModel
     from ..ops.nnpack_conv import resolve_conv_impl, use_nnpack_convs
     from .batching import Batcher
     from .job import Network
@@ -44,14 +45,19 @@ def torch_network(config: str, checkpoint: str, settings,
             ).numpy()
 
     batch = settings.batch_size or (4 if mode == 'throughput' else 1)
+    batchers = []
     if batch > 1:   # the workers' images of one size run together
-        run, labels = Batcher(run, batch), Batcher(labels, batch)
+        run, labels = batchers = [Batcher(run, batch), Batcher(labels, batch)]
+
+    def close():
+        for b in batchers:
+            b.close()
     info = RunInfo(runtime=PYTORCH, file=checkpoint, precision='fp32',
                    kernels=f'PyTorch ({impl} 3x3 convs) on {device}',
                    threads=torch.get_num_threads(), mode=mode,
                    requests=batch)
-    return Network(run=run, info=info, labels=labels, recipe=recipe,
-                   identity=torch_identity(config, checkpoint))
+    return Network(model=RuntimeModel(run, info, close=close, labels=labels),
+                   recipe=recipe, identity=torch_identity(config, checkpoint))
 
 
 __all__ = ['torch_network', 'torch_identity']

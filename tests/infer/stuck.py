@@ -11,7 +11,7 @@ import time
 import cv2
 import numpy as np
 
-from repseg.deploy.runtimes import RunInfo
+from repseg.deploy.runtimes import RunInfo, RuntimeModel
 from repseg.errors import StalledError
 from repseg.infer.job import Network
 from repseg.infer.outputs import DONE
@@ -33,7 +33,7 @@ def network(settings=None, release: threading.Event = None) -> Network:
             release.wait()
         return np.zeros((1, 2) + x.shape[-2:], np.float32)
 
-    return Network(run=run, info=RunInfo(**INFO), identity=dict(
+    return Network(model=RuntimeModel(run, RunInfo(**INFO)), identity=dict(
         file='m_int8.onnx'), recipe=Recipe(classes=['x', 'y'], palette=[
             [0, 0, 0], [255, 255, 255]]))
 

@@ -4,7 +4,7 @@ resize gives them, counted per size."""
 import cv2
 import numpy as np
 
-from repseg.deploy.runtimes import RunInfo
+from repseg.deploy.runtimes import RunInfo, RuntimeModel
 from repseg.infer.engine import InferSettings, Network, Summary, plan, run
 from repseg.infer.recipe import Recipe
 
@@ -19,8 +19,9 @@ def test_the_note_names_the_dynamic_export_and_the_exact_sizes(tmp_path):
                     rng.integers(0, 255, (h, w, 3), np.uint8))
     recipe = Recipe(scale=(64, 32), keep_ratio=True, classes=['x', 'y'],
                     palette=[[0, 0, 0], [9, 9, 9]], input_size=(32, 64))
-    net = Network(run=lambda x: np.zeros((1, 2) + x.shape[-2:], np.float32),
-                  recipe=recipe, info=RunInfo(runtime='onnxruntime'),
+    net = Network(model=RuntimeModel(
+        lambda x: np.zeros((1, 2) + x.shape[-2:], np.float32),
+        RunInfo(runtime='onnxruntime')), recipe=recipe,
                   identity=dict(file='m.onnx'))
     settings = InferSettings(quiet=True)
     sources, total = plan([str(d)], settings)

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from repseg.deploy.runtimes import RunInfo
+from repseg.deploy.runtimes import RunInfo, RuntimeModel
 from repseg.infer.job import Network
 from repseg.infer.recipe import Recipe
 from repseg.serve.service import Service
@@ -47,8 +47,8 @@ def fake_network(requests=1, gate=None, sleep=0.0, fail=False):
         out[0, 1] = x[0, 0] - x[0, 1]
         return out
 
-    net = Network(run=run, info=RunInfo(runtime='fake', file='fake.bin',
-                                        requests=requests),
+    net = Network(model=RuntimeModel(run, RunInfo(
+                      runtime='fake', file='fake.bin', requests=requests)),
                   recipe=Recipe(classes=CLASSES, palette=PALETTE),
                   identity=dict(file='fake.bin'))
     return net, calls
