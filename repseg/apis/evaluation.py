@@ -128,15 +128,14 @@ class TestSettings(Settings):
 
 
 def test(cfg: Config, checkpoint: str,
-         settings: Optional[TestSettings] = None, **keywords) -> dict:
+         settings: Optional[TestSettings] = None) -> dict:
     """Evaluate ``checkpoint`` (a training or a fused deploy checkpoint, or
     an exported ONNX / OpenVINO IR model: :func:`test_exported`) with the
     config's test loop; the FusedEvalHook evaluates the fused model (with
     ``settings.conv_impl`` for its 3x3 convs when given). See
-    :class:`TestSettings` for the options (mmseg's tools/test.py flags);
-    the old keyword call works for one release with a DeprecationWarning.
+    :class:`TestSettings` for the options (mmseg's tools/test.py flags).
     """
-    s = TestSettings.from_keywords('test', settings, keywords)
+    s = settings if settings is not None else TestSettings()
     if not osp.isfile(checkpoint):
         raise UsageError(f'checkpoint {checkpoint!r} does not exist')
     if s.show and not has_display():
