@@ -300,3 +300,21 @@ def test_entry_points_stay_functions_after_their_modules_are_imported():
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_no_two_public_functions_or_classes_share_a_name():
+    """One name, one meaning: no public top-level function or class of the
+    package has the name of another module's. ``main`` of the command-line
+    modules (console-script entry points, by convention) is the one
+    exception."""
+    import collections
+    where = collections.defaultdict(list)
+    for path in glob.glob(osp.join(ROOT, 'repseg', '**', '*.py'),
+                          recursive=True):
+        for node in ast.parse(open(path).read()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and \
+                    not node.name.startswith('_'):
+                where[node.name].append(osp.relpath(path, ROOT))
+    twice = {name: paths for name, paths in where.items()
+             if len(paths) > 1 and name != 'main'}
+    assert not twice, twice

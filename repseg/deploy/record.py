@@ -142,7 +142,7 @@ def recipe_of(cfg: Config, input_size: Optional[Sequence[int]] = None
         bgr_to_rgb=bool(pre.get('bgr_to_rgb', False)
                         or pre.get('rgb_to_bgr', False)),
         **_test_resize(cfg),
-        mode='slide' if slide else 'whole',
+        slide=slide,
         crop_size=[int(v) for v in test_cfg['crop_size']] if slide else None,
         stride=[int(v) for v in test_cfg['stride']] if slide else None,
         size_divisor=pad.get('size_divisor'),
@@ -153,9 +153,10 @@ def recipe_of(cfg: Config, input_size: Optional[Sequence[int]] = None
         input_size=[int(s) for s in input_size] if input_size else None)
 
 
-def record_of(cfg: Config, shape: Optional[Sequence[int]]) -> ModelRecord:
+def record_of(cfg: Config, input_size: Optional[Sequence[int]]
+              ) -> ModelRecord:
     """The :class:`~.runtimes.record.ModelRecord` of a file exported from
-    ``cfg`` at input size ``shape`` ((H, W), or None for a dynamic H/W),
+    ``cfg`` at ``input_size`` ((H, W), or None for a dynamic H/W),
     with its inference :func:`recipe_of` (whose input size is the
     record's)."""
     head = _head(cfg)
@@ -171,14 +172,14 @@ def record_of(cfg: Config, shape: Optional[Sequence[int]]) -> ModelRecord:
                                 head.get('type'))),
         num_classes=head.get('num_classes'),
         classes=list(meta['classes']) if meta else None,
-        input_size=[int(s) for s in shape] if shape else None,
-        recipe=recipe_of(cfg, shape))
+        input_size=[int(s) for s in input_size] if input_size else None,
+        recipe=recipe_of(cfg, input_size))
 
 
-def model_record(cfg: Config, shape: Optional[Sequence[int]]) -> dict:
+def model_record(cfg: Config, input_size: Optional[Sequence[int]]) -> dict:
     """:func:`record_of` as written into a file (JSON-ready:
     :meth:`~.runtimes.record.ModelRecord.to_dict`)."""
-    return record_of(cfg, shape).to_dict()
+    return record_of(cfg, input_size).to_dict()
 
 
 def _describe(record: ModelRecord) -> str:
@@ -187,17 +188,17 @@ def _describe(record: ModelRecord) -> str:
 
 
 def check_belongs(path: str, info: RunInfo, cfg: Config,
-                  size: Optional[Sequence[int]]) -> None:
+                  input_size: Optional[Sequence[int]]) -> None:
     """Refuse the model file ``path`` (loaded: ``info`` holds its
     ``record`` and ``input_size``) for evaluation with ``cfg``, whose test
-    loop runs inputs of ``size``: another model (backbone, decoder, number
-    of classes) or another input size. Files without a record (exported
-    elsewhere) are checked for their size only; ``size`` None checks the
-    model only."""
+    loop runs inputs of ``input_size``: another model (backbone, decoder,
+    number of classes) or another input size. Files without a record
+    (exported elsewhere) are checked for their size only; ``input_size``
+    None checks the model only."""
     record = info.record
     name = osp.basename(cfg.filename) if cfg.filename else 'this config'
     if record:
-        mine = record_of(cfg, size)
+        mine = record_of(cfg, input_size)
         if any(getattr(record, k) != getattr(mine, k) for k in IDENTITY):
             raise UsageError(
                 f'{path!r} is {_describe(record)} (exported from '
@@ -205,8 +206,9 @@ def check_belongs(path: str, info: RunInfo, cfg: Config,
                 f'{_describe(mine)}: evaluate it with the config it was '
                 'exported from, or export this config\'s checkpoint')
     have = info.input_size
-    if size is not None and have and tuple(have) != tuple(size):
-        h, w = size
+    if input_size is not None and have and \
+            tuple(have) != tuple(input_size):
+        h, w = input_size
         again = (f'quantize it again at {h}x{w} (tools/quantize.py CONFIG '
                  f'CHECKPOINT OUT: the default size for this config, or '
                  f'--shape {h} {w})' if info.precision == 'int8' else

@@ -12,11 +12,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..deploy.runtimes import RunInfo, RuntimeModel
+from ..deploy.runtimes import MODES, RunInfo, RuntimeModel
 from ..errors import UsageError, opt
 from ..settings import Settings
 from .predict import EXACT
 from .recipe import Recipe
+
+#: a run's modes: the runtimes' (latency, throughput) and 'auto' (throughput
+#: for more than one image)
+INFER_MODES = MODES + ('auto', )
 
 
 @dataclasses.dataclass
@@ -100,9 +104,9 @@ class InferSettings(Settings):
         if not 0 <= self.opacity <= 1:
             raise UsageError(f'{opt("opacity", self.opacity)}: give a value '
                              'from 0 to 1')
-        if self.mode not in ('auto', 'latency', 'throughput'):
+        if self.mode not in INFER_MODES:
             raise UsageError(f'{opt("mode", self.mode)} is not a mode: '
-                             "choose 'latency', 'throughput' or 'auto'")
+                             f'choose {", ".join(map(repr, INFER_MODES))}')
         self.shard_of   # noqa: B018  (checks it)
         if self.threads is not None and self.threads < 1:
             raise UsageError(f'{opt("threads", self.threads)}: give 1 or '

@@ -68,7 +68,8 @@ def _grid(size: int, crop: int, stride: int):
 
 
 def _windows(x: np.ndarray, run: Run, crop: Tuple[int, int],
-             stride: Tuple[int, int], fixed) -> Tuple[np.ndarray, str]:
+             stride: Tuple[int, int], input_size: Optional[Tuple[int, int]]
+             ) -> Tuple[np.ndarray, str]:
     """mmseg's ``slide_inference``: the logits of every window (crop
     ``crop`` every ``stride``) added up and divided by their count."""
     h, w = x.shape[-2:]
@@ -76,7 +77,7 @@ def _windows(x: np.ndarray, run: Run, crop: Tuple[int, int],
     how = EXACT
     for y1, y2 in _grid(h, crop[0], stride[0]):
         for x1, x2 in _grid(w, crop[1], stride[1]):
-            out, k = forward(x[..., y1:y2, x1:x2], run, fixed)
+            out, k = forward(x[..., y1:y2, x1:x2], run, input_size)
             how = k if k != EXACT else how
             if total is None:
                 total = np.zeros((out.shape[1], h, w), np.float32)
@@ -86,22 +87,22 @@ def _windows(x: np.ndarray, run: Run, crop: Tuple[int, int],
     return (total / count)[None], how
 
 
-def forward(x: np.ndarray, run: Run, fixed: Optional[Tuple[int, int]]
+def forward(x: np.ndarray, run: Run, input_size: Optional[Tuple[int, int]]
             ) -> Tuple[np.ndarray, str]:
-    """``run(x)`` for a model of any input size (``fixed`` None), or of the
-    fixed size ``fixed`` (H, W): an input of that size runs as it is; one
-    of another size is resized to it (bilinear) and its logits resized
-    back. Returns the logits and :data:`EXACT` or :data:`RESIZED`.
+    """``run(x)`` for a model of any input size (``input_size`` None), or
+    of the fixed size ``input_size`` (H, W): an input of that size runs as
+    it is; one of another size is resized to it (bilinear) and its logits
+    resized back. Returns the logits and :data:`EXACT` or :data:`RESIZED`.
 
     Resizing is the one way repseg handles a size a fixed-size file cannot
     take (a photo whose shape differs from the size the file was exported
     at, under a whole-image config): on random-weight PSPNets it agreed
     with the exact PyTorch path better than padding or windows of the
     file's size, but only approximately (docs/inference.md has the
-    figures); a dynamic-H/W file (``fixed`` None) runs it exactly. The
+    figures); a dynamic-H/W file (``input_size`` None) runs it exactly. The
     resize is :func:`repseg.deploy.runtimes.resize.fixed_size_forward`,
     the one quantize's mIoU of such a file runs too."""
-    out, resized = fixed_size_forward(x, run, fixed)
+    out, resized = fixed_size_forward(x, run, input_size)
     return out, RESIZED if resized else EXACT
 
 
@@ -113,7 +114,7 @@ def network_logits(x: np.ndarray, run: Run, recipe: Recipe
     if recipe.size_divisor:
         d = recipe.size_divisor
         x = _pad_to(x, -(-h // d) * d, -(-w // d) * d, recipe.pad_val)
-    if recipe.mode == 'slide':
+    if recipe.slide:
         out, how = _windows(x, run, recipe.crop_size, recipe.stride,
                             recipe.input_size)
     else:
@@ -129,7 +130,7 @@ def logits_are_final(x: np.ndarray, img: np.ndarray,
     label map)."""
     h, w = x.shape[-2:]
     d = recipe.size_divisor
-    return (recipe.mode != 'slide' and (h, w) == img.shape[:2]
+    return (not recipe.slide and (h, w) == img.shape[:2]
             and (not d or (h % d == 0 and w % d == 0))
             and (recipe.input_size is None
                  or tuple(recipe.input_size) == (h, w)))

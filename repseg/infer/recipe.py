@@ -36,7 +36,7 @@ def exact_size(recipe: Recipe, w: int, h: int) -> Tuple[int, int]:
     d = recipe.size_divisor
     if d:
         h, w = -(-h // d) * d, -(-w // d) * d
-    if recipe.mode == 'slide':
+    if recipe.slide:
         h, w = min(h, recipe.crop_size[0]), min(w, recipe.crop_size[1])
     return int(h), int(w)
 

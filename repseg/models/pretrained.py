@@ -130,8 +130,8 @@ def block_type_of(state_dict: Dict[str, Tensor]) -> str:
         else 'repvgg'
 
 
-def describe(state_dict: Dict[str, Tensor]
-             ) -> Tuple[tuple, tuple, dict, bool]:
+def layout_of(state_dict: Dict[str, Tensor]
+              ) -> Tuple[tuple, tuple, dict, bool]:
     """(num_blocks of stages 1..4, widths of the 5 stages, group_layers,
     squeeze-and-excitation or not) of a repseg-layout state dict, read from
     the 3x3 kernels and the SE keys."""
@@ -168,7 +168,7 @@ def describe(state_dict: Dict[str, Tensor]
 def arch_name_of(state_dict: Dict[str, Tensor]) -> str:
     """The RepVGG arch name a repseg-layout state dict matches, or a
     description of it."""
-    num_blocks, widths, groups, se = describe(state_dict)
+    num_blocks, widths, groups, se = layout_of(state_dict)
     name = arch_name((num_blocks, widths, groups, se))
     if name is not None:
         return name
@@ -271,7 +271,7 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
     sd = to_repseg_layout(raw, layout)
     found = arch_name_of(sd)
     expected = backbone.arch['name']
-    if describe(sd) != backbone._layout_signature():
+    if layout_of(sd) != backbone._layout_signature():
         raise CheckpointError(
             f'{path!r} holds {found} weights, but the backbone is RepVGG '
             f"{expected!r}: set the backbone's arch to match the file or "
@@ -319,6 +319,6 @@ def load_pretrained(backbone, path: str, logger='current') -> str:
 
 
 __all__ = [
-    'detect_layout', 'to_repseg_layout', 'block_type_of', 'describe',
+    'detect_layout', 'to_repseg_layout', 'block_type_of', 'layout_of',
     'arch_name_of', 'load_pretrained'
 ]

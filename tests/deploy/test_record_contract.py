@@ -55,7 +55,9 @@ def _read(path: str):
 
 def test_the_written_record_is_typed_versioned_and_sized_once(exported):
     path, cfg, out, written = exported
-    assert written['schema'] == SCHEMA == 2
+    assert written['schema'] == SCHEMA == 3
+    assert written['recipe']['slide'] is False and \
+        'mode' not in written['recipe']
     assert written['input_size'] == list(SIZE)
     assert 'input_size' not in written['recipe']   # stored once
     info = _read(out)
@@ -88,12 +90,22 @@ def test_one_input_size():
     assert 'input_size' not in r.to_dict()['recipe']
 
 
+def _mode_recipe(recipe: dict, **extra) -> dict:
+    """A recipe as schemas 1 and 2 wrote it: ``mode`` 'whole' or 'slide'
+    where schema 3 writes ``slide``."""
+    old = {k: v for k, v in recipe.items() if k != 'slide'}
+    return dict(old, mode='slide' if recipe['slide'] else 'whole', **extra)
+
+
 OLD = {
+    # schema 2: the recipe said mode='whole' / 'slide'
+    'schema 2': lambda w: dict(w, schema=2, recipe=_mode_recipe(
+        w['recipe'])),
     # the record of files written before the schema key (the recipe
     # repeated the input size)
     'schema 1 with recipe': lambda w: dict(
         {k: v for k, v in w.items() if k != 'schema'},
-        recipe=dict(w['recipe'], input_size=w['input_size'])),
+        recipe=_mode_recipe(w['recipe'], input_size=w['input_size'])),
     # before the recipe was recorded
     'without recipe': lambda w: {k: v for k, v in w.items()
                                  if k not in ('schema', 'recipe')},
@@ -112,7 +124,7 @@ def test_files_of_older_repseg_load_with_defaults(exported, tmp_path, name):
     f = _with_record(out, str(tmp_path / 'old.onnx'), old)
     info = _read(f)
     record = info.record
-    assert record.schema == 1
+    assert record.schema == old.get('schema', 1)
     assert (record.backbone, record.num_classes, record.input_size) == (
         written['backbone'], written['num_classes'], SIZE)
     for key in ModelRecord.__dataclass_fields__:
@@ -183,3 +195,21 @@ def test_openvino_reads_the_same_record(exported, tmp_path):
     xml = ov.from_onnx(newer, str(tmp_path / 'n.xml'))
     with pytest.raises(UsageError, match='newer repseg'):
         ov.read_info(xml)
+
+
+def test_the_test_mode_of_older_records_reads_as_slide():
+    """Schemas 1 and 2 said ``mode='whole'/'slide'``; schema 3 says
+    ``slide`` (``mode`` means latency or throughput only)."""
+    window = dict(crop_size=[64, 64], stride=[43, 43])
+    for schema, mode, slide in [(2, 'slide', True), (2, 'whole', False),
+                                (1, 'slide', True)]:
+        d = dict(recipe=dict(window, mode=mode))
+        if schema > 1:
+            d['schema'] = schema
+        recipe = ModelRecord.from_dict(d).recipe
+        assert recipe.slide is slide and recipe.crop_size == (64, 64)
+    with pytest.raises(UsageError, match="test mode 'tiles'"):
+        ModelRecord.from_dict(dict(schema=2, recipe=dict(mode='tiles')))
+    # schema 3 knows no recipe key 'mode'
+    with pytest.raises(UsageError, match=r'recipe keys .*\(mode\)'):
+        ModelRecord.from_dict(dict(schema=3, recipe=dict(mode='whole')))

@@ -16,7 +16,10 @@ Schema (the record's ``schema`` key; :data:`SCHEMA` is the one written):
   recipe repeated the input size (``recipe.input_size``), ignored on
   reading; keys the oldest files lack (``block_type``, ``recipe``, ...)
   load as None;
-* 2: the input size once (the record's); the recipe's comes from it.
+* 2: the input size once (the record's); the recipe's comes from it;
+* 3: the recipe says ``slide`` (true or false) where it said ``mode``
+  ('slide' or 'whole'; ``mode`` in repseg means latency or throughput
+  only).
 
 A record of a newer schema, or with a key this repseg does not know, is
 refused with one line (upgrade repseg, or export the file again).
@@ -31,7 +34,7 @@ from ...errors import UsageError
 #: metadata_props, OpenVINO rt_info)
 RECORD_KEY = 'repseg'
 #: the record schema this repseg writes (and the newest it reads)
-SCHEMA = 2
+SCHEMA = 3
 #: recipe keys written by schema 1 that schema 2 no longer writes
 _SCHEMA1_RECIPE_ONLY = ('input_size', )
 
@@ -48,8 +51,9 @@ class Recipe:
             H))``); None: images keep their size.
         keep_ratio (bool): resize as large as fits ``scale`` keeping the
             aspect ratio (mmcv's ``imrescale``), else to ``scale`` exactly.
-        mode (str): 'whole' (one forward per image) or 'slide' (windows of
-            ``crop_size`` every ``stride``, logits averaged).
+        slide (bool): windows of ``crop_size`` every ``stride``, logits
+            averaged (mmseg's ``test_cfg.mode='slide'``); False: one
+            forward per image (``'whole'``).
         crop_size, stride (tuple or None): (H, W) of the sliding window.
         size_divisor (int or None): the test-time padding of the data
             preprocessor (bottom / right, value ``pad_val``).
@@ -65,7 +69,7 @@ class Recipe:
     bgr_to_rgb: bool = False
     scale: Optional[Tuple[int, int]] = None
     keep_ratio: bool = True
-    mode: str = 'whole'
+    slide: bool = False
     crop_size: Optional[Tuple[int, int]] = None
     stride: Optional[Tuple[int, int]] = None
     size_divisor: Optional[int] = None
@@ -80,10 +84,10 @@ class Recipe:
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, tuple(int(v) for v in value))
-        if self.mode not in ('whole', 'slide'):
-            raise UsageError(f"the test mode {self.mode!r} is neither "
-                             "'whole' nor 'slide'")
-        if self.mode == 'slide' and not (self.crop_size and self.stride):
+        if not isinstance(self.slide, bool):
+            raise UsageError(f'slide={self.slide!r}: give True (sliding '
+                             'windows) or False (whole images)')
+        if self.slide and not (self.crop_size and self.stride):
             raise UsageError('sliding-window inference needs crop_size and '
                              'stride (the config\'s model.test_cfg)')
 
@@ -188,6 +192,12 @@ class ModelRecord:
             if schema == 1:   # its own copy of the record's input size
                 for key in _SCHEMA1_RECIPE_ONLY:
                     recipe.pop(key, None)
+            if schema <= 2 and 'mode' in recipe:   # 'whole' or 'slide'
+                mode = recipe.pop('mode')
+                if mode not in ('whole', 'slide'):
+                    raise _refuse(f'has the test mode {mode!r}, neither '
+                                  "'whole' nor 'slide'")
+                recipe['slide'] = mode == 'slide'
             unknown = sorted(set(recipe) - (_names(Recipe) - {'input_size'}))
             if unknown:
                 raise _refuse('has recipe keys it does not know '

@@ -48,18 +48,18 @@ def resize_logits(logits: np.ndarray, size: Tuple[int, int],
 
 def fixed_size_forward(x: np.ndarray, run: Callable[[np.ndarray],
                                                     np.ndarray],
-                       fixed: Optional[Sequence[int]]
+                       input_size: Optional[Sequence[int]]
                        ) -> Tuple[np.ndarray, bool]:
-    """``run(x)`` for a model of any input size (``fixed`` None) or of the
-    fixed size ``fixed`` (H, W): a batch ``(N, 3, h, w)`` of that size
+    """``run(x)`` for a model of any input size (``input_size`` None) or of
+    the fixed size ``input_size`` (H, W): a batch ``(N, 3, h, w)`` of that size
     runs as it is; one of another size is resized to it, image by image
     (bilinear), and the logits resized back to ``h x w``. Returns the
     logits ``(N, C, h, w)`` and whether the input was resized."""
     h, w = x.shape[-2:]
-    if fixed is None or (h, w) == tuple(fixed):
+    if input_size is None or (h, w) == tuple(input_size):
         return run(x), False
-    fixed = tuple(int(s) for s in fixed)
-    resized = np.stack([resize_logits(image, fixed) for image in x])
+    size = tuple(int(s) for s in input_size)
+    resized = np.stack([resize_logits(image, size) for image in x])
     out = run(np.ascontiguousarray(resized, np.float32))
     return np.stack([resize_logits(o, (h, w)) for o in out]), True
 
