@@ -8,6 +8,35 @@ version = {}
 with open(osp.join(here, 'repseg', 'version.py')) as f:
     exec(f.read(), version)
 
+# what deployed files need: the numpy test pipeline, OpenCV's image and
+# video I/O, the progress bar (a file's runtime is an extra)
+DEPLOY = ['numpy', 'opencv-python-headless', 'rich']
+EXTRAS = {
+    # the training stack: training, testing, fusing, exporting and
+    # quantizing (configs and checkpoints; nncf makes OpenVINO's INT8
+    # files). mmcv must have its compiled ops, which PyPI has no wheel of
+    # for recent torch: scripts/install.sh (the training route) builds it
+    # before installing this extra. torchvision is deliberately NOT a
+    # dependency: the PyPI build is built against CUDA torch and fails to
+    # import next to CPU torch (GPU users install the one matching their
+    # torch).
+    'train': ['torch>=2.0', 'mmengine>=0.10.0,<0.11.0', 'mmcv>=2.1.0,<2.2.0',
+              'mmsegmentation>=1.2.0,<1.3.0', 'matplotlib', 'ftfy', 'regex',
+              'safetensors', 'onnx', 'nncf'],
+    # the runtimes of deployed files (onnx: the class map added to the
+    # graph at load)
+    'onnxruntime': ['onnxruntime', 'onnx'],
+    'openvino': ['openvino'],
+    # inference on a Ray cluster (Ray Data), the service on Ray Serve
+    'ray': ['ray[data,serve]'],
+    # repseg-serve (Pillow reads an upload's header before decoding it)
+    'serve': ['fastapi', 'uvicorn', 'python-multipart', 'httpx', 'pillow'],
+}
+EXTRAS['onnx'] = EXTRAS['onnxruntime']   # its old name
+# everything the test-suite needs (scripts/install.sh installs it)
+EXTRAS['tests'] = list(dict.fromkeys(sum(EXTRAS.values(), []) + [
+    'pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'psutil']))
+
 setup(
     name='repseg',
     version=version['__version__'],
@@ -18,31 +47,15 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.8',
     packages=find_packages(include=['repseg', 'repseg.*']),
-    # torchvision is deliberately NOT a dependency: the PyPI build is built
-    # against CUDA torch and fails to import next to CPU torch. GPU users
-    # install the torchvision matching their torch themselves.
-    install_requires=[
-        'torch>=2.0',
-        'mmengine>=0.10.0,<0.11.0',
-        'mmcv>=2.1.0,<2.2.0',
-        'mmsegmentation>=1.2.0,<1.3.0',
-        'opencv-python-headless',
-        'numpy',
-        'matplotlib',
-        'ftfy',
-        'regex',
-        'safetensors',
-    ],
-    extras_require={
-        'tests': ['pytest>=7', 'pytest-xdist>=3', 'hypothesis>=6', 'onnx',
-                  'onnxruntime', 'openvino', 'nncf', 'ray[data,serve]', 'psutil'],
-        'ray': ['ray[data,serve]'],
-        'onnx': ['onnx', 'onnxruntime'],
-        'openvino': ['onnx', 'openvino', 'nncf'],
-        'serve': ['fastapi', 'uvicorn', 'python-multipart', 'httpx'],
-    },
+    # The base install is the deployment install: what running deployed
+    # files (.onnx, OpenVINO .xml; fp32 or INT8) with repseg-infer needs,
+    # plus the runtime extra of the file (docs/deployment.md):
+    #   pip install "repseg[openvino]"          (or [onnxruntime]; [serve])
+    install_requires=DEPLOY,
+    extras_require=EXTRAS,
     entry_points={
-        'console_scripts': ['repseg-serve = repseg.serve.cli:main'],
+        'console_scripts': ['repseg-infer = repseg.infer.cli:main',
+                            'repseg-serve = repseg.serve.cli:main'],
     },
     zip_safe=False,
 )

@@ -129,8 +129,34 @@ class StalledError(RepsegError):
     abandons_threads = True
 
 
+def run_command(parser, main, args):
+    """A command's ``main(args)`` (``args``: what ``parser`` parsed), any
+    :class:`RepsegError` it raises made one ``error:`` line on stderr
+    (exit status 1) with its settings spelled as ``parser``'s flags;
+    returns what ``main`` returns. The tools (``tools/_cli.run``) and the
+    console scripts (``repseg-infer``) end this way.
+
+    Args:
+        parser (argparse.ArgumentParser): the command's parser.
+        main (callable): takes the parsed ``args``.
+        args (argparse.Namespace): the parsed command line.
+    """
+    import os
+    import sys
+    try:
+        return main(args)
+    except RepsegError as e:
+        if getattr(e, 'abandons_threads', False):
+            # threads stuck in native code would be joined at exit forever
+            sys.stderr.write(f'error: {e.render(parser)}\n')
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(1)
+        sys.exit(f'error: {e.render(parser)}')
+
+
 __all__ = [
     'RepsegError', 'UsageError', 'CheckpointError', 'DatasetError',
     'NotFusedError', 'BackendError', 'StalledError', 'opt', 'render',
-    'flags_of'
+    'flags_of', 'run_command'
 ]

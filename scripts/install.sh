@@ -48,28 +48,38 @@ else
   $PIP install "setuptools>=77,<81"
 fi
 
-# 3. mmengine, mmsegmentation and repseg itself (editable), with test extras
-#    (onnx/onnxruntime, openvino and nncf: the deployment runtimes; ray[data]:
-#    inference on a Ray cluster; serve: fastapi, uvicorn, python-multipart,
-#    httpx for repseg-serve and its tests).
+# 3. mmengine, mmsegmentation and repseg itself (editable) with every
+#    extra: train (the training stack; mmcv with its ops is already built
+#    above, so pip keeps it), the runtimes (onnxruntime + onnx, openvino;
+#    nncf for OpenVINO's INT8 comes with train), ray (inference on a Ray
+#    cluster, Ray Serve), serve (fastapi, uvicorn, python-multipart, httpx,
+#    Pillow for repseg-serve) and tests (pytest, xdist, hypothesis, psutil).
+#    This is the training route; a deployment box installs only what runs
+#    deployed files: pip install "repseg[openvino]" (docs/deployment.md).
 REPO=$(pwd)
-# run from / so that the check sees the installed repseg, not this folder
+EXTRAS=train,onnxruntime,openvino,ray,serve,tests
+# run from / so that the check sees the installed repseg, not this folder;
+# its commands must be declared too (an install from before they were
+# lacks them)
 if (cd / && $PY - <<PYEOF 2>/dev/null
 import os, sys
-import mmengine, mmseg, pytest, xdist, hypothesis, onnx, onnxruntime, openvino, nncf, safetensors, ray.data, psutil, repseg
-import fastapi, uvicorn, python_multipart, httpx  # the serve extra
+from importlib.metadata import distribution
+import mmengine, mmseg, pytest, xdist, hypothesis, onnx, onnxruntime, openvino, nncf, safetensors, ray.data, ray.serve, psutil, repseg
+import fastapi, uvicorn, python_multipart, httpx, PIL  # the serve extra
 ok = (mmengine.__version__ == '$MMENGINE_VERSION'
       and mmseg.__version__ == '$MMSEG_VERSION'
       and os.path.dirname(os.path.dirname(os.path.abspath(repseg.__file__)))
-      == '$REPO')
+      == '$REPO'
+      and {'repseg-infer', 'repseg-serve'} <= {
+          e.name for e in distribution('repseg').entry_points})
 sys.exit(0 if ok else 1)
 PYEOF
 )
 then
-  step "mmengine, mmsegmentation and repseg already installed"
+  step "mmengine, mmsegmentation and repseg (with its commands) already installed"
 else
-  step "installing mmengine $MMENGINE_VERSION, mmsegmentation $MMSEG_VERSION and repseg"
-  $PIP install "mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" -e ".[tests,serve]"
+  step "installing mmengine $MMENGINE_VERSION, mmsegmentation $MMSEG_VERSION and repseg[$EXTRAS]"
+  $PIP install "mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" -e ".[$EXTRAS]"
 fi
 
 $PY -c "import repseg, mmseg, mmcv, torch; print('[repseg install] ok: torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmseg', mmseg.__version__, '| repseg', repseg.__version__)"

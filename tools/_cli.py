@@ -115,16 +115,8 @@ def run(parser, main, argv=None):
     args = parser.parse_args(argv)
     if hasattr(args, 'local_rank'):
         os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    from repseg.apis import RepsegError
-    try:
-        return main(args)
-    except RepsegError as e:
-        if getattr(e, 'abandons_threads', False):
-            # threads stuck in native code would be joined at exit forever
-            print(f'error: {e.render(parser)}', file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(1)
-        sys.exit(f'error: {e.render(parser)}')
+    from repseg.apis import run_command   # what the console scripts do too
+    return run_command(parser, main, args)
 
 
 def add_backend(parser, what, nargs=None, default=None, extra=()):

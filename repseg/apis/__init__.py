@@ -13,8 +13,10 @@ _NAMES = dict(
     check_cityscapes='..datasets', convert_label_ids='..datasets.cityscapes',
     OFFICIAL_COUNTS='..datasets.cityscapes',
     replace_syncbn='..engine.config', DatasetError='..errors',
-    RepsegError='..errors', UsageError='..errors',
+    RepsegError='..errors', UsageError='..errors', run_command='..errors',
     InferSettings='..infer', unsearched_subfolders='..infer.sources',
+    # repseg-infer (tools/infer.py): its parser and its run
+    infer_parser='..infer.cli', infer_args='..infer.cli',
     benchmark='.benchmarking',
     check_data='.checks', check_pretrained='.checks',
     check_work_dir='.checks', convert='.deploy', convert_summary='.deploy',

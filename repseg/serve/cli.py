@@ -13,6 +13,7 @@ label map PNG (the bytes tools/infer.py writes), its overlay or JSON.
   curl -s --data-binary @a.png -H 'Content-Type: image/png' \\
       http://127.0.0.1:8000/segment -o a_labels.png
   REPSEG_API_KEY=secret repseg-serve m.onnx --host 0.0.0.0 --queue 8
+  repseg-serve m.onnx --ray --replicas 2 --threads 1   # on Ray Serve
 """
 
 
@@ -50,7 +51,8 @@ def serve_parser(doc: str = DOC, prog=None) -> argparse.ArgumentParser:
                    'ps), else none.')
     p.add_argument('--threads', type=int,
                    help="The runtime's threads in all (default: every CPU "
-                   'this process may use).')
+                   'this process may use); with --ray, the CPUs and threads '
+                   'of each replica (default 1).')
     p.add_argument('--mode', choices=['throughput', 'latency'],
                    default='throughput', help='Several requests in the '
                    'runtime at once (throughput, the default) or one with '
@@ -60,7 +62,22 @@ def serve_parser(doc: str = DOC, prog=None) -> argparse.ArgumentParser:
     p.add_argument('--opacity', type=float, default=0.5,
                    help='The overlay colours\' opacity (default 0.5).')
     p.add_argument('--connections', type=int, default=256,
-                   help='Open connections at most (default 256).')
+                   help='Open connections at most (default 256; not with '
+                   '--ray: Serve\'s proxy takes the connections).')
+    ray = p.add_argument_group(
+        'Ray Serve', 'The same app on Ray Serve: --replicas processes, each '
+        'with its own model\nand --threads CPUs, behind Serve\'s HTTP proxy '
+        '(--host, --port); a replica\nthat dies is replaced.')
+    ray.add_argument('--ray', action='store_true',
+                     help='Serve on Ray Serve (pip install '
+                     '"repseg[ray,serve]"); a local cluster on this machine '
+                     'unless --ray-address.')
+    ray.add_argument('--ray-address', metavar='ADDR',
+                     help='The Ray cluster to join, e.g. 10.0.0.5:6379 or '
+                     'auto (implies --ray).')
+    ray.add_argument('--replicas', type=int, metavar='N',
+                     help='Replicas of the model (default 1; only with '
+                     '--ray).')
     return p
 
 
@@ -69,10 +86,13 @@ def serve_args(args) -> None:
     # OpenCV's own pixel limit too, where cv2 is not imported yet (the
     # service refuses larger headers itself before decoding)
     os.environ.setdefault('OPENCV_IO_MAX_IMAGE_PIXELS', str(args.max_pixels))
-    from .server import serve
     from .settings import ServeSettings
-    serve(args.model, args.checkpoint, args.config,
-          ServeSettings.of(vars(args)))
+    settings = ServeSettings.of(vars(args))
+    if settings.ray:
+        from .ray_serve import serve_on_ray as serve
+    else:
+        from .server import serve
+    serve(args.model, args.checkpoint, args.config, settings)
 
 
 def main(argv=None) -> None:

@@ -18,9 +18,13 @@ def model_service(model: str, checkpoint: Optional[str] = None,
     deployed file, or a config with ``checkpoint``); what is named is
     checked now (the network loads when the app starts)."""
     from ..infer import InferSettings
+    from ..infer.cli import config_named, require_training_stack
     from ..infer.network import describe_network, load_network
     s = settings or ServeSettings()
     s.check()
+    needs = config_named(model, config)
+    if needs:   # one line where the training stack is missing
+        require_training_stack(*needs)
     describe_network(model, checkpoint, config)   # a wrong name: one line
     infer = InferSettings(threads=s.threads, mode=s.mode,
                           cache_dir=s.cache_dir)

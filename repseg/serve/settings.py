@@ -32,7 +32,9 @@ class ServeSettings(Settings):
             /ready must carry (``Authorization: Bearer KEY`` or
             ``X-API-Key: KEY``); None: :data:`API_KEY_ENV`, else no key.
         threads (int or None): the runtime's threads in all (default:
-            every CPU this process may use).
+            every CPU this process may use); with ``ray``, each replica's
+            CPUs and threads (default 1: a replica is what Ray Serve
+            scales, and one that fits on any node).
         mode (str): the runtime's 'throughput' (several requests in
             flight, the default) or 'latency' (one with every thread).
         cache_dir (str or None): OpenVINO's cache of compiled models.
@@ -44,6 +46,12 @@ class ServeSettings(Settings):
             may take to finish before the process exits anyway.
         connections (int): open connections at most (past them uvicorn
             answers 503 without reading the request).
+        ray (bool): serve on Ray Serve (:mod:`.ray_serve`): the same app
+            in ``replicas`` processes, each with its own model.
+        ray_address (str or None): the Ray cluster to join (implies
+            ``ray``); None: a local cluster on this machine (127.0.0.1).
+        replicas (int or None): with ``ray``, the replicas (processes
+            holding one model each; default 1); refused without ``ray``.
     """
     host: str = '127.0.0.1'
     port: int = 8000
@@ -60,6 +68,13 @@ class ServeSettings(Settings):
     retry_after: int = 1
     shutdown_seconds: float = 25.0
     connections: int = 256
+    ray: bool = False
+    ray_address: Optional[str] = None
+    replicas: Optional[int] = None
+
+    def __post_init__(self):
+        if self.ray_address:
+            self.ray = True
 
     def check(self) -> None:
         for name in ('max_body', 'max_pixels', 'retry_after',
@@ -84,6 +99,13 @@ class ServeSettings(Settings):
         if not 0 <= self.opacity <= 1:
             raise UsageError(f'{opt("opacity", self.opacity)}: give a value '
                              'from 0 to 1')
+        if self.replicas is not None and not self.ray:
+            raise UsageError(f'{opt("replicas", self.replicas)} is for '
+                             f'serving on Ray Serve: add {opt("ray")} (or '
+                             f'{opt("ray_address", None)}), or leave it out')
+        if self.replicas is not None and self.replicas < 1:
+            raise UsageError(f'{opt("replicas", self.replicas)}: give 1 or '
+                             'more')
         if not 0 < self.port < 65536:
             raise UsageError(f'{opt("port", self.port)}: give a TCP port '
                              '(1-65535)')
@@ -91,6 +113,10 @@ class ServeSettings(Settings):
     def key(self) -> Optional[str]:
         """The API key in force (the setting, else the environment's)."""
         return self.api_key or os.environ.get(API_KEY_ENV) or None
+
+    def replica_threads(self) -> int:
+        """With ``ray``: each replica's CPUs and runtime threads."""
+        return self.threads or 1
 
     def queue_for(self, requests: int) -> int:
         """The queue bound of a runtime that runs ``requests`` at once."""
