@@ -21,6 +21,24 @@ class Settings:
                       **overrides})
 
     @classmethod
+    def defaults_into(cls, parser) -> None:
+        """Give each flag of ``parser`` (an argparse parser) whose help
+        shows its default (``%(default)s``) and whose destination is a
+        field of this class the field's default: every such default is
+        defined once, in the settings class. (A flag whose help does not
+        show a default keeps None: "not given", which may mean more than
+        the field's default, e.g. the runtime OUT's suffix names.)"""
+        fields = {f.name: f.default for f in dataclasses.fields(cls)
+                  if f.default is not dataclasses.MISSING}
+        shown = {a.dest for a in parser._actions
+                 if '%(default)' in (a.help or '')}
+        missing = sorted(shown - set(fields))
+        if missing:
+            raise ValueError(f'{cls.__name__} has no field {missing} whose '
+                             'default the help could show')
+        parser.set_defaults(**{dest: fields[dest] for dest in shown})
+
+    @classmethod
     def from_keywords(cls, func: str, settings: Optional['Settings'],
                       keywords: dict,
                       renamed: Optional[Dict[str, str]] = None):

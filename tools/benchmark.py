@@ -28,14 +28,14 @@ def _add_runtime_flags(p):
                    'OpenVINO: NNCF), calibrated on random inputs (timing '
                    'only; for accuracy use tools/quantize.py).')
     p.add_argument('--equalize', choices=['off', 'activation', 'cle'],
-                   default='off',
                    help='With --int8: also time the INT8 model of the '
                    'equalized fused model (tools/quantize.py --equalize), '
-                   'side by side with the plain one (default off).')
-    p.add_argument('--throughput', type=int, default=0, metavar='N',
+                   'side by side with the plain one (default %(default)s).')
+    p.add_argument('--throughput', type=int, metavar='N',
                    help='With --backend: also time each runtime in '
                    'throughput mode with N images in flight (the streams '
-                   'and requests it chooses, read back).')
+                   'and requests it chooses, read back; default %(default)s: '
+                   'not).')
 
 
 def build_parser():
@@ -50,8 +50,9 @@ def build_parser():
     p.add_argument('--fast', action='store_true',
                    help="Switch RepVGG backbones to 'fast' dilation; with no "
                    'config: the -fast rows and their ResNet baselines.')
-    p.add_argument('--device', default='cpu',
-                   help='The device to time on: cpu, cuda, cuda:1, ...')
+    p.add_argument('--device',
+                   help='The device to time on: cpu, cuda, cuda:1, ... '
+                   '(default %(default)s).')
     p.add_argument('--batch-size', type=int,
                    help='Images per batch (default: 16 on a GPU, 1 on a '
                    'CPU).')
@@ -63,11 +64,11 @@ def build_parser():
     p.add_argument('--iters', type=int,
                    help='Timed batches per model and round (default: 50 on '
                    'a GPU, 2 on a CPU).')
-    p.add_argument('--repeat', type=int, default=3,
-                   help='Interleaved timing rounds (default 3).')
+    p.add_argument('--repeat', type=int,
+                   help='Interleaved timing rounds (default %(default)s).')
     p.add_argument('--dtype', choices=['fp32', 'fp16', 'bf16'], nargs='+',
-                   default=['fp32'],
-                   help='The precision of the fused models (default fp32), '
+                   help='The precision of the fused models (default '
+                   '%(default)s), '
                    'or fp32 bf16: also a bf16 copy of each fused model, '
                    'timed next to it in PyTorch and, with --backend '
                    'openvino, in OpenVINO (CPUs with AVX512_BF16 or AMX).')
@@ -86,11 +87,11 @@ def build_parser():
     p.add_argument('--conv-impl',
                    choices=['auto', 'nnpack', 'nnpack-precomputed',
                             'native'],
-                   default='auto',
                    help='How 3x3 convs run: nnpack = Winograd, '
                    'nnpack-precomputed = with kernel transforms kept '
                    '(faster, 64/9 x the 3x3 weight memory), native = '
-                   'PyTorch; auto (the default) = nnpack on CPU fp32.')
+                   'PyTorch; auto = nnpack on CPU fp32 (default '
+                   '%(default)s).')
     p.add_argument('--compare-conv-impl', action='store_true',
                    help='Also time each fused model with native convs.')
     p.add_argument('--profile', action='store_true',
@@ -103,6 +104,8 @@ def build_parser():
                    help='The folder for benchmark.json and benchmark.png '
                    '(default work_dirs/benchmark).')
     add_cfg_options(p)
+    from repseg.apis import BenchmarkSettings
+    BenchmarkSettings.defaults_into(p)
     return p
 
 

@@ -27,11 +27,14 @@ def build_parser(prog=None):
     add_shape(p, 'the exported model (the size a dynamic file is traced '
               'and verified at)')
     add_dynamic_shape(p)
-    p.add_argument('--opset', type=int, default=17,
-                   help='The ONNX opset to export with (default 17).')
+    p.add_argument('--opset', type=int,
+                   help='The ONNX opset to export with (default '
+                   '%(default)s).')
     add_force(p, 'OUT and its companion files (.bin, .json)')
     add_unsafe_load(p)
     add_cfg_options(p)
+    from repseg.apis import ExportSettings
+    ExportSettings.defaults_into(p)
     return p
 
 

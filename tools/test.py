@@ -37,8 +37,9 @@ def build_parser():
         help='A folder to save prediction overlays in (PNG: image, '
         'prediction and ground truth).')
     parser.add_argument(
-        '--wait-time', type=float, default=2,
-        help='Seconds each window of --show stays open (default 2).')
+        '--wait-time', type=float,
+        help='Seconds each window of --show stays open (default '
+        '%(default)s).')
     parser.add_argument(
         '--tta', action='store_true',
         help="Test-time augmentation: the config's tta_pipeline (several "
@@ -53,6 +54,8 @@ def build_parser():
     add_unsafe_load(parser)
     add_cfg_options(parser)
     add_launcher(parser)
+    from repseg.apis import TestSettings
+    TestSettings.defaults_into(parser)
     return parser
 
 

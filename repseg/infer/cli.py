@@ -9,6 +9,8 @@ import importlib.util
 import sys
 from typing import Optional, Tuple
 
+from .job import INFER_MODES, InferSettings
+
 DOC = """Segment your own images, folders and videos with any repseg model
 file: a deployed file alone (.onnx for ONNX Runtime, .xml for OpenVINO;
 fp32 or INT8) or a config with a training or fused checkpoint (PyTorch).
@@ -107,32 +109,35 @@ def infer_parser(doc: str = DOC, prog: Optional[str] = None
                    'manifest.json, done.txt, failures.txt).')
     p.add_argument('--recursive', action='store_true',
                    help='Search folders recursively.')
-    p.add_argument('--every', type=int, default=1, metavar='N',
-                   help="Segment a video's every N-th frame (default 1).")
+    p.add_argument('--every', type=int, metavar='N',
+                   help="Segment a video's every N-th frame (default "
+                   '%(default)s).')
     p.add_argument('--label-ids', action='store_true',
                    help='Write Cityscapes label ids (for its evaluation '
                    'server) instead of train ids.')
     p.add_argument('--overlay', action='store_true',
                    help='Also write overlays of the label colours (and an '
                    'overlay video per video).')
-    p.add_argument('--opacity', type=float, default=0.5,
-                   help='The opacity of the overlay colours (default 0.5).')
+    p.add_argument('--opacity', type=float,
+                   help='The opacity of the overlay colours (default '
+                   '%(default)s).')
     p.add_argument('--areas', action='store_true',
                    help="Write each image's class pixel shares to "
                    'DIR/areas.csv.')
-    p.add_argument('--mode', choices=['auto', 'latency', 'throughput'],
-                   default='auto',
+    p.add_argument('--mode', choices=list(INFER_MODES),
                    help='Latency (one request with every thread), '
-                   'throughput (several requests in flight) or auto (the '
-                   'default: throughput for more than one image).')
+                   'throughput (several requests in flight) or auto '
+                   '(throughput for more than one image; default '
+                   '%(default)s).')
     p.add_argument('--threads', type=int,
                    help='Threads in all (streams x threads per stream; '
                    'default: every CPU this process may use).')
     p.add_argument('--cache-dir',
                    help="OpenVINO: a folder for compiled models (the next "
                    'run starts faster).')
-    p.add_argument('--device', default='cpu',
-                   help='PyTorch models: the device (cpu, cuda:0, ...).')
+    p.add_argument('--device',
+                   help='PyTorch models: the device (cpu, cuda:0, ...; '
+                   'default %(default)s).')
     p.add_argument('--batch-size', type=int, metavar='N',
                    help='PyTorch models: images of one size run N at a time '
                    '(default: 4 in throughput mode, 1 in latency mode).')
@@ -150,10 +155,10 @@ def infer_parser(doc: str = DOC, prog: Optional[str] = None
     p.add_argument('--ray-address', metavar='ADDR',
                    help='The Ray cluster to join (HOST:PORT or auto); '
                    'implies --ray.')
-    p.add_argument('--stall-timeout', type=float, default=120,
-                   metavar='SECONDS',
+    p.add_argument('--stall-timeout', type=float, metavar='SECONDS',
                    help='End the run with one error line when an image has '
-                   'not finished in SECONDS (default 120; 20x the slowest '
+                   'not finished in SECONDS (default %(default)g; 20x the '
+                   'slowest '
                    'image so far when that is longer). Finished images stay '
                    'finished; a rerun resumes.')
     p.add_argument('--quiet', action='store_true',
@@ -164,6 +169,7 @@ def infer_parser(doc: str = DOC, prog: Optional[str] = None
                    'are deleted first and everything is redone (files no run '
                    'wrote are never deleted; not with --shard); without it '
                    'nothing that exists is overwritten.')
+    InferSettings.defaults_into(p)
     return p
 
 
@@ -176,7 +182,7 @@ def infer_args(args: argparse.Namespace) -> None:
     Args:
         args (argparse.Namespace): what :func:`infer_parser` parsed.
     """
-    from . import InferSettings, Segmenter
+    from . import Segmenter
     from .outputs import check_out_dir
     from .sources import unsearched_subfolders
     if not args.recursive:

@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 
+from ..deploy.runtimes import MODES
+from .settings import ServeSettings
+
 DOC = """Serve a repseg model over HTTP: POST an image to /segment, get its
 label map PNG (the bytes tools/infer.py writes), its overlay or JSON.
 
@@ -28,23 +31,24 @@ def serve_parser(doc: str = DOC, prog=None) -> argparse.ArgumentParser:
     p.add_argument('--config', help='The config a deployed file was '
                    'exported from, for files that do not record their '
                    'inference recipe.')
-    p.add_argument('--host', default='127.0.0.1',
-                   help='The address to bind (default 127.0.0.1: this '
+    p.add_argument('--host',
+                   help='The address to bind (default %(default)s: this '
                    'machine only; 0.0.0.0 for every interface).')
-    p.add_argument('--port', type=int, default=8000,
-                   help='The TCP port (default 8000).')
+    p.add_argument('--port', type=int,
+                   help='The TCP port (default %(default)s).')
     p.add_argument('--queue', type=int, metavar='N',
                    help='Requests admitted beyond those the runtime runs at '
                    'once (default: twice those); past them 503 with '
                    'Retry-After at once.')
-    p.add_argument('--timeout', type=float, default=30.0, metavar='SECONDS',
-                   help='Time limit of a request (default 30; 504 past it).')
-    p.add_argument('--max-body', type=int, default=20 * 2**20,
-                   metavar='BYTES', help='Largest request body (default '
-                   '20 MiB; 413 past it).')
-    p.add_argument('--max-pixels', type=int, default=40_000_000,
-                   metavar='N', help="Most pixels an image's header may "
-                   'claim (default 40 million; 413 past it, not decoded).')
+    p.add_argument('--timeout', type=float, metavar='SECONDS',
+                   help='Time limit of a request (default %(default)g; 504 '
+                   'past it).')
+    p.add_argument('--max-body', type=int, metavar='BYTES',
+                   help='Largest request body (default %(default)s; 413 '
+                   'past it).')
+    p.add_argument('--max-pixels', type=int, metavar='N',
+                   help="Most pixels an image's header may claim (default "
+                   '%(default)s; 413 past it, not decoded).')
     p.add_argument('--api-key', help='A key every request but /health and '
                    '/ready must carry (Authorization: Bearer KEY); default: '
                    'the REPSEG_API_KEY environment variable (not shown in '
@@ -53,16 +57,18 @@ def serve_parser(doc: str = DOC, prog=None) -> argparse.ArgumentParser:
                    help="The runtime's threads in all (default: every CPU "
                    'this process may use); with --ray, the CPUs and threads '
                    'of each replica (default 1).')
-    p.add_argument('--mode', choices=['throughput', 'latency'],
-                   default='throughput', help='Several requests in the '
-                   'runtime at once (throughput, the default) or one with '
-                   'every thread (latency).')
+    p.add_argument('--mode', choices=list(MODES),
+                   help='Several requests in the runtime at once '
+                   '(throughput) or one with every thread (latency; '
+                   'default %(default)s).')
     p.add_argument('--cache-dir', help='OpenVINO: a folder for compiled '
                    'models (the next start is faster).')
-    p.add_argument('--opacity', type=float, default=0.5,
-                   help='The overlay colours\' opacity (default 0.5).')
-    p.add_argument('--connections', type=int, default=256,
-                   help='Open connections at most (default 256; not with '
+    p.add_argument('--opacity', type=float,
+                   help='The overlay colours\' opacity (default '
+                   '%(default)s).')
+    p.add_argument('--connections', type=int,
+                   help='Open connections at most (default %(default)s; not '
+                   'with '
                    '--ray: Serve\'s proxy takes the connections).')
     ray = p.add_argument_group(
         'Ray Serve', 'The same app on Ray Serve: --replicas processes, each '
@@ -78,6 +84,7 @@ def serve_parser(doc: str = DOC, prog=None) -> argparse.ArgumentParser:
     ray.add_argument('--replicas', type=int, metavar='N',
                      help='Replicas of the model (default 1; only with '
                      '--ray).')
+    ServeSettings.defaults_into(p)
     return p
 
 
@@ -86,7 +93,6 @@ def serve_args(args) -> None:
     # OpenCV's own pixel limit too, where cv2 is not imported yet (the
     # service refuses larger headers itself before decoding)
     os.environ.setdefault('OPENCV_IO_MAX_IMAGE_PIXELS', str(args.max_pixels))
-    from .settings import ServeSettings
     settings = ServeSettings.of(vars(args))
     if settings.ray:
         from .ray_serve import serve_on_ray as serve
