@@ -8,7 +8,9 @@ client posts the images of ``--images`` (a folder; default the synthetic
 val set) one after the other for ``--seconds``: throughput, p50 / p95 /
 p99 latency of the 200s, errors (anything but 200 and 503, transport
 errors included), 503s (each client then waits as ``Retry-After``
-says), the server's RSS (start, peak, end) and this client's CPU share
+says), the server's RSS (start; warm: after the first tenth of the
+level; peak; end; and the growth from warm to end, which a server that
+leaks shows over a long level) and this client's CPU share
 (its CPU seconds over the wall time; past ~0.8 of a core the client,
 not the server, may be the limit). A watchdog thread dumps this
 process's stacks (and the server's, with py-spy when
@@ -182,17 +184,23 @@ def run_levels(args, url, pid, pool):
     print(f'CPU ISA: {cpu_vector_isa()}, {os.cpu_count()} CPUs; '
           f'{len(pool)} images; {args.seconds:g} s per level')
     print('| clients | img/s | p50 ms | p95 ms | p99 ms | 200 | 503 | '
-          'errors | server RSS MB (start/peak/end) | client CPU |')
+          'errors | server RSS MB (start/warm/peak/end, growth) | '
+          'client CPU |')
     print('|---|---|---|---|---|---|---|---|---|---|')
     dog = Watchdog(args.stall, pid)
     for n in args.clients:
-        start, peak = rss_mb(pid), 0.0
+        start, peak, warm = rss_mb(pid), 0.0, None
         sampler = threading.Event()
+        began = time.monotonic()
 
         def sample():
-            nonlocal peak
+            nonlocal peak, warm
             while not sampler.wait(0.5):
-                peak = max(peak, rss_mb(pid))
+                rss = rss_mb(pid)
+                peak = max(peak, rss)
+                if warm is None and \
+                        time.monotonic() - began >= args.seconds / 10:
+                    warm = rss
         threading.Thread(target=sample, daemon=True).start()
         cpu0 = time.process_time()
         out, errors, wall = asyncio.run(level(url, pool, n, args.seconds,
@@ -203,8 +211,10 @@ def run_levels(args, url, pid, pool):
         busy = sum(1 for s, _ in out if s == 503)
         err = len(out) - len(ok) - busy
         end = rss_mb(pid)
-        memory = 'n/a' if pid is None else \
-            f'{start:.0f}/{max(peak, end):.0f}/{end:.0f}'
+        warm = end if warm is None else warm
+        memory = 'n/a' if pid is None else (
+            f'{start:.0f}/{warm:.0f}/{max(peak, end):.0f}/{end:.0f}, '
+            f'{100 * (end - warm) / warm:+.1f}%')
         print(f'| {n} | {len(ok) / wall:.1f} | {pct(ok, 50):.1f} | '
               f'{pct(ok, 95):.1f} | {pct(ok, 99):.1f} | {len(ok)} | {busy} '
               f'| {err} | {memory} | '
