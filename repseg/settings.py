@@ -1,10 +1,9 @@
 # Copyright (c) repseg contributors. All rights reserved.
 """Settings objects: one dataclass per entry point (benchmark, quantize,
 test, export) holds every option's default and checks it once; tools fill
-them from their parsed flags, Python callers from keywords."""
+them from their parsed flags (:meth:`Settings.of`)."""
 import dataclasses
-import warnings
-from typing import Dict, Optional, TypeVar
+from typing import TypeVar
 
 T = TypeVar('T', bound='Settings')
 
@@ -37,31 +36,6 @@ class Settings:
             raise ValueError(f'{cls.__name__} has no field {missing} whose '
                              'default the help could show')
         parser.set_defaults(**{dest: fields[dest] for dest in shown})
-
-    @classmethod
-    def from_keywords(cls, func: str, settings: Optional['Settings'],
-                      keywords: dict,
-                      renamed: Optional[Dict[str, str]] = None):
-        """``settings``, or (the old keyword call of ``func``, kept for one
-        release with a DeprecationWarning) settings made of ``keywords``,
-        whose old names ``renamed`` maps to the fields'."""
-        if not keywords:
-            return settings if settings is not None else cls()
-        if settings is not None:
-            raise TypeError(f'{func}() takes settings or keywords, not both')
-        warnings.warn(
-            f'{func}() with keyword options is deprecated (removed in the '
-            f'next release): pass {cls.__name__}(...) as settings',
-            DeprecationWarning, stacklevel=3)
-        names = {f.name for f in dataclasses.fields(cls)}
-        fields = {}
-        for key, value in keywords.items():
-            key = (renamed or {}).get(key, key)
-            if key not in names:
-                raise TypeError(f'{func}() got an unexpected keyword '
-                                f'argument {key!r}')
-            fields[key] = value
-        return cls(**fields)
 
 
 __all__ = ['Settings']

@@ -12,6 +12,12 @@
    in one pass, and timed side by side
    (:func:`repseg.ops.timing.time_interleaved`);
 4. report: ``quantize.json``, ``quantize.md`` and ``per_class_iou.png``.
+
+With ``qat`` (iterations), stage 2 is followed by quantization-aware
+fine-tuning of the equalized model and each runtime's QAT file
+(:func:`repseg.quant.pipeline.make_qat_models`), kept where its argmax
+agreement with fp32 on the control set is not below the post-training
+file's; the report has its rows beside the post-training ones.
 """
 import copy
 import dataclasses
@@ -25,12 +31,13 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..deploy.build import (SegForward, build_fused, check_shape,
+from ..deploy.build import (SegForward, build_fused, check_input_size,
                             refuse_overwrite)
 from ..deploy.evaluate import agreement, evaluate, miou
 from ..deploy.forward import TorchForward, with_forward
 from ..deploy.onnx import ExportSettings, dynamic_by_default, export_model
-from ..deploy.record import config_input_size
+from ..deploy.record import (checkpoint_block_type, config_input_size,
+                             qat_record, record_of)
 from ..deploy.runs import RuntimeRun
 from ..deploy.runtimes import (DEFAULT_CALIB_METHOD, DEFAULT_RUNTIME,
                                ControlSet, QuantOptions, Runtime,
@@ -43,7 +50,10 @@ from ..ops.timing import contention_note, time_interleaved
 from ..quant.calibration import (calibration_set, check_calibration_count,
                                  control_batches, split_train)
 from ..quant.equalize import check_equalize, equalization_lines
-from ..quant.pipeline import Int8Job, make_int8_models
+from ..quant.pipeline import (QAT_PRECISION, Int8Job, make_int8_models,
+                              make_qat_models)
+from ..quant.qat import (DEFAULT_LR, TARGETS, QatJob, check_qat_job,
+                         export_qat)
 from ..quant.report import PYTORCH, markdown, save_per_class_png
 from ..quant.sensitivity import layer_sensitivity
 from ..settings import Settings
@@ -84,6 +94,17 @@ class QuantizeSettings(QuantOptions, Settings):
             ('activation', the default, 'cle' or 'off').
         sensitivity_images (int): calibration inputs on which the report
             measures each conv's INT8 error alone (0: no list).
+        qat (int): iterations of quantization-aware fine-tuning after the
+            post-training step (0, the default: none); each runtime's
+            QAT file (``model_int8_qat``) is written where its argmax
+            agreement with fp32 on the control set (held out whenever
+            ``qat`` is set) is not below the post-training file's.
+        qat_lr (float): its learning rate
+            (:data:`repseg.quant.qat.DEFAULT_LR`, chosen by measurement).
+        qat_targets (str): what its loss pulls the INT8 model to: 'fp32'
+            (the default: the fp32 model's labels of each training crop)
+            or 'labels' (the ground truth; see
+            :class:`repseg.quant.qat.QatJob`).
         repeat (int): interleaved timing rounds.
         force (bool): overwrite the files of an earlier run.
         allow_unsafe (bool): full unpickling of the checkpoint.
@@ -97,6 +118,9 @@ class QuantizeSettings(QuantOptions, Settings):
     control_images: Optional[int] = None
     equalize: str = 'activation'
     sensitivity_images: int = 1
+    qat: int = 0
+    qat_lr: float = DEFAULT_LR
+    qat_targets: str = 'fp32'
     repeat: int = 3
     force: bool = False
     allow_unsafe: bool = False
@@ -130,13 +154,20 @@ class QuantizeSettings(QuantOptions, Settings):
             raise UsageError(
                 f'{opt("sensitivity_images", self.sensitivity_images)} '
                 'counts images: give 0 (no sensitivity list) or more')
+        if self.qat < 0:
+            raise UsageError(f'{opt("qat", self.qat)} counts iterations: '
+                             'give 0 (no quantization-aware fine-tuning) '
+                             'or more')
+        if self.qat_targets not in TARGETS:
+            raise UsageError(f'{opt("qat_targets", self.qat_targets)} is '
+                             f'not a target: give {" or ".join(TARGETS)}')
+        if not self.qat_lr > 0:
+            raise UsageError(f'{opt("qat_lr", self.qat_lr)} is a learning '
+                             f'rate: give a positive number (default '
+                             f'{DEFAULT_LR:g})')
         for r in runtimes:
             r.require()
         return runtimes
-
-
-#: keywords of the old call that were renamed in QuantizeSettings
-_RENAMED = dict(num_calib='calib_images', method='calib_method')
 
 
 def check_options(backends: Sequence[str], max_drop: Optional[float] = None,
@@ -160,14 +191,17 @@ class _Prepared:
     control: Optional[ControlSet]
     dynamic: bool = False            # the files take any input size
     export: str = ''                 # the fp32 ONNX export
+    deployed: Optional[torch.nn.Module] = None   # the equalized model
+    pool: Optional[list] = None      # train images outside the control set
 
 
-def _files(out_dir: str, runtimes: Sequence[Runtime]) -> dict:
+def _files(out_dir: str, runtimes: Sequence[Runtime],
+           qat: bool = False) -> dict:
     files = {k: osp.join(out_dir, f) for k, f in (
         ('json', 'quantize.json'), ('md', 'quantize.md'),
         ('png', 'per_class_iou.png'), ('int8_json', 'model_int8.json'))}
     for r in runtimes:
-        for p in ('fp32', 'int8'):
+        for p in ('fp32', 'int8') + ((QAT_PRECISION, ) if qat else ()):
             files[f'{r.name}_{p}'] = osp.join(out_dir,
                                               f'model_{p}{r.suffix}')
     return files
@@ -185,11 +219,11 @@ def _prepare(cfg: Config, checkpoint: str, out_dir: str,
     # before anything long runs
     pool, control_idx = split_train(
         cfg, s.control_images if s.control_images else
-        ('auto' if s.max_drop is not None else 0))
+        ('auto' if s.max_drop is not None or s.qat else 0))
     check_calibration_count(s.calib_images, len(pool), len(control_idx))
     os.makedirs(out_dir, exist_ok=True)
     test_size = config_input_size(cfg)
-    size = check_shape(s.input_size) if s.input_size is not None else \
+    size = check_input_size(s.input_size) if s.input_size is not None else \
         test_size
     log(f'calibrating on {s.calib_images} train images '
         f'({s.calib_pipeline} pipeline, seed {s.seed})')
@@ -216,7 +250,7 @@ def _prepare(cfg: Config, checkpoint: str, out_dir: str,
                                         inputs[:s.sensitivity_images])
     return _Prepared(model, size, tuple(test_size), inputs, calib_files,
                      made.equalization, sensitivity, control,
-                     dynamic, made.export), made.runs
+                     dynamic, made.export, made.segmentor, pool), made.runs
 
 
 def _control_set(cfg: Config, model, control_idx: list
@@ -261,6 +295,94 @@ def _finish_runs(out_dir: str, runs: List[RuntimeRun], p: _Prepared,
         os.remove(p.export)   # only the runtimes' input
 
 
+def _is_qat(run: RuntimeRun) -> bool:
+    return bool((run.quantized or {}).get('qat'))
+
+
+def _key(run: RuntimeRun) -> str:
+    """A run's name in the report: ``<runtime>_<precision>``, QAT files'
+    ``<runtime>_int8_qat``."""
+    return f'{run.runtime}_' + (QAT_PRECISION if _is_qat(run)
+                                else run.precision)
+
+
+def _qat(cfg: Config, checkpoint: str, out_dir: str,
+         runtimes: Sequence[Runtime], p: _Prepared, runs: List[RuntimeRun],
+         s: QuantizeSettings, log: Callable[[str], None]) -> Optional[dict]:
+    """Quantization-aware fine-tuning of the equalized model and every
+    runtime's QAT file, each kept only where its argmax agreement with
+    fp32 on the control set is not below the post-training file's (else
+    removed, with one line saying why). Returns the report's ``qat``
+    entry with the kept ``runs``."""
+    job = QatJob(iters=s.qat, work_dir=osp.join(out_dir, 'qat'),
+                 lr=s.qat_lr, seed=s.seed, pool=p.pool,
+                 ignored_types=tuple(dict.fromkeys(
+                     t for r in runtimes for t in getattr(
+                         r.options_of(options_for(r, s.quant_options)),
+                         'ignored_types', ()))),
+                 preset=s.runtime_options.get('preset', 'performance'),
+                 calib_method=s.calib_method, targets=s.qat_targets)
+    batch = int(cfg.train_dataloader.get('batch_size', 1))
+    why = check_qat_job(job, len(p.pool), batch)
+    entry = dict(iterations=s.qat, lr=s.qat_lr, seed=s.seed,
+                 targets=s.qat_targets,
+                 batch_size=batch, train_images=len(p.pool),
+                 work_dir=job.work_dir, written=[], not_written={},
+                 control_agreement={}, runs=[])
+    if why:
+        log(f'note: {why}')
+        entry['not_written'] = {r.name: why for r in runtimes}
+        return entry
+    record = checkpoint_block_type(
+        record_of(cfg, None if p.dynamic else p.size), checkpoint)
+
+    def export(result, path):
+        export_qat(result.net, path, torch.from_numpy(p.inputs[0]),
+                   p.dynamic, qat_record(
+                       record, checkpoint, result.iters, result.lr,
+                       result.seed, schedule='SGD (the config\'s momentum '
+                       'and weight decay), poly 0.9 to 0',
+                       batch_size=result.batch_size,
+                       train_images=result.train_images,
+                       targets=s.qat_targets).to_dict())
+
+    made = make_qat_models(cfg, p.deployed, p.inputs, job, export, out_dir,
+                           runtimes, log)
+    r = made.result
+    entry.update(seconds=r.seconds, seconds_per_iter=r.seconds_per_iter,
+                 resumed_at=r.resumed_at, log=r.log_file)
+    ptq = {run.runtime: run for run in runs if run.precision == 'int8'}
+    models = {REFERENCE: p.model}
+    for run in made.runs:
+        models[f'{run.runtime}_int8'] = with_forward(
+            p.model, ptq[run.runtime].forward)
+        models[_key(run)] = with_forward(p.model, run.forward)
+    on_control = evaluate(models, cfg, p.control.items, quiet=True)
+    ref = on_control[REFERENCE]['preds']
+    by_name = {r.name: r for r in runtimes}
+    for run in made.runs:
+        label = by_name[run.runtime].label
+        before = agreement(ref, on_control[f'{run.runtime}_int8']['preds'])
+        after = agreement(ref, on_control[_key(run)]['preds'])
+        entry['control_agreement'][run.runtime] = dict(
+            post_training=before, qat=after)
+        if after < before:
+            why = (f'{label}: no QAT file: its argmax agreement with fp32 '
+                   f'on the control set, {100 * after:.2f}%, is below the '
+                   f"post-training file's {100 * before:.2f}%; the "
+                   'post-training file stays')
+            log(f'note: {why}')
+            entry['not_written'][run.runtime] = why
+            run.forward.model.close()
+            for f in by_name[run.runtime].files(run.file):
+                if osp.exists(f):
+                    os.remove(f)
+        else:
+            entry['written'].append(run.file)
+            entry['runs'].append(run)
+    return entry
+
+
 def _time(fns: dict, x: torch.Tensor, repeat: int) -> tuple:
     """Median seconds per image of each callable, after one warm-up call
     each, in interleaved rounds, and a note when the timings cannot be
@@ -278,7 +400,7 @@ def _evaluate(cfg: Config, p: _Prepared, runs: List[RuntimeRun],
     """Every model on the test set (one pass) and timed side by side; the
     control set of accuracy control again for its fp32 / INT8 pair."""
     on_nnpack = use_nnpack_convs(p.model, 'auto')
-    keys = {f'{run.runtime}_{run.precision}': run for run in runs}
+    keys = {_key(run): run for run in runs}
     evals = evaluate({REFERENCE: on_nnpack,
                       **{k: with_forward(p.model, run.forward)
                          for k, run in keys.items()}}, cfg)
@@ -299,7 +421,11 @@ def _evaluate(cfg: Config, p: _Prepared, runs: List[RuntimeRun],
             name=k, runtime=run.runtime, precision=run.precision,
             precision_ran=i.precision, kernels=i.kernels,
             threads=i.threads, file=i.file, float_layers=i.float_layers))
-        if run.precision == 'int8':
+        if _is_qat(run):
+            rows[-1].update(qat=True, label=f'{r.label} INT8 QAT ({s.qat} '
+                            f'iterations, lr {s.qat_lr:g}, '
+                            f'{s.qat_targets} targets)')
+        elif run.precision == 'int8':
             rows[-1]['label'] = f'{r.label} INT8 (' + r.quant_label(
                 options_for(r, s.quant_options)) + ')'
     ref = evals[REFERENCE]
@@ -319,6 +445,7 @@ def _accuracy_control(cfg, p: _Prepared, keys: dict, evals: dict,
     if p.control is None or s.max_drop is None:
         return None
     int8 = next((run for run in keys.values() if run.precision == 'int8'
+                 and not _is_qat(run)
                  and run.quantized and run.quantized.get('control')), None)
     if int8 is None:
         return None
@@ -342,7 +469,8 @@ def _accuracy_control(cfg, p: _Prepared, keys: dict, evals: dict,
 
 
 def _report(cfg: Config, checkpoint: str, files: dict, p: _Prepared,
-            e: dict, notes: List[str], s: QuantizeSettings) -> dict:
+            e: dict, notes: List[str], s: QuantizeSettings,
+            qat: Optional[dict] = None) -> dict:
     """quantize.json, quantize.md and per_class_iou.png; returns what the
     JSON holds."""
     result = dict(
@@ -358,7 +486,7 @@ def _report(cfg: Config, checkpoint: str, files: dict, p: _Prepared,
         evaluation=dict(split='test',
                         images=len(e['evals'][REFERENCE]['preds']),
                         reference=REFERENCE),
-        accuracy_control=e['accuracy_control'],
+        accuracy_control=e['accuracy_control'], qat=qat,
         classes=e['evals'][REFERENCE]['classes'], runs=e['rows'],
         notes=notes + ([e['timing_note']] if e['timing_note'] else []),
         cpu_isa=cpu_vector_isa(), threads=torch.get_num_threads(),
@@ -373,28 +501,25 @@ def _report(cfg: Config, checkpoint: str, files: dict, p: _Prepared,
 
 
 def quantize(cfg: Config, checkpoint: str, out_dir: str,
-             settings: Optional[QuantizeSettings] = None,
-             **keywords) -> dict:
+             settings: Optional[QuantizeSettings] = None) -> dict:
     """Fuse, export, calibrate, quantize with every runtime of
     ``settings.backends``, evaluate and time (what tools/quantize.py
-    runs); see :class:`QuantizeSettings` for every option. The old keyword
-    call (``num_calib=``, ``method=``, ...) works for one release with a
-    DeprecationWarning.
+    runs); see :class:`QuantizeSettings` for every option.
 
     Writes the models (``model_{fp32,int8}`` + each runtime's suffix),
     ``quantize.json``, ``quantize.md`` and ``per_class_iou.png`` into
     ``out_dir`` and returns what ``quantize.json`` holds.
     """
-    s = QuantizeSettings.from_keywords('quantize', settings, keywords,
-                                       _RENAMED)
+    s = settings if settings is not None else QuantizeSettings()
     runtimes = s.check()
     check_data(cfg, ('train_dataloader', 'test_dataloader'))
     if osp.isfile(out_dir):
         raise UsageError(f'the output {out_dir!r} is a file; give a folder')
-    files = _files(out_dir, runtimes)
+    files = _files(out_dir, runtimes, bool(s.qat))
     own = ('json', 'md', 'png', 'int8_json')
+    made = ('fp32', 'int8') + ((QAT_PRECISION, ) if s.qat else ())
     refuse_overwrite([files[k] for k in own] + [
-        f for r in runtimes for q in ('fp32', 'int8')
+        f for r in runtimes for q in made
         for f in r.files(files[f'{r.name}_{q}'])], s.force)
     notes = []
 
@@ -404,13 +529,18 @@ def quantize(cfg: Config, checkpoint: str, out_dir: str,
             notes.append(message[len('note: '):])
 
     prepared, runs = _prepare(cfg, checkpoint, out_dir, runtimes, s, log)
+    qat = _qat(cfg, checkpoint, out_dir, runtimes, prepared, runs, s, log) \
+        if s.qat else None
+    if qat:
+        runs += qat.pop('runs')
     _finish_runs(out_dir, runs, prepared, s, log)
     for r in runtimes:
         for note in r.notes(cpu_vector_isa(),
                             options_for(r, s.quant_options)):
             log(note)
     evaluated = _evaluate(cfg, prepared, runs, runtimes, s)
-    return _report(cfg, checkpoint, files, prepared, evaluated, notes, s)
+    return _report(cfg, checkpoint, files, prepared, evaluated, notes, s,
+                   qat)
 
 
 #: the Markdown of a quantization result (what quantize.md holds)

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from mmengine.config import Config
 
-from ..deploy.build import check_shape
+from ..deploy.build import check_input_size
 from ..deploy.record import config_input_size
 from ..engine.config import load_cfg
 from ..errors import UsageError, opt
@@ -136,7 +136,7 @@ def default_input_size(entries: List[dict]) -> tuple:
     models are timed on the same input)."""
     sizes = {}
     for e, cfg in zip(entries, load_entries(entries)):
-        sizes.setdefault(check_shape(config_input_size(cfg)), e['name'])
+        sizes.setdefault(check_input_size(config_input_size(cfg)), e['name'])
     if len(sizes) > 1:
         listed = ', '.join(f'{n} {h}x{w}' for (h, w), n in sizes.items())
         raise UsageError(f'the configs test at different input sizes '

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..deploy.build import check_shape
+from ..deploy.build import check_input_size
 from ..deploy.runs import PYTORCH
 from ..deploy.runtimes import runtime_names
 from ..errors import UsageError, opt
@@ -97,7 +97,7 @@ class BenchmarkSettings(Settings):
             raise UsageError('batch size, iterations and repeats must be >= '
                              '1 and warm-up >= 0')
         if s.input_size is not None:
-            s.input_size = check_shape(s.input_size)
+            s.input_size = check_input_size(s.input_size)
         s._check_dtypes()
         s._check_combinations()
         try:

@@ -8,7 +8,7 @@ from .._lazy import lazy_names
 
 _NAMES = dict(
     SegForward='.build', build_fused='.build', build_segmentor='.build',
-    check_channels='.build', check_model='.build', check_shape='.build',
+    check_channels='.build', check_model='.build', check_input_size='.build',
     convert_checkpoint='.convert', deploy_model_cfg='.convert',
     export_model='.onnx', to_onnx='.onnx',
     ExportSettings='.onnx', check_belongs='.record',

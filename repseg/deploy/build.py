@@ -174,17 +174,17 @@ def refuse_overwrite(paths: Sequence[str], force: bool = False) -> None:
                 f'{path!r} exists; pass {opt("force")} to overwrite it')
 
 
-def check_shape(shape: Sequence[int]) -> tuple:
+def check_input_size(input_size: Sequence[int]) -> tuple:
     """Validate an input size (H, W) (or one side) for the deploy and
     benchmark tools."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) == 1:
-        shape = shape * 2
-    if len(shape) != 2 or min(shape) < MIN_SIDE:
+    input_size = tuple(int(s) for s in input_size)
+    if len(input_size) == 1:
+        input_size = input_size * 2
+    if len(input_size) != 2 or min(input_size) < MIN_SIDE:
         raise UsageError(
-            f'input size {shape} is not supported: give H W (or one side) of '
-            f'at least {MIN_SIDE} pixels, e.g. 713 713')
-    return shape
+            f'input size {input_size} is not supported: give H W (or one '
+            f'side) of at least {MIN_SIDE} pixels, e.g. 713 713')
+    return input_size
 
 
 def takes_argument(type_name, arg: str) -> bool:
@@ -220,6 +220,6 @@ class SegForward(nn.Module):
 __all__ = [
     'build_segmentor', 'build_fused', 'check_channels', 'check_model',
     'dataset_meta',
-    'check_shape', 'SegForward', 'MIN_SIDE', 'refuse_overwrite',
+    'check_input_size', 'SegForward', 'MIN_SIDE', 'refuse_overwrite',
     'takes_argument'
 ]

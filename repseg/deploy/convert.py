@@ -15,8 +15,8 @@ from ..engine.config import adapt_to_device, without_pretrained
 from ..errors import CheckpointError, UsageError
 from ..reparam import (assert_fused, compare_outputs, describe,
                        find_conv_bn_pairs, reparameterize_model)
-from .build import (SegForward, build_segmentor, check_shape, dataset_meta,
-                    refuse_overwrite, takes_argument)
+from .build import (SegForward, build_segmentor, check_input_size,
+                    dataset_meta, refuse_overwrite, takes_argument)
 from .record import block_type, config_input_size
 
 # the top-level parts of an mmseg segmentor whose conv-BN pairs are folded
@@ -127,14 +127,14 @@ def convert_checkpoint(cfg: Config,
     refuse_overwrite((out, cfg_path), force)
     cfg = adapt_to_device(copy.deepcopy(cfg))
     if input_size is not None:
-        input_size = check_shape(input_size)
+        input_size = check_input_size(input_size)
     model = build_segmentor(cfg)
     # the shared loader: safe reading and the explained mismatch errors
     if load_any_checkpoint(model, checkpoint,
                            allow_unsafe=allow_unsafe) == 'fused':
         raise UsageError(f'{checkpoint!r} is already a fused checkpoint')
     if input_size is None:
-        input_size = check_shape(config_input_size(cfg))
+        input_size = check_input_size(config_input_size(cfg))
     model.eval()
     fused = reparameterize_model(model)
     assert_fused(fused)

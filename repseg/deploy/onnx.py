@@ -20,7 +20,7 @@ from mmengine.config import Config
 from ..errors import UsageError, opt
 from ..reparam import compare_outputs
 from ..settings import Settings
-from .build import (MIN_SIDE, SegForward, build_fused, check_shape,
+from .build import (MIN_SIDE, SegForward, build_fused, check_input_size,
                     dataset_meta, refuse_overwrite)
 from .record import (RECORD_KEY, checkpoint_block_type,
                      config_input_size, model_record, record_of)
@@ -292,11 +292,11 @@ def export_model(cfg: Config,
     runtime = get_runtime(s.backend)
     spec_path = _check_output(runtime, out, s.force)
     s.dynamic_shape = dynamic_by_default(cfg, s.dynamic_shape)
-    size = check_shape(s.input_size) if s.input_size is not None else None
+    size = check_input_size(s.input_size) if s.input_size is not None else None
     # checkpoint problems first, then the size from the data
     model = SegForward(model if model is not None else
                        build_fused(cfg, checkpoint, s.allow_unsafe))
-    size = check_shape(config_input_size(cfg)) if size is None else size
+    size = check_input_size(config_input_size(cfg)) if size is None else size
     record = checkpoint_block_type(
         record_of(cfg, None if s.dynamic_shape else size),
         checkpoint).to_dict()

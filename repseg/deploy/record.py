@@ -176,6 +176,29 @@ def record_of(cfg: Config, input_size: Optional[Sequence[int]]
         recipe=recipe_of(cfg, input_size))
 
 
+#: the keys of a QAT file's ``qat`` entry (:func:`qat_record`)
+QAT_KEYS = ('checkpoint', 'iterations', 'lr', 'schedule', 'seed',
+            'batch_size', 'train_images', 'targets')
+
+
+def qat_record(record: ModelRecord, checkpoint: Optional[str],
+               iterations: int, lr: float, seed: int,
+               **more) -> ModelRecord:
+    """``record`` of a file made by quantization-aware fine-tuning: its
+    ``qat`` entry names the source ``checkpoint`` (the file name), the
+    ``iterations``, learning rate ``lr`` and ``seed`` of the run, and
+    ``more`` of :data:`QAT_KEYS` (``schedule``, ``batch_size``,
+    ``train_images``, ``targets``)."""
+    unknown = sorted(set(more) - set(QAT_KEYS))
+    if unknown:
+        raise TypeError(f'qat_record() takes no {", ".join(unknown)}')
+    entry = dict(
+        checkpoint=osp.basename(checkpoint) if checkpoint else None,
+        iterations=int(iterations), lr=float(lr), seed=int(seed), **more)
+    return dataclasses.replace(record, qat={k: entry.get(k)
+                                            for k in QAT_KEYS})
+
+
 def model_record(cfg: Config, input_size: Optional[Sequence[int]]) -> dict:
     """:func:`record_of` as written into a file (JSON-ready:
     :meth:`~.runtimes.record.ModelRecord.to_dict`)."""
@@ -219,5 +242,6 @@ def check_belongs(path: str, info: RunInfo, cfg: Config,
             f'of {name} runs {h}x{w} ones: {again}')
 
 
-__all__ = ['RECORD_KEY', 'ModelRecord', 'Recipe', 'record_of',
+__all__ = ['RECORD_KEY', 'ModelRecord', 'Recipe', 'record_of', 'qat_record',
+           'QAT_KEYS',
            'model_record', 'recipe_of', 'config_input_size', 'check_belongs']

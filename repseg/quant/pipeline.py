@@ -11,18 +11,28 @@ the benchmark (``--int8``) both run, in its stages:
    (:func:`repseg.deploy.runs.make_runs`).
 
 Callers add their own fields on top (the benchmark its timing, quantize
-its accuracy)."""
+its accuracy).
+
+Quantize's ``qat`` adds a fourth stage on the equalized segmentor
+(:func:`make_qat_models`): quantization-aware fine-tuning
+(:mod:`repseg.quant.qat`), one QDQ ONNX export of the fine-tuned model,
+and every runtime's INT8 file made from it and loaded."""
 import copy
 import dataclasses
 import os.path as osp
+import os
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
+import torch
 import torch.nn as nn
+from mmengine.config import Config
 
-from ..deploy.runs import Int8Request, RuntimeRun, make_runs
+from ..deploy.forward import TorchForward
+from ..deploy.runs import Int8Request, RuntimeRun, make_runs, run_label
 from ..deploy.runtimes import ControlSet, QuantOptions, Runtime
 from .equalize import equalize_
+from .qat import QatJob, QatResult, fine_tune
 
 
 @dataclasses.dataclass
@@ -86,4 +96,45 @@ def make_int8_models(segmentor: nn.Module,
     return Int8Models(runs, deployed, equalization, onnx_path)
 
 
-__all__ = ['Int8Job', 'Int8Models', 'make_int8_models']
+#: the precision field of the QAT files' names (``pattern``)
+QAT_PRECISION = 'int8_qat'
+
+
+@dataclasses.dataclass
+class QatModels:
+    """What :func:`make_qat_models` made: the loaded ``runs`` (precision
+    'int8', ``quantized['qat']`` set), the fine-tuning's ``result``."""
+    runs: List[RuntimeRun]
+    result: QatResult
+
+
+def make_qat_models(cfg: Config, segmentor: nn.Module,
+                    inputs: List[np.ndarray], job: QatJob,
+                    export: Callable[[QatResult, str], None],
+                    out_dir: str, runtimes: Sequence[Runtime],
+                    log: Callable[[str], None] = print) -> QatModels:
+    """Fine-tune the fused, equalized ``segmentor`` with its quantizers
+    simulated (:func:`repseg.quant.qat.fine_tune`, initial ranges from
+    ``inputs``), ``export(result, path)`` the result as one QDQ ONNX file
+    and make every runtime's INT8 file of it
+    (``<out_dir>/model_int8_qat`` + its suffix), loaded."""
+    result = fine_tune(cfg, segmentor, inputs, job, log)
+    onnx_path = osp.join(out_dir, f'model_{QAT_PRECISION}.export.onnx')
+    export(result, onnx_path)
+    runs = []
+    try:
+        for r in runtimes:
+            file = r.from_onnx(onnx_path, osp.join(
+                out_dir, f'model_{QAT_PRECISION}{r.suffix}'))
+            model = r.load(file, 'int8', threads=torch.get_num_threads())
+            runs.append(RuntimeRun(
+                label=run_label(r.name, QAT_PRECISION), runtime=r.name,
+                precision='int8', file=file, forward=TorchForward(model),
+                quantized=dict(file=file, qat=True)))
+    finally:
+        os.remove(onnx_path)
+    return QatModels(runs, result)
+
+
+__all__ = ['Int8Job', 'Int8Models', 'make_int8_models', 'QatModels',
+           'make_qat_models', 'QAT_PRECISION']

@@ -115,11 +115,44 @@ def markdown(result: dict) -> str:
             lines.append(f"{row_title(r, result)} keeps in float: "
                          + ', '.join(r['float_layers'][:12])
                          + (' ...' if len(r['float_layers']) > 12 else ''))
+    lines += qat_lines(result)
     if result.get('equalization'):
         lines += equalization_lines(result['equalization'])
     lines += [f'Note: {n}' for n in result.get('notes', [])]
     lines += sensitivity_table(result.get('sensitivity') or [])
     return '\n'.join(lines)
+
+
+def qat_lines(result: dict) -> List[str]:
+    """The quantization-aware fine-tuning of a run in words: its
+    schedule and cost, each runtime's control-set agreement with fp32
+    before (post-training) and after, and why a QAT file was not
+    written."""
+    q = result.get('qat')
+    if not q:
+        return []
+    cost = ''
+    if q.get('seconds') is not None:
+        cost = f", {q['seconds']:.0f} s" + (
+            f" ({q['seconds_per_iter']:.2f} s per iteration)"
+            if q.get('seconds_per_iter') else '')
+        if q.get('resumed_at'):
+            cost += f", resumed at iteration {q['resumed_at']}"
+    lines = [f"Quantization-aware fine-tuning: {q['iterations']} iterations "
+             f"of {q['batch_size']} images from {q['train_images']} train "
+             f"images (the control set held out), lr {q['lr']:g}, seed "
+             f"{q['seed']}, targets: {q.get('targets', 'labels')}{cost}; "
+             f"checkpoints and log in {q['work_dir']}."]
+    for name, a in (q.get('control_agreement') or {}).items():
+        lines.append(
+            f'{runtime_label(name)} argmax agreement with fp32 on the '
+            f"control set: post-training {100 * a['post_training']:.2f}% "
+            f"-> QAT {100 * a['qat']:.2f}%"
+            + (' (QAT file written).' if name not in
+               (q.get('not_written') or {}) else '.'))
+    for why in dict.fromkeys((q.get('not_written') or {}).values()):
+        lines.append(why[:1].upper() + why[1:] + '.')
+    return lines
 
 
 def save_per_class_png(result: dict, path: str) -> str:
@@ -154,5 +187,5 @@ def save_per_class_png(result: dict, path: str) -> str:
     return path
 
 
-__all__ = ['PYTORCH', 'markdown', 'row_title', 'settings_lines',
+__all__ = ['PYTORCH', 'markdown', 'row_title', 'settings_lines', 'qat_lines',
            'save_per_class_png']

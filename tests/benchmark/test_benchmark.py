@@ -11,7 +11,7 @@ import torch
 from repseg import reparameterize_model
 from repseg.apis import UsageError
 from repseg.benchmark import build_for_benchmark, lineup
-from repseg.deploy.build import check_shape
+from repseg.deploy.build import check_input_size
 from repseg.errors import NotFusedError as BenchmarkError
 from repseg.reparam import assert_fused
 from repseg.ops import NNPACKConv2d
@@ -272,8 +272,8 @@ def test_several_configs_through_the_tool(tmp_path):
 @pytest.mark.parametrize('shape', [(16, 16), (713, 8), (1, 2, 3)])
 def test_unsupported_shapes(shape):
     with pytest.raises(UsageError, match='not supported'):
-        check_shape(shape)
-    assert check_shape((713, )) == (713, 713)
+        check_input_size(shape)
+    assert check_input_size((713, )) == (713, 713)
 
 
 def test_conv_impl_choices(monkeypatch):

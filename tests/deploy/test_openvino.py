@@ -460,7 +460,7 @@ def test_quantize_and_test_openvino_on_another_decoder(synthetic_root,
     """repseg.apis.quantize / test with OpenVINO on UPerNet (A0, the
     synthetic data): INT8 evaluated next to fp32, and the INT8 IR evaluated
     by the test entry point gives the same mIoU."""
-    from repseg.apis import quantize, test
+    from repseg.apis import QuantizeSettings, quantize, test
     from tests.utils import small_cfg
     cfg = small_cfg(osp.join(CONFIG_DIR, 'upernet_repvgg_b1g2.py'),
                     synthetic_root, tmp_path / 'w', cfg_options={
@@ -473,8 +473,8 @@ def test_quantize_and_test_openvino_on_another_decoder(synthetic_root,
     torch.save(dict(state_dict=randomize_bn_(build_segmentor(cfg),
                                              seed=15).state_dict()), ckpt)
     out = tmp_path / 'q'
-    result = quantize(cfg, ckpt, str(out), num_calib=4, repeat=1,
-                      backends=['openvino'])
+    result = quantize(cfg, ckpt, str(out), QuantizeSettings(
+        calib_images=4, repeat=1, backends=['openvino']))
     runs = {r['name']: r for r in result['runs']}
     assert runs['openvino_int8']['precision_ran'] == 'int8'
     assert runs['openvino_fp32']['metrics']['mIoU'] == pytest.approx(

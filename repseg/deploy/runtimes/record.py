@@ -142,6 +142,11 @@ class ModelRecord:
             ``input_size`` is this one.
         recipe (Recipe or None): how inference runs; None in files of
             repseg before recipes were recorded (a config gives it).
+        qat (dict or None): a file made by quantization-aware
+            fine-tuning says so here (``checkpoint``, ``iterations``,
+            ``lr``, ``schedule``, ``seed``, ...:
+            :func:`repseg.deploy.record.qat_record`); None for every
+            other file.
     """
     schema: int = SCHEMA
     config: Optional[str] = None
@@ -154,6 +159,7 @@ class ModelRecord:
     classes: Optional[List[str]] = None
     input_size: Optional[Tuple[int, int]] = None
     recipe: Optional[Recipe] = None
+    qat: Optional[dict] = None
 
     def __post_init__(self):
         if self.input_size is not None:
