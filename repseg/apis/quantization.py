@@ -52,8 +52,8 @@ from ..quant.calibration import (calibration_set, check_calibration_count,
 from ..quant.equalize import check_equalize, equalization_lines
 from ..quant.pipeline import (QAT_PRECISION, Int8Job, make_int8_models,
                               make_qat_models)
-from ..quant.qat import (DEFAULT_LR, TARGETS, QatJob, check_qat_job,
-                         export_qat)
+from ..quant.qat import (DEFAULT_LR, QatJob, check_qat_job,
+                         check_qat_options, export_qat)
 from ..quant.report import PYTORCH, markdown, save_per_class_png
 from ..quant.sensitivity import layer_sensitivity
 from ..settings import Settings
@@ -158,13 +158,7 @@ class QuantizeSettings(QuantOptions, Settings):
             raise UsageError(f'{opt("qat", self.qat)} counts iterations: '
                              'give 0 (no quantization-aware fine-tuning) '
                              'or more')
-        if self.qat_targets not in TARGETS:
-            raise UsageError(f'{opt("qat_targets", self.qat_targets)} is '
-                             f'not a target: give {" or ".join(TARGETS)}')
-        if not self.qat_lr > 0:
-            raise UsageError(f'{opt("qat_lr", self.qat_lr)} is a learning '
-                             f'rate: give a positive number (default '
-                             f'{DEFAULT_LR:g})')
+        check_qat_options(self.qat_targets, self.qat_lr)
         for r in runtimes:
             r.require()
         return runtimes

@@ -158,9 +158,8 @@ def infer_parser(doc: str = DOC, prog: Optional[str] = None
     p.add_argument('--stall-timeout', type=float, metavar='SECONDS',
                    help='End the run with one error line when an image has '
                    'not finished in SECONDS (default %(default)g; 20x the '
-                   'slowest '
-                   'image so far when that is longer). Finished images stay '
-                   'finished; a rerun resumes.')
+                   'slowest image so far when that is longer). Finished '
+                   'images stay finished; a rerun resumes.')
     p.add_argument('--quiet', action='store_true',
                    help='No progress bar.')
     # the sentence tools/_cli.add_force makes of every tool's --force

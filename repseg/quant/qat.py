@@ -384,6 +384,17 @@ def _resumable(work_dir: str, job: QatJob, log: Callable[[str], None]
     return same
 
 
+def check_qat_options(targets: str, lr: float) -> None:
+    """Refuse a QAT target or learning rate that is no such thing (one
+    line, :class:`UsageError`)."""
+    if targets not in TARGETS:
+        raise UsageError(f'{opt("qat_targets", targets)} is not a target: '
+                         f'give {" or ".join(TARGETS)}')
+    if not lr > 0:
+        raise UsageError(f'{opt("qat_lr", lr)} is a learning rate: give a '
+                         f'positive number (default {DEFAULT_LR:g})')
+
+
 def check_qat_job(job: QatJob, train_images: int,
                   batch_size: int) -> Optional[str]:
     """Why ``job`` cannot fine-tune on ``train_images`` images in batches
@@ -391,13 +402,7 @@ def check_qat_job(job: QatJob, train_images: int,
     if job.iters < 1:
         raise UsageError(f'{opt("qat", job.iters)} counts iterations: give '
                          '1 or more (0: no quantization-aware fine-tuning)')
-    if job.targets not in TARGETS:
-        raise UsageError(f'{opt("qat_targets", job.targets)} is not a '
-                         f'target: give {" or ".join(TARGETS)}')
-    if not job.lr > 0:
-        raise UsageError(f'{opt("qat_lr", job.lr)} is a learning rate: '
-                         'give a positive number (default '
-                         f'{DEFAULT_LR:g})')
+    check_qat_options(job.targets, job.lr)
     if train_images < batch_size:
         return (f'no QAT file: a batch takes {batch_size} train images and '
                 f'only {train_images} are left for fine-tuning (the '
@@ -513,5 +518,6 @@ def export_qat(net: nn.Module, path: str, x: torch.Tensor,
 
 
 __all__ = ['DEFAULT_LR', 'ALWAYS_FLOAT', 'QatJob', 'QatResult',
-           'QatSegmentor', 'qat_model', 'quantizers', 'fine_tune',
-           'export_qat', 'check_qat_job', 'torch_types', 'TARGETS']
+           'QatSegmentor', 'check_qat_options', 'qat_model', 'quantizers',
+           'fine_tune', 'export_qat', 'check_qat_job', 'torch_types',
+           'TARGETS']

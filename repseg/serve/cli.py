@@ -68,8 +68,7 @@ def serve_parser(doc: str = DOC, prog=None) -> argparse.ArgumentParser:
                    '%(default)s).')
     p.add_argument('--connections', type=int,
                    help='Open connections at most (default %(default)s; not '
-                   'with '
-                   '--ray: Serve\'s proxy takes the connections).')
+                   'with --ray: Serve\'s proxy takes the connections).')
     ray = p.add_argument_group(
         'Ray Serve', 'The same app on Ray Serve: --replicas processes, each '
         'with its own model\nand --threads CPUs, behind Serve\'s HTTP proxy '
