@@ -33,7 +33,8 @@ except ImportError as e:
                 f'repseg.{name} needs the training stack ({_missing} cannot '
                 'be imported here): this is the deployment install, which '
                 'runs deployed files (tools/infer.py); install the full '
-                'stack with scripts/install.sh') from None
+                'stack with scripts/install.sh (it builds mmcv with its '
+                'ops; pip install "repseg[train]" alone would not)') from None
         raise AttributeError(f"module 'repseg' has no attribute {name!r}")
 else:
     register_safe_globals()
