@@ -10,7 +10,7 @@ DIR resumes.
   python tools/infer.py a.jpg b.png --model CONFIG --checkpoint CKPT --out out
   python tools/infer.py drive.mp4 --model m.onnx --out out --every 5 --overlay
   python tools/infer.py photos/ --model OLD.onnx --config CONFIG --out out
-  python tools/infer.py /shared/archive --recursive --model m.xml \
+  python tools/infer.py /shared/archive --recursive --model m.xml \\
       --out /shared/out --ray --ray-address HEAD:6379 --threads 4
 """
 from _cli import run

@@ -81,49 +81,10 @@ def config_named(model: str, config: Optional[str]
     return None
 
 
-def infer_parser(doc: str = DOC, prog: Optional[str] = None
-                 ) -> argparse.ArgumentParser:
-    """``repseg-infer``'s parser (``tools/infer.py``'s with that tool's
-    docstring).
-
-    Args:
-        doc (str): the description (usage examples kept as written).
-        prog (str, optional): the command's name in the usage line.
-    """
-    p = argparse.ArgumentParser(
-        prog=prog, description=doc,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('inputs', nargs='+', metavar='INPUT',
-                   help='Image files, folders, glob patterns, .txt files '
-                   'listing one path per line, or video files.')
-    p.add_argument('--model', required=True,
-                   help='A deployed file (.onnx, .xml) or a config (.py) '
-                   'with --checkpoint.')
-    p.add_argument('--checkpoint',
-                   help="The config's training or fused checkpoint.")
-    p.add_argument('--config',
-                   help='The config a deployed file was exported from, for '
-                   'files that do not record their inference recipe.')
-    p.add_argument('--out', required=True, metavar='DIR',
-                   help='The output folder (labels/, overlays/, '
-                   'manifest.json, done.txt, failures.txt).')
-    p.add_argument('--recursive', action='store_true',
-                   help='Search folders recursively.')
-    p.add_argument('--every', type=int, metavar='N',
-                   help="Segment a video's every N-th frame (default "
-                   '%(default)s).')
-    p.add_argument('--label-ids', action='store_true',
-                   help='Write Cityscapes label ids (for its evaluation '
-                   'server) instead of train ids.')
-    p.add_argument('--overlay', action='store_true',
-                   help='Also write overlays of the label colours (and an '
-                   'overlay video per video).')
-    p.add_argument('--opacity', type=float,
-                   help='The opacity of the overlay colours (default '
-                   '%(default)s).')
-    p.add_argument('--areas', action='store_true',
-                   help="Write each image's class pixel shares to "
-                   'DIR/areas.csv.')
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """How the run goes: runtime mode and threads, PyTorch's device and
+    batches, the pipeline, shards, Ray, the stall watchdog, progress and
+    --force."""
     p.add_argument('--mode', choices=list(INFER_MODES),
                    help='Latency (one request with every thread), '
                    'throughput (several requests in flight) or auto '
@@ -168,6 +129,52 @@ def infer_parser(doc: str = DOC, prog: Optional[str] = None
                    'are deleted first and everything is redone (files no run '
                    'wrote are never deleted; not with --shard); without it '
                    'nothing that exists is overwritten.')
+
+
+def infer_parser(doc: str = DOC, prog: Optional[str] = None
+                 ) -> argparse.ArgumentParser:
+    """``repseg-infer``'s parser (``tools/infer.py``'s with that tool's
+    docstring).
+
+    Args:
+        doc (str): the description (usage examples kept as written).
+        prog (str, optional): the command's name in the usage line.
+    """
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('inputs', nargs='+', metavar='INPUT',
+                   help='Image files, folders, glob patterns, .txt files '
+                   'listing one path per line, or video files.')
+    p.add_argument('--model', required=True,
+                   help='A deployed file (.onnx, .xml) or a config (.py) '
+                   'with --checkpoint.')
+    p.add_argument('--checkpoint',
+                   help="The config's training or fused checkpoint.")
+    p.add_argument('--config',
+                   help='The config a deployed file was exported from, for '
+                   'files that do not record their inference recipe.')
+    p.add_argument('--out', required=True, metavar='DIR',
+                   help='The output folder (labels/, overlays/, '
+                   'manifest.json, done.txt, failures.txt).')
+    p.add_argument('--recursive', action='store_true',
+                   help='Search folders recursively.')
+    p.add_argument('--every', type=int, metavar='N',
+                   help="Segment a video's every N-th frame (default "
+                   '%(default)s).')
+    p.add_argument('--label-ids', action='store_true',
+                   help='Write Cityscapes label ids (for its evaluation '
+                   'server) instead of train ids.')
+    p.add_argument('--overlay', action='store_true',
+                   help='Also write overlays of the label colours (and an '
+                   'overlay video per video).')
+    p.add_argument('--opacity', type=float,
+                   help='The opacity of the overlay colours (default '
+                   '%(default)s).')
+    p.add_argument('--areas', action='store_true',
+                   help="Write each image's class pixel shares to "
+                   'DIR/areas.csv.')
+    _add_run_flags(p)
     InferSettings.defaults_into(p)
     return p
 
